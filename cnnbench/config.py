@@ -1,0 +1,236 @@
+"""The training configuration: its defaults, its schema, the seed presets, and how layers combine.
+
+Precedence is: field defaults < preset < YAML file < flags the user gave. Every value remembers
+where it came from, so an error can name the flag or the ``file:line``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from cnnbench.errors import ConfigError
+from cnnbench.registry import Registry
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines one training run. Field names are the YAML keys, flags and MLflow params."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # What to learn, and with what network.
+    dataset: str = "mnist"
+    arch: str = "two_conv"
+    # Architecture hyper-parameters; None means the architecture's own default.
+    kernel_size: Optional[int] = Field(None, gt=0)
+    width: Optional[int] = Field(None, gt=0)
+    depth: Optional[int] = Field(None, gt=0)
+    dropout: Optional[float] = Field(None, ge=0, lt=1)
+    # Optimisation.
+    optimizer: str = "adam"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    # SGD and RMSprop only; None means the optimizer's default.
+    momentum: Optional[float] = Field(None, ge=0, lt=1)
+    nesterov: Optional[bool] = None
+    batch_size: int = Field(64, gt=0)
+    epochs: int = Field(10, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # Learning-rate schedule: a name from `cnnbench list`, a linear warm-up, and the decay settings
+    # used by step (every step_size epochs), multistep (at milestones), exponential and plateau.
+    scheduler: str = "none"
+    warmup_epochs: float = Field(0.0, ge=0)
+    step_size: int = Field(1, gt=0)
+    gamma: float = Field(0.1, gt=0, le=1)
+    milestones: Optional[list[int]] = None
+    # Data: augmentation (None means the dataset's default), validation share of the training set.
+    augment: Optional[str] = None
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    # Stop when validation accuracy has not improved for this many epochs (None: never).
+    patience: Optional[int] = Field(None, gt=0)
+    seed: int = 0
+    # Where and how to compute: auto picks cuda, then mps, then cpu; bf16 where the hardware gains.
+    device: str = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    compile: bool = False
+    eval_batch_size: int = Field(1024, gt=0)
+
+    def arch_kwargs(self) -> dict[str, Any]:
+        """Return the architecture hyper-parameters that are set."""
+        return {k: getattr(self, k) for k in ("kernel_size", "width", "depth", "dropout") if getattr(self, k) is not None}
+
+    def params(self) -> dict[str, Any]:
+        """Return every field with a value, as plain values (for logging and export)."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+FIELDS = tuple(TrainConfig.model_fields)
+
+
+class Preset:
+    """A named partial configuration, such as one seed project's recipe."""
+
+    def __init__(self, summary: str, **values: Any):
+        self.summary = summary
+        self.values = values
+
+
+PRESETS: Registry[Preset] = Registry("preset")
+PRESETS.add("seed000", Preset(
+    "seed 000: PyTorch's MNIST example net, Adadelta lr 1.0, batch 10, step decay 0.7 per epoch, 14 epochs",
+    dataset="mnist", arch="example_net", optimizer="adadelta", lr=1.0, batch_size=10, scheduler="step",
+    step_size=1, gamma=0.7, epochs=14))
+PRESETS.add("seed001", Preset(
+    "seed 001: four-conv net, SGD lr 0.01 momentum 0.9, batch 512, step decay at 15, rotation, 20 epochs",
+    dataset="mnist", arch="four_conv", optimizer="sgd", lr=0.01, momentum=0.9, batch_size=512,
+    scheduler="step", step_size=15, gamma=0.1, augment="seed001", epochs=20))
+PRESETS.add("seed002", Preset(
+    "seed 002: LeNet-style net with dropout, Adam lr 1e-3, batch 64, 10 epochs",
+    dataset="mnist", arch="lenet_dropout", optimizer="adam", lr=1e-3, batch_size=64, epochs=10))
+PRESETS.add("seed003", Preset(
+    "seed 003: CIFAR-10 two-conv net, Adam lr 0.01, batch 20, 20% validation, best-model saving, 20 epochs",
+    dataset="cifar10", arch="cifar_simple", optimizer="adam", lr=0.01, batch_size=20, val_fraction=0.2,
+    augment="none", epochs=20))
+PRESETS.add("seed004", Preset(
+    "seed 004: two-conv net, Adam lr 1e-3, batch 64, 10 epochs",
+    dataset="mnist", arch="two_conv", optimizer="adam", lr=1e-3, batch_size=64, epochs=10))
+PRESETS.add("mnist_fast", Preset(
+    "fastest to 99% on MNIST: a small BatchNorm VGG, one-cycle SGD, batch 128, 2 epochs",
+    dataset="mnist", arch="vgg", width=16, depth=1, optimizer="sgd", lr=0.2, momentum=0.9, nesterov=True,
+    weight_decay=5e-4, batch_size=128, scheduler="onecycle", label_smoothing=0.1, epochs=2))
+PRESETS.add("mnist_best", Preset(
+    "99.5%+ on MNIST: BatchNorm ResNet, light affine augmentation, one-cycle SGD, 12 epochs",
+    dataset="mnist", arch="resnet", width=32, depth=1, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
+    weight_decay=5e-4, batch_size=128, scheduler="onecycle", augment="affine", label_smoothing=0.1, epochs=12))
+PRESETS.add("cifar10_airbench", Preset(
+    "fast CIFAR-10 net in the airbench style, Nesterov SGD, label smoothing, crop+flip, 10 epochs",
+    dataset="cifar10", arch="airbench", optimizer="sgd", lr=0.2, momentum=0.85, nesterov=True, weight_decay=5e-4,
+    batch_size=512, scheduler="onecycle", label_smoothing=0.2, augment="crop_flip", epochs=10))
+
+
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2-style numbers: ``1e-3`` is a float, not a string."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
+
+
+def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[tuple, int]]:
+    """Read a YAML mapping; return it and the line of every key path (``("space", "lr")`` -> 12).
+
+    Raises :class:`ConfigError` for a missing file, bad YAML, a duplicate key or a non-mapping.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read {path}: {err.strerror}", source=str(path)) from None
+    try:
+        node = yaml.compose(text, Loader=_Loader)
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise ConfigError(f"not valid YAML: {getattr(err, 'problem', err)}", source=where) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("a YAML mapping (key: value lines) is expected at the top", source=f"{path}:1")
+    lines: dict[tuple, int] = {}
+    _walk(node, (), lines, path)
+    return data, lines
+
+
+def _walk(node, prefix: tuple, lines: dict[tuple, int], path: Path) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key, value in node.value:
+            if key.value in seen:
+                raise ConfigError(f"key {key.value!r} appears twice", source=f"{path}:{key.start_mark.line + 1}")
+            seen.add(key.value)
+            lines[prefix + (key.value,)] = key.start_mark.line + 1
+            _walk(value, prefix + (key.value,), lines, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[prefix + (i,)] = item.start_mark.line + 1
+            _walk(item, prefix + (i,), lines, path)
+
+
+class Layer:
+    """One source of settings: its values and where each came from."""
+
+    def __init__(self, values: dict[str, Any], sources: dict[str, str]):
+        self.values = values
+        self.sources = sources
+
+    @classmethod
+    def flags(cls, values: dict[str, Any]) -> "Layer":
+        """Settings from command-line flags; ``None`` means the flag was not given."""
+        given = {k: v for k, v in values.items() if v is not None}
+        return cls(given, {k: f"--{k.replace('_', '-')}" for k in given})
+
+    @classmethod
+    def preset(cls, name: str) -> "Layer":
+        """Settings of a registered preset."""
+        values = PRESETS.get(name).values
+        return cls(dict(values), {k: f"preset {name}" for k in values})
+
+    @classmethod
+    def yaml_file(cls, path: str | Path, key: str | None = None) -> "Layer":
+        """Settings from a YAML file (or from its mapping under ``key``)."""
+        data, lines = load_yaml(path)
+        prefix: tuple = ()
+        if key is not None:
+            data, prefix = data.get(key) or {}, (key,)
+        return cls(dict(data), {k: f"{path}:{lines.get(prefix + (k,), 1)}" for k in data})
+
+
+def resolve(*layers: Layer) -> tuple[TrainConfig, dict[str, str]]:
+    """Merge ``layers`` (later ones win) over the defaults and validate the result.
+
+    Returns the configuration and the source of every value that was set. Raises
+    :class:`ConfigError` naming the field, the value, its source and the fix.
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    for layer in layers:
+        values.update(layer.values)
+        sources.update(layer.sources)
+    return validate(values, sources), sources
+
+
+def validate(values: dict[str, Any], sources: dict[str, str] | None = None) -> TrainConfig:
+    """Return ``values`` as a :class:`TrainConfig`, or raise :class:`ConfigError` on the first bad field."""
+    sources = sources or {}
+    try:
+        return TrainConfig(**values)
+    except ValidationError as err:
+        raise schema_error(err, sources, TrainConfig) from None
+
+
+def schema_error(err: ValidationError, sources: dict[str, str], model: type[BaseModel]) -> ConfigError:
+    """Turn pydantic's first error into a one-line :class:`ConfigError`."""
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    key = str(first["loc"][0]) if first["loc"] else ""
+    more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    if first["type"] == "extra_forbidden":
+        import difflib
+
+        close = difflib.get_close_matches(key, list(model.model_fields), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(model.model_fields)}"
+        return ConfigError(f"unknown setting {loc!r}{more}", source=sources.get(key), hint=hint)
+    value = first.get("input")
+    return ConfigError(f"{loc} = {value!r}: {first['msg']}{more}", source=sources.get(key))

@@ -1,0 +1,366 @@
+"""Datasets as whole uint8 tensors on the training device, batched and augmented there."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from cnnbench.errors import ConfigError, DataError
+from cnnbench.registry import Registry
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What cnnbench knows of a dataset before loading it."""
+
+    name: str
+    summary: str
+    torchvision_class: str
+    shape: tuple[int, int, int]
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: str
+    folder: str
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+_DIGITS = tuple(str(i) for i in range(10))
+DATASETS.add("mnist", DatasetSpec(
+    "mnist", "MNIST handwritten digits, 1x28x28, 60k train / 10k test", "MNIST", (1, 28, 28), _DIGITS,
+    (0.1307,), (0.3081,), "none", "MNIST"))
+DATASETS.add("fashion_mnist", DatasetSpec(
+    "fashion_mnist", "Fashion-MNIST clothing, 1x28x28, 60k train / 10k test", "FashionMNIST", (1, 28, 28),
+    ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    (0.2860,), (0.3530,), "none", "FashionMNIST"))
+DATASETS.add("cifar10", DatasetSpec(
+    "cifar10", "CIFAR-10 colour images, 3x32x32, 50k train / 10k test", "CIFAR10", (3, 32, 32),
+    ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "crop_flip", "cifar-10-batches-py"))
+DATASETS.add("cifar100", DatasetSpec(
+    "cifar100", "CIFAR-100 colour images, 3x32x32, 50k train / 10k test", "CIFAR100", (3, 32, 32),
+    tuple(f"class_{i}" for i in range(100)),
+    (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "crop_flip", "cifar-100-python"))
+
+
+def data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    """Return the data folder: ``explicit``, else ``$CNNBENCH_DATA_DIR``, else ``~/.cache/cnnbench/data``."""
+    if explicit:
+        return Path(explicit).expanduser()
+    if os.environ.get("CNNBENCH_DATA_DIR"):
+        return Path(os.environ["CNNBENCH_DATA_DIR"]).expanduser()
+    return cache_dir() / "data"
+
+
+def cache_dir() -> Path:
+    """Return the folder for cnnbench's caches: ``$CNNBENCH_CACHE_DIR`` or ``~/.cache/cnnbench``."""
+    return Path(os.environ.get("CNNBENCH_CACHE_DIR") or Path.home() / ".cache" / "cnnbench").expanduser()
+
+
+@dataclass
+class Split:
+    """Images (N, C, H, W) as uint8 and labels (N,) as int64, on one device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device | str) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class Data:
+    """A dataset ready for training: train, validation and test splits plus how to normalise them."""
+
+    spec: DatasetSpec
+    train: Split
+    val: Split | None
+    test: Split
+
+    def to(self, device: torch.device | str) -> "Data":
+        """Return the same data on ``device``."""
+        return Data(self.spec, self.train.to(device), self.val.to(device) if self.val else None,
+                    self.test.to(device))
+
+
+def load(name: str, root: str | os.PathLike | None = None, *, val_fraction: float = 0.1, split_seed: int = 0,
+         download: bool = True) -> Data:
+    """Load dataset ``name`` from ``root`` (downloading it there when missing and ``download``).
+
+    The training set is split into train and validation parts, the same way for the same
+    ``val_fraction`` and ``split_seed``; the test set is kept apart.
+    """
+    spec = DATASETS.get(name)
+    if not 0 <= val_fraction < 1:
+        raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    train, test = _load_tensors(spec.name, str(data_dir(root).resolve()), download)
+    n_val = int(round(val_fraction * len(train)))
+    if n_val == 0:
+        return Data(spec, train, None, test)
+    order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
+    val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
+    return Data(spec, Split(train.x[train_idx], train.y[train_idx]), Split(train.x[val_idx], train.y[val_idx]), test)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_tensors(name: str, root: str, download: bool) -> tuple[Split, Split]:
+    spec = DATASETS.get(name)
+    sources = _source_files(spec, Path(root))
+    cached = _cache_path(spec, sources)
+    if cached is not None and cached.exists():
+        try:
+            blob = torch.load(cached, weights_only=True)
+            return Split(blob["train_x"], blob["train_y"]), Split(blob["test_x"], blob["test_y"])
+        except Exception:  # a damaged cache is rebuilt from the source files
+            cached.unlink(missing_ok=True)
+    train, test = _read_files(spec, Path(root), download)
+    cached = _cache_path(spec, _source_files(spec, Path(root)))
+    if cached is not None:
+        _atomic_save({"train_x": train.x, "train_y": train.y, "test_x": test.x, "test_y": test.y}, cached)
+    return train, test
+
+
+def _source_files(spec: DatasetSpec, root: Path) -> list[Path]:
+    if not _files_present(spec, root):
+        return []
+    if spec.folder.endswith("MNIST"):
+        return [root / spec.folder / "raw" / n for pair in _IDX_FILES.values() for n in pair]
+    return [root / spec.folder / n for files in _CIFAR_FILES[spec.name].values() for n in files]
+
+
+def _cache_path(spec: DatasetSpec, sources: list[Path]) -> Path | None:
+    if not sources:
+        return None
+    digest = hashlib.sha1()
+    for p in sources:
+        st = p.stat()
+        digest.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return cache_dir() / "tensors" / f"{spec.name}-{digest.hexdigest()[:16]}.pt"
+
+
+def _atomic_save(obj: object, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _read_files(spec: DatasetSpec, root: Path, download: bool) -> tuple[Split, Split]:
+    if not _files_present(spec, root):
+        if not download:
+            raise DataError(f"{spec.name} is not in {root}", hint=_offline_hint(spec))
+        import torchvision.datasets
+
+        cls = getattr(torchvision.datasets, spec.torchvision_class)
+        try:
+            for train in (True, False):
+                cls(root=str(root), train=train, download=True)
+        except Exception as err:
+            raise DataError(f"{spec.name} is not in {root} and downloading it failed: {str(err)[:200]}",
+                            hint=_offline_hint(spec)) from None
+    reader = _read_idx_split if spec.folder.endswith("MNIST") else _read_cifar_split
+    return reader(spec, root, True), reader(spec, root, False)
+
+
+def _offline_hint(spec: DatasetSpec) -> str:
+    return (f"point --data-dir or CNNBENCH_DATA_DIR at a folder holding {spec.folder}/ "
+            "in torchvision's layout, or connect to the internet")
+
+
+_IDX_FILES = {True: ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              False: ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_CIFAR_FILES = {"cifar10": {True: [f"data_batch_{i}" for i in range(1, 6)], False: ["test_batch"]},
+                "cifar100": {True: ["train"], False: ["test"]}}
+
+
+def _files_present(spec: DatasetSpec, root: Path) -> bool:
+    if spec.folder.endswith("MNIST"):
+        names = [n for pair in _IDX_FILES.values() for n in pair]
+        return all((root / spec.folder / "raw" / n).is_file() for n in names)
+    return all((root / spec.folder / n).is_file() for files in _CIFAR_FILES[spec.name].values() for n in files)
+
+
+def _read_idx(path: Path) -> torch.Tensor:
+    """Read an uncompressed IDX file (MNIST's format) into a uint8 tensor."""
+    raw = path.read_bytes()
+    if len(raw) < 8 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    body = raw[4 + 4 * ndim:]
+    if len(body) != math.prod(dims):
+        raise DataError(f"{path} holds {len(body)} bytes of data, its header promises {math.prod(dims)}")
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).view(*dims)
+
+
+def _read_idx_split(spec: DatasetSpec, root: Path, train: bool) -> Split:
+    images, labels = (root / spec.folder / "raw" / n for n in _IDX_FILES[train])
+    x, y = _read_idx(images), _read_idx(labels)
+    if len(x) != len(y):
+        raise DataError(f"{images} has {len(x)} images but {labels} has {len(y)} labels")
+    return Split(x.unsqueeze(1).contiguous(), y.long())
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Reads CIFAR's pickled batches, refusing any global but the numpy array machinery they use."""
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        return super().find_class(module, name)
+
+
+def _read_cifar_split(spec: DatasetSpec, root: Path, train: bool) -> Split:
+    xs, ys = [], []
+    for name in _CIFAR_FILES[spec.name][train]:
+        path = root / spec.folder / name
+        try:
+            with open(path, "rb") as f:
+                batch = _CifarUnpickler(f, encoding="bytes").load()
+            x = torch.as_tensor(bytearray(bytes(batch[b"data"])) if isinstance(batch[b"data"], bytes)
+                                else batch[b"data"]).view(-1, 3, 32, 32)
+            y = batch.get(b"labels", batch.get(b"fine_labels"))
+        except (pickle.UnpicklingError, KeyError, EOFError, RuntimeError, TypeError) as err:
+            raise DataError(f"{path} is not a CIFAR batch file: {err}") from None
+        xs.append(x.to(torch.uint8))
+        ys.append(torch.as_tensor(y, dtype=torch.int64))
+    return Split(torch.cat(xs).contiguous(), torch.cat(ys))
+
+
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+AUGMENTS: Registry[Augment] = Registry("augmentation")
+
+
+def _rand(n: int, gen: torch.Generator, device) -> torch.Tensor:
+    return torch.rand(n, generator=gen, device=gen.device).to(device)
+
+
+@AUGMENTS.register("none")
+def no_augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """No augmentation."""
+    return x
+
+
+@AUGMENTS.register("flip")
+def flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Horizontal flip of half the images."""
+    mask = (_rand(len(x), gen, x.device) < 0.5).view(-1, 1, 1, 1)
+    return torch.where(mask, x.flip(3), x)
+
+
+@AUGMENTS.register("crop")
+def crop(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop after reflect-padding by 4 pixels (random translation by up to 4)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = (_rand(n, gen, x.device) * (2 * pad + 1)).long()
+    dx = (_rand(n, gen, x.device) * (2 * pad + 1)).long()
+    rows = (torch.arange(h, device=x.device)[None, :] + dy[:, None])[:, None, :, None].expand(n, c, h, w + 2 * pad)
+    padded = padded.gather(2, rows)
+    cols = (torch.arange(w, device=x.device)[None, :] + dx[:, None])[:, None, None, :].expand(n, c, h, w)
+    return padded.gather(3, cols)
+
+
+@AUGMENTS.register("crop_flip")
+def crop_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with 4-pixel padding, then horizontal flip (the CIFAR-10 standard)."""
+    return flip(crop(x, gen), gen)
+
+
+def _affine(x: torch.Tensor, gen: torch.Generator, degrees: float, shift: float, zoom_p: float, zoom: float):
+    n = len(x)
+    angle = (_rand(n, gen, x.device) * 2 - 1) * math.radians(degrees)
+    scale = torch.where(_rand(n, gen, x.device) < zoom_p, torch.full_like(angle, 1 / zoom), torch.ones_like(angle))
+    tx = (_rand(n, gen, x.device) * 2 - 1) * shift
+    ty = (_rand(n, gen, x.device) * 2 - 1) * shift
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@AUGMENTS.register("rotate")
+def rotate(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random rotation by up to 15 degrees, as seed 001 did."""
+    return _affine(x, gen, degrees=15, shift=0.0, zoom_p=0.0, zoom=1.0)
+
+
+@AUGMENTS.register("affine")
+def affine(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random rotation (up to 10 degrees) and shift (up to 2 pixels of 28): light MNIST augmentation."""
+    return _affine(x, gen, degrees=10, shift=2 / 14, zoom_p=0.0, zoom=1.0)
+
+
+@AUGMENTS.register("seed001")
+def seed001(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Seed 001's recipe: a 22-pixel centre crop resized back to 28 for 10% of images, rotation up to 15 degrees."""
+    return _affine(x, gen, degrees=15, shift=0.0, zoom_p=0.1, zoom=28 / 22)
+
+
+@dataclass
+class Batches:
+    """Iterates a split in batches of normalised float images on the split's device.
+
+    Shuffling uses ``generator``; augmentation, normalisation and the memory format are applied to
+    whole batches, never to single images.
+    """
+
+    split: Split
+    batch_size: int
+    mean: torch.Tensor
+    std: torch.Tensor
+    shuffle: bool = False
+    augment: Augment | None = None
+    generator: torch.Generator | None = None
+    drop_last: bool = False
+    channels_last: bool = False
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        if self.drop_last and n >= self.batch_size:
+            return n // self.batch_size
+        return math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x_all, y_all = self.split.x, self.split.y
+        n = len(y_all)
+        order = (torch.randperm(n, generator=self.generator, device=self.generator.device).to(x_all.device)
+                 if self.shuffle else None)
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, min(n, (i + 1) * self.batch_size))
+            if order is not None:
+                idx = order[sl]
+                x, y = x_all[idx], y_all[idx]
+            else:
+                x, y = x_all[sl], y_all[sl]
+            x = (x.float() / 255 - self.mean) / self.std
+            if self.augment is not None:
+                x = self.augment(x, self.generator)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            yield x, y
+
+
+def normalisation(spec: DatasetSpec, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Return the per-channel mean and std of ``spec`` as (1, C, 1, 1) tensors on ``device``."""
+    shape = (1, len(spec.mean), 1, 1)
+    return (torch.tensor(spec.mean, device=device).view(shape), torch.tensor(spec.std, device=device).view(shape))

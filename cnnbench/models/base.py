@@ -1,0 +1,117 @@
+"""The model registry and the helpers every architecture shares."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Callable
+
+import torch
+from torch import nn
+
+from cnnbench.errors import ConfigError, ShapeError
+from cnnbench.registry import Registry
+
+#: Builders take keyword-only ``in_channels``, ``num_classes``, ``input_size`` (H, W) and their own
+#: hyper-parameters, and return an ``nn.Module`` that maps (N, C, H, W) images to (N, classes) logits.
+MODELS: Registry[Callable[..., nn.Module]] = Registry("architecture")
+
+COMMON = ("in_channels", "num_classes", "input_size")
+
+
+def feature_shape(features: nn.Module, in_channels: int, input_size: tuple[int, int]) -> torch.Size:
+    """Return the shape (C, H, W) that ``features`` makes of one image, checked without real compute.
+
+    Raises :class:`ShapeError` when a layer cannot take the map it gets (a kernel larger than it, say).
+    """
+    probe = torch.zeros(1, in_channels, *input_size, device="meta")
+    on_meta = features if _on_meta(features) else copy.deepcopy(features).to("meta")
+    try:
+        with torch.no_grad():
+            out = on_meta(probe)
+    except RuntimeError as err:
+        raise ShapeError(
+            f"the layers cannot take a {in_channels}x{input_size[0]}x{input_size[1]} input: "
+            f"{str(err).splitlines()[0]}",
+            hint="use a smaller kernel_size or an architecture with fewer poolings",
+        ) from None
+    if any(d <= 0 for d in out.shape):
+        raise ShapeError(f"the feature map shrinks to {tuple(out.shape[1:])}", hint="use a smaller kernel_size")
+    return out.shape[1:]
+
+
+def _on_meta(module: nn.Module) -> bool:
+    return all(t.is_meta for t in module.parameters())
+
+
+def flat_features(features: nn.Module, in_channels: int, input_size: tuple[int, int]) -> int:
+    """Return how many values ``features`` makes of one image once flattened."""
+    shape = feature_shape(features, in_channels, input_size)
+    return int(torch.Size(shape).numel())
+
+
+def arch_params(name: str) -> dict[str, inspect.Parameter]:
+    """Return the hyper-parameters (beyond the common ones) that architecture ``name`` takes."""
+    builder = MODELS.get(name)
+    params = getattr(builder, "params", None)
+    if params is None:
+        params = {
+            k: p for k, p in inspect.signature(builder).parameters.items() if p.kind is p.KEYWORD_ONLY and k not in COMMON
+        }
+    return params
+
+
+def create_model(
+    name: str, *, in_channels: int, num_classes: int, input_size: int | tuple[int, int], **hparams
+) -> nn.Module:
+    """Build architecture ``name`` for the given input and classes; ``None`` hyper-parameters mean the default.
+
+    Raises :class:`ConfigError` for a hyper-parameter the architecture does not take and
+    :class:`ShapeError` for one that cannot work with the input size.
+    """
+    builder = MODELS.get(name)
+    given = {k: v for k, v in hparams.items() if v is not None}
+    accepted = arch_params(name)
+    unknown = sorted(set(given) - set(accepted))
+    if unknown:
+        takes = ", ".join(accepted) or "no hyper-parameters"
+        raise ConfigError(
+            f"architecture {name!r} does not take {', '.join(unknown)} (it takes {takes})",
+            hint=f"drop {', '.join(unknown)} or pick an architecture that has it",
+        )
+    if isinstance(input_size, int):
+        input_size = (input_size, input_size)
+    for key, value in given.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "dropout" and value <= 0:
+            raise ConfigError(f"{key} must be positive for {name!r}, got {value}")
+    return builder(in_channels=in_channels, num_classes=num_classes, input_size=tuple(input_size), **given)
+
+
+def check_model(name: str, *, in_channels: int, num_classes: int, input_size: tuple[int, int], **hparams) -> int:
+    """Build ``name`` on the meta device, run one forward pass there, and return its parameter count.
+
+    Costs no memory or compute; raises the same errors as :func:`create_model`.
+    """
+    with torch.device("meta"):
+        model = create_model(name, in_channels=in_channels, num_classes=num_classes, input_size=input_size, **hparams)
+    try:
+        with torch.no_grad():
+            out = model(torch.zeros(2, in_channels, *input_size, device="meta"))
+    except RuntimeError as err:
+        raise ShapeError(
+            f"architecture {name!r} cannot take a {in_channels}x{input_size[0]}x{input_size[1]} input: "
+            f"{str(err).splitlines()[0]}",
+            hint="use a smaller kernel_size, another architecture, or a larger input",
+        ) from None
+    if tuple(out.shape) != (2, num_classes):
+        raise ShapeError(f"architecture {name!r} gives outputs of shape {tuple(out.shape)}, not (N, {num_classes})")
+    return sum(p.numel() for p in model.parameters())
+
+
+def conv_bn(c_in: int, c_out: int, kernel_size: int, stride: int = 1) -> nn.Sequential:
+    """Return a conv (padded to keep the size), batch norm and ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )

@@ -1,0 +1,336 @@
+"""The training loop: a plain config and the data in, the per-epoch history and best model out.
+
+Nothing here knows of Optuna or MLflow; callers watch progress through one ``on_epoch_end`` hook.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cnnbench import data as datamod
+from cnnbench.config import TrainConfig
+from cnnbench.errors import CheckpointError, ConfigError, DivergedError
+from cnnbench.models import check_model, create_model
+from cnnbench.optim import create_optimizer, create_schedule, optimizer_params
+
+#: How many batches pass between checks for a non-finite loss (one host sync each).
+DIVERGENCE_CHECK_EVERY = 16
+
+
+@dataclass
+class EpochMetrics:
+    """What one epoch measured. Accuracies are fractions in [0, 1]."""
+
+    epoch: int
+    train_loss: float
+    train_acc: float
+    val_loss: float | None
+    val_acc: float | None
+    lr: float
+    epoch_seconds: float
+    images_per_sec: float
+
+
+@dataclass
+class Result:
+    """What :func:`fit` returns: the history, the best epoch and the model holding its weights."""
+
+    history: list[EpochMetrics]
+    best_epoch: int
+    model: nn.Module
+    params: int
+    device: str
+    precision: str
+    train_seconds: float
+    stopped_early: bool = False
+
+    @property
+    def best(self) -> EpochMetrics:
+        return next(m for m in self.history if m.epoch == self.best_epoch)
+
+
+@dataclass
+class Evaluation:
+    """Loss and accuracy on a split, with the predicted class of every image."""
+
+    loss: float
+    acc: float
+    predictions: torch.Tensor = field(repr=False)
+    confidences: torch.Tensor = field(repr=False)
+
+
+def resolve_device(name: str) -> torch.device:
+    """Return the device for ``name``; ``auto`` picks cuda, then mps, then cpu."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}", hint="use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here", hint="use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {name!r} asked for, but MPS is not available here", hint="use --device cpu")
+    return device
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Return whether this CPU has AMX or AVX512-BF16, where bf16 autocast pays off."""
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(cpu, c, lambda: False)() for c in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Return the precision to train in: ``auto`` is bf16 on CUDA and AMX/AVX512-BF16 CPUs, else fp32."""
+    if precision != "auto":
+        if precision == "fp16" and device.type == "cpu":
+            raise ConfigError("fp16 autocast is not supported on the CPU", hint="use --precision bf16 or fp32")
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def check(config: TrainConfig) -> int:
+    """Check that every name in ``config`` exists and that its model can be built for its dataset.
+
+    Does no training, loads no data and touches no accelerator; returns the parameter count.
+    Raises :class:`ConfigError` (or a subclass) for the first problem.
+    """
+    spec = datamod.DATASETS.get(config.dataset)
+    if config.augment is not None:
+        datamod.AUGMENTS.get(config.augment)
+    from cnnbench.optim import SCHEDULERS
+
+    SCHEDULERS.get(config.scheduler)
+    extras = {"momentum": config.momentum, "nesterov": config.nesterov}
+    unknown = sorted(k for k, v in extras.items() if v is not None and k not in optimizer_params(config.optimizer))
+    if unknown:
+        raise ConfigError(f"optimizer {config.optimizer!r} does not take {', '.join(unknown)}",
+                          hint="drop it, or use sgd (momentum, nesterov) or rmsprop (momentum)")
+    if config.nesterov and not config.momentum:
+        raise ConfigError("nesterov needs momentum > 0", hint="set momentum, e.g. 0.9")
+    c, h, w = spec.shape
+    return check_model(config.arch, in_channels=c, num_classes=spec.num_classes, input_size=(h, w),
+                       **config.arch_kwargs())
+
+
+def build_model(config: TrainConfig, spec: datamod.DatasetSpec) -> nn.Module:
+    """Return the (untrained) model ``config`` describes, for dataset ``spec``."""
+    c, h, w = spec.shape
+    return create_model(config.arch, in_channels=c, num_classes=spec.num_classes, input_size=(h, w),
+                        **config.arch_kwargs())
+
+
+def fit(
+    config: TrainConfig,
+    data: datamod.Data,
+    *,
+    on_epoch_end: Callable[[EpochMetrics], None] | None = None,
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> Result:
+    """Train the model ``config`` describes on ``data`` and return its history and best model.
+
+    ``on_epoch_end`` is called after each epoch; an exception raised there stops training.
+    With ``checkpoint`` set, the run is saved there after each epoch and resumed from it if it
+    exists. Raises :class:`DivergedError` as soon as the loss is not finite.
+    """
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    channels_last = precision != "fp32" and device.type in ("cuda", "cpu")
+    torch.manual_seed(config.seed)
+    data = data.to(device)
+    spec = data.spec
+    model = build_model(config, spec).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = sum(p.numel() for p in model.parameters())
+    optimizer = create_optimizer(config.optimizer, model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+                                 momentum=config.momentum, nesterov=config.nesterov)
+    mean, std = datamod.normalisation(spec, device)
+    gen = torch.Generator(device=device).manual_seed(config.seed)
+    augment = datamod.AUGMENTS.get(config.augment or spec.augment)
+    batches = datamod.Batches(data.train, config.batch_size, mean, std, shuffle=True,
+                              augment=None if augment is datamod.no_augment else augment, generator=gen,
+                              drop_last=True, channels_last=channels_last)
+    schedule = create_schedule(config.scheduler, optimizer, steps_per_epoch=len(batches), epochs=config.epochs,
+                               warmup_epochs=config.warmup_epochs, step_size=config.step_size, gamma=config.gamma,
+                               milestones=config.milestones)
+    step_fn = _train_step(model, optimizer, config.label_smoothing, device, precision, config.compile)
+
+    history: list[EpochMetrics] = []
+    best_epoch, best_score, best_state = 0, -math.inf, None
+    start_epoch, since_best, stopped_early = 1, 0, False
+    if checkpoint is not None and Path(checkpoint).exists():
+        state = load_checkpoint(checkpoint)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        gen.set_state(state["generator"].to(gen.get_state().device) if device.type == "cpu" else state["generator"])
+        history = [EpochMetrics(**m) for m in state["history"]]
+        best_epoch, best_score, since_best = state["best_epoch"], state["best_score"], state["since_best"]
+        best_state = state["best_model"]
+        start_epoch = len(history) + 1
+
+    train_seconds = sum(m.epoch_seconds for m in history)
+    bar = _progress(progress, config.epochs * len(batches), (start_epoch - 1) * len(batches))
+    for epoch in range(start_epoch, config.epochs + 1):
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device, dtype=torch.long)
+        seen = 0
+        t0 = time.perf_counter()
+        for i, (x, y) in enumerate(batches, 1):
+            loss, hits = step_fn(x, y)
+            schedule.step_batch()
+            loss_sum += loss * len(y)
+            correct += hits
+            seen += len(y)
+            if i % DIVERGENCE_CHECK_EVERY == 0 and not torch.isfinite(loss_sum):
+                raise DivergedError(f"diverged: loss is not finite at epoch {epoch}, batch {i}",
+                                    hint="lower lr or add warm-up")
+            if bar is not None:
+                bar.update()
+        train_loss = loss_sum.item() / seen
+        if not math.isfinite(train_loss):
+            raise DivergedError(f"diverged: loss is not finite at epoch {epoch}", hint="lower lr or add warm-up")
+        train_acc = correct.item() / seen
+        seconds = time.perf_counter() - t0
+        train_seconds += seconds
+        val = evaluate(model, data.val, spec, config, device=device, precision=precision) if data.val else None
+        metrics = EpochMetrics(epoch, train_loss, train_acc, val.loss if val else None, val.acc if val else None,
+                               schedule.lr, seconds, seen / seconds)
+        history.append(metrics)
+        score = val.acc if val else epoch
+        if score > best_score:
+            best_epoch, best_score, since_best = epoch, score, 0
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            since_best += 1
+        schedule.step_epoch(val.loss if val else None)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, {
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                "generator": gen.get_state(), "history": [asdict(m) for m in history], "best_epoch": best_epoch,
+                "best_score": best_score, "since_best": since_best, "best_model": best_state,
+                "config": config.params(),
+            })
+        if bar is not None:
+            bar.set_postfix_str(_postfix(metrics), refresh=False)
+        if on_epoch_end is not None:
+            on_epoch_end(metrics)
+        if config.patience is not None and since_best >= config.patience:
+            stopped_early = True
+            break
+    if bar is not None:
+        bar.close()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return Result(history, best_epoch, model, params, str(device), precision, train_seconds, stopped_early)
+
+
+def _train_step(model, optimizer, label_smoothing: float, device: torch.device, precision: str, compile_: bool):
+    def step(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with _autocast(device, precision):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+    return torch.compile(step) if compile_ else step
+
+
+def evaluate(
+    model: nn.Module, split: datamod.Split, spec: datamod.DatasetSpec, config: TrainConfig, *,
+    device: torch.device | None = None, precision: str | None = None,
+) -> Evaluation:
+    """Return the loss, accuracy and predictions of ``model`` on ``split`` (no augmentation)."""
+    device = device or resolve_device(config.device)
+    precision = precision or resolve_precision(config.precision, device)
+    split = split.to(device)
+    mean, std = datamod.normalisation(spec, device)
+    batches = datamod.Batches(split, config.eval_batch_size, mean, std,
+                              channels_last=precision != "fp32" and device.type in ("cuda", "cpu"))
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    preds, confs = [], []
+    with torch.no_grad(), _autocast(device, precision):
+        for x, y in batches:
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            prob, pred = logits.softmax(1).max(1)
+            preds.append(pred)
+            confs.append(prob)
+    predictions = torch.cat(preds)
+    acc = (predictions == split.y).float().mean().item()
+    return Evaluation(loss_sum.item() / len(split), acc, predictions.cpu(), torch.cat(confs).cpu())
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """Write ``state`` (tensors and plain values only) to ``path`` atomically: a temp file, then a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(state, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`, refusing anything but tensors and plain values."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"cannot load checkpoint {path}: {str(err).splitlines()[0][:200]}",
+                              hint="it is damaged or not a cnnbench checkpoint; delete it to start afresh") from None
+
+
+def _progress(enabled: bool, total: int, initial: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, unit="batch", leave=False, dynamic_ncols=True)
+
+
+def _postfix(m: EpochMetrics) -> str:
+    val = f" val_acc={m.val_acc:.4f}" if m.val_acc is not None else ""
+    return f"epoch {m.epoch} loss={m.train_loss:.4f}{val}"
+
+
+def copy_model(model: nn.Module) -> nn.Module:
+    """Return a deep copy of ``model`` on the CPU in fp32 and the default memory format."""
+    clone = copy.deepcopy(model).cpu().float()
+    return clone.to(memory_format=torch.contiguous_format)

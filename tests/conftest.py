@@ -1,0 +1,89 @@
+"""Shared fixtures: tiny datasets in the real on-disk formats, and every store under tmp_path."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CLASSES = 10
+
+
+def _patterns(n: int, size: int, channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images whose class decides where a bright square sits (and, in colour, which channel): easy to learn."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % CLASSES
+    rng.shuffle(labels)
+    images = rng.integers(0, 40, size=(n, channels, size, size), dtype=np.uint8)
+    cell = size // 4
+    for i, label in enumerate(labels):
+        r, c = divmod(int(label), 4)
+        images[i, label % channels, r * cell:(r + 1) * cell, c * cell:(c + 1) * cell] = 230
+    return images, labels.astype(np.uint8)
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+def write_mnist(root: Path, n_train: int = 400, n_test: int = 100, folder: str = "MNIST") -> Path:
+    """Write MNIST-format IDX files under ``root/folder/raw``."""
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
+        x, y = _patterns(n, 28, 1, seed)
+        _write_idx(raw / f"{prefix}-images-idx3-ubyte", x[:, 0])
+        _write_idx(raw / f"{prefix}-labels-idx1-ubyte", y)
+    return root
+
+
+def write_cifar10(root: Path, per_batch: int = 80, n_test: int = 100) -> Path:
+    """Write CIFAR-10 python-format pickled batches under ``root/cifar-10-batches-py``."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for i, name in enumerate(names):
+        x, y = _patterns(n_test if name == "test_batch" else per_batch, 32, 3, 10 + i)
+        batch = {b"batch_label": name.encode(), b"labels": [int(v) for v in y],
+                 b"data": x.reshape(len(x), -1), b"filenames": [f"{j}.png".encode() for j in range(len(x))]}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [b"c%d" % i for i in range(10)], b"num_vis": 3072}, f)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A data folder holding tiny MNIST, Fashion-MNIST and CIFAR-10 in torchvision's layout."""
+    root = tmp_path_factory.mktemp("data")
+    write_mnist(root)
+    write_mnist(root, folder="FashionMNIST")
+    write_cifar10(root)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Keep caches, stores and the working directory of every test under its tmp_path."""
+    from cnnbench import data
+
+    monkeypatch.setenv("CNNBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    data._load_tensors.cache_clear()
+    yield
+    data._load_tensors.cache_clear()
+
+
+@pytest.fixture
+def real_data_dir() -> Path:
+    """The real datasets, where CNNBENCH_DATA_DIR points at them (CI sets it)."""
+    path = os.environ.get("CNNBENCH_REAL_DATA_DIR") or os.environ.get("CNNBENCH_DATA_DIR")
+    if not path or not (Path(path) / "MNIST" / "raw").is_dir():
+        pytest.skip("CNNBENCH_DATA_DIR does not point at the real datasets")
+    return Path(path)

@@ -1,0 +1,88 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from cnnbench.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_train_json_reports_the_results(tiny_data):
+    res = run("train", "mnist", "--data-dir", str(tiny_data), "--arch", "two_conv", "--width", "8",
+              "--epochs", "2", "--batch-size", "32", "--lr", "3e-3", "--device", "cpu", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    for key in ("test_acc", "val_acc", "epochs", "train_seconds", "images_per_sec", "params"):
+        assert key in out
+    assert out["epochs"] == 2 and out["test_acc"] > 0.5 and out["params"] > 0
+    assert out["config"]["lr"] == 3e-3
+
+
+def test_train_prints_epochs_and_test_accuracy(tiny_data):
+    res = run("train", "cifar10", "--data-dir", str(tiny_data), "--arch", "cifar_simple", "--epochs", "1",
+              "--batch-size", "32")
+    assert res.exit_code == 0, res.output
+    assert "epoch   1" in res.output and "test accuracy" in res.output
+
+
+def test_train_from_a_preset_and_a_config_file(tiny_data, tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text("epochs: 1\nbatch_size: 20\n")
+    res = run("train", "--preset", "seed004", "--config", str(path), "--data-dir", str(tiny_data), "--width", "4",
+              "--json")
+    assert res.exit_code == 0, res.output
+    cfg = json.loads(res.output)["config"]
+    assert (cfg["arch"], cfg["batch_size"], cfg["epochs"], cfg["width"]) == ("two_conv", 20, 1, 4)
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--arch", "resnett"], "did you mean 'resnet'"),
+    (["--arch", "four_conv", "--kernel-size", "7"], "kernel"),
+    (["--lr", "-1"], "--lr"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "does not take momentum"),
+    (["--scheduler", "cosin"], "did you mean 'cosine'"),
+    (["--epochs", "0"], "--epochs"),
+    (["--preset", "seed005"], "did you mean"),
+    (["--config", "missing.yaml"], "missing.yaml"),
+    (["--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"], "device"),
+])
+def test_bad_input_is_one_clear_line_and_exit_2(tiny_data, args, expected):
+    res = CliRunner().invoke(main, ["train", "mnist", "--data-dir", str(tiny_data), *args])
+    assert res.exit_code == 2, res.output
+    assert expected in res.output
+    assert "Traceback" not in res.output and "epoch   1" not in res.output
+    assert len(res.output.strip().splitlines()) <= 2
+
+
+def test_unknown_dataset_and_missing_data_exit_2(tmp_path):
+    res = CliRunner().invoke(main, ["train", "mnits", "--data-dir", str(tmp_path)])
+    assert res.exit_code == 2 and "did you mean 'mnist'" in res.output
+    res = CliRunner().invoke(main, ["train", "cifar10", "--data-dir", str(tmp_path / "nowhere"), "--epochs", "1"])
+    assert res.exit_code == 2
+
+
+def test_click_usage_errors_exit_2():
+    res = CliRunner().invoke(main, ["train", "mnist", "--batch-size", "many"])
+    assert res.exit_code == 2 and "batch-size" in res.output
+
+
+def test_list_shows_every_registry():
+    res = run("list")
+    assert res.exit_code == 0
+    for title in ("architectures:", "optimizers:", "schedulers:", "datasets:", "presets:", "tv:*"):
+        assert title in res.output
+    res = run("list", "optimizers")
+    assert "adadelta" in res.output and "architectures" not in res.output
+
+
+def test_help_imports_nothing_heavy():
+    code = ("import sys; from click.testing import CliRunner; from cnnbench.cli import main; "
+            "r = CliRunner().invoke(main, ['train', '--help']); assert r.exit_code == 0, r.output; "
+            "heavy = [m for m in ('torch', 'mlflow', 'optuna', 'pandas') if m in sys.modules]; "
+            "assert not heavy, heavy")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,60 @@
+import pytest
+
+from cnnbench import config
+from cnnbench.errors import ConfigError
+
+
+def test_yaml_reads_exponent_numbers_as_floats(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 1e-3\nweight_decay: 5E-4\nepochs: 2\n")
+    cfg, sources = config.resolve(config.Layer.yaml_file(path))
+    assert cfg.lr == 0.001 and cfg.weight_decay == 0.0005 and cfg.epochs == 2
+    assert sources["lr"] == f"{path}:1"
+
+
+def test_unknown_key_names_the_line_and_the_closest_key(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochs: 2\nlearning_rate: 0.1\nbatch_sise: 4\n")
+    with pytest.raises(ConfigError) as info:
+        config.resolve(config.Layer.yaml_file(path))
+    text = str(info.value)
+    assert f"{path}:2" in text or f"{path}:3" in text
+    assert "unknown setting" in text
+
+
+def test_bad_value_names_its_flag():
+    with pytest.raises(ConfigError) as info:
+        config.resolve(config.Layer.flags({"lr": -1.0}))
+    assert "--lr" in str(info.value) and "-1.0" in str(info.value)
+
+
+def test_precedence_defaults_preset_file_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.5\nepochs: 3\n")
+    cfg, sources = config.resolve(config.Layer.preset("seed004"), config.Layer.yaml_file(path),
+                                  config.Layer.flags({"epochs": 7, "batch_size": None}))
+    assert cfg.arch == "two_conv" and sources["arch"] == "preset seed004"
+    assert cfg.lr == 0.5 and cfg.epochs == 7 and cfg.batch_size == 64
+    assert cfg.weight_decay == config.TrainConfig().weight_decay
+
+
+def test_duplicate_yaml_key_is_refused(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.1\nlr: 0.2\n")
+    with pytest.raises(ConfigError, match="appears twice"):
+        config.load_yaml(path)
+
+
+def test_broken_yaml_names_the_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.1\nepochs: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        config.load_yaml(path)
+
+
+@pytest.mark.parametrize("name", list(config.PRESETS))
+def test_every_preset_is_a_valid_configuration(name):
+    from cnnbench.train import check
+
+    cfg, _ = config.resolve(config.Layer.preset(name))
+    assert check(cfg) > 0

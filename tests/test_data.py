@@ -1,0 +1,108 @@
+import pickle
+
+import pytest
+import torch
+
+from cnnbench import data
+from cnnbench.errors import DataError
+from conftest import write_mnist
+
+
+def test_mnist_and_cifar_load_as_uint8_tensors(tiny_data):
+    mnist = data.load("mnist", tiny_data, val_fraction=0.25)
+    assert mnist.train.x.dtype == torch.uint8 and mnist.train.x.shape[1:] == (1, 28, 28)
+    assert (len(mnist.train), len(mnist.val), len(mnist.test)) == (300, 100, 100)
+    cifar = data.load("cifar10", tiny_data, val_fraction=0.0)
+    assert cifar.val is None
+    assert cifar.train.x.shape == (400, 3, 32, 32) and cifar.test.x.shape == (100, 3, 32, 32)
+    assert set(cifar.train.y.tolist()) == set(range(10))
+
+
+def test_cifar_pixels_are_read_in_channel_planes(tmp_path):
+    from conftest import write_cifar10
+
+    write_cifar10(tmp_path, per_batch=10, n_test=10)
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "rb") as f:
+        raw = pickle.load(f, encoding="bytes")
+    loaded = data.load("cifar10", tmp_path, val_fraction=0.0)
+    first = torch.as_tensor(raw[b"data"][0]).view(3, 32, 32)
+    assert torch.equal(loaded.train.x[0], first)
+    assert loaded.train.y[0].item() == raw[b"labels"][0]
+
+
+def test_split_is_deterministic_and_disjoint(tiny_data):
+    a = data.load("mnist", tiny_data, val_fraction=0.2, split_seed=3)
+    b = data.load("mnist", tiny_data, val_fraction=0.2, split_seed=3)
+    assert torch.equal(a.val.x, b.val.x) and torch.equal(a.train.y, b.train.y)
+    flat = lambda s: {bytes(x.numpy().tobytes()) for x in s.x}  # noqa: E731
+    assert not flat(a.train) & flat(a.val)
+
+
+def test_loaded_tensors_are_cached_on_disk(tiny_data, tmp_path):
+    data.load("mnist", tiny_data)
+    cached = list((tmp_path / "cache" / "tensors").glob("mnist-*.pt"))
+    assert len(cached) == 1
+    data._load_tensors.cache_clear()
+    again = data.load("mnist", tiny_data, val_fraction=0.0)
+    assert len(again.train) == 400
+
+
+def test_missing_dataset_without_download_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match="CNNBENCH_DATA_DIR"):
+        data.load("cifar10", tmp_path / "empty", download=False)
+
+
+def test_truncated_idx_file_is_refused(tmp_path):
+    write_mnist(tmp_path, n_train=20, n_test=10)
+    path = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-5])
+    with pytest.raises(DataError, match="header promises"):
+        data.load("mnist", tmp_path)
+
+
+def test_a_crafted_cifar_pickle_runs_no_code(tmp_path):
+    from conftest import write_cifar10
+
+    write_cifar10(tmp_path, per_batch=10, n_test=10)
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    with open(tmp_path / "cifar-10-batches-py" / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": Evil(), b"labels": []}, f)
+    with pytest.raises(DataError, match="refusing"):
+        data.load("cifar10", tmp_path)
+    assert not marker.exists()
+
+
+def test_batches_cover_every_image_once_per_epoch(tiny_data):
+    d = data.load("mnist", tiny_data, val_fraction=0.0)
+    mean, std = data.normalisation(d.spec, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    batches = data.Batches(d.train, 64, mean, std, shuffle=True, generator=gen)
+    labels = torch.cat([y for _, y in batches])
+    assert len(batches) == 7 and len(labels) == 400
+    assert torch.equal(labels.sort().values, d.train.y.sort().values)
+    x, _ = next(iter(batches))
+    assert x.dtype == torch.float32 and abs(x.mean().item()) < 5
+
+
+@pytest.mark.parametrize("name", sorted(data.AUGMENTS))
+def test_augmentations_keep_shape_and_change_pixels(name):
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 3, 32, 32)
+    out = data.AUGMENTS.get(name)(x, gen)
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    if name != "none":
+        assert not torch.equal(out, x)
+
+
+def test_crop_translates_whole_images():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.arange(16 * 16, dtype=torch.float32).view(1, 1, 16, 16).repeat(8, 1, 1, 1)
+    out = data.crop(x, gen)
+    centre = out[:, 0, 4:12, 4:12]
+    diffs = centre[:, :, 1:] - centre[:, :, :-1]
+    assert torch.all(diffs == 1)

@@ -1,0 +1,139 @@
+import os
+
+import pytest
+import torch
+
+from cnnbench import data
+from cnnbench.config import validate
+from cnnbench.errors import CheckpointError, ConfigError, DivergedError
+from cnnbench.train import check, evaluate, fit, load_checkpoint, resolve_device, resolve_precision, save_checkpoint
+
+FAST = dict(arch="two_conv", width=8, optimizer="adam", lr=3e-3, batch_size=32, epochs=3, device="cpu")
+
+
+def test_trainer_learns_a_separable_dataset(tiny_data):
+    cfg = validate(FAST)
+    d = data.load("mnist", tiny_data, val_fraction=0.2)
+    seen = []
+    result = fit(cfg, d, on_epoch_end=seen.append)
+    assert [m.epoch for m in seen] == [1, 2, 3]
+    assert seen[-1].train_loss < seen[0].train_loss
+    assert result.best.val_acc >= 0.9
+    assert evaluate(result.model, d.test, d.spec, cfg).acc >= 0.9
+    assert all(m.images_per_sec > 0 and m.epoch_seconds > 0 and m.lr > 0 for m in seen)
+
+
+def test_cifar_with_augmentation_trains(tiny_data):
+    cfg = validate(dict(FAST, dataset="cifar10", arch="cifar_simple", epochs=2, augment="crop_flip"))
+    result = fit(cfg, data.load("cifar10", tiny_data))
+    assert len(result.history) == 2 and result.params > 0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_seed_gives_the_same_metrics(tiny_data, precision):
+    cfg = validate(dict(FAST, epochs=2, precision=precision))
+    d = data.load("mnist", tiny_data)
+    a, b = fit(cfg, d), fit(cfg, d)
+    assert [m.train_loss for m in a.history] == [m.train_loss for m in b.history]
+    assert [m.val_acc for m in a.history] == [m.val_acc for m in b.history]
+
+
+def test_a_diverging_run_stops_with_a_clear_error(tiny_data):
+    cfg = validate(dict(FAST, optimizer="sgd", lr=1e6, epochs=5))
+    with pytest.raises(DivergedError, match="diverged"):
+        fit(cfg, data.load("mnist", tiny_data))
+
+
+def test_early_stopping_keeps_the_best_weights(tiny_data):
+    cfg = validate(dict(FAST, epochs=30, patience=1, lr=1e-2))
+    d = data.load("mnist", tiny_data)
+    result = fit(cfg, d)
+    assert result.stopped_early and len(result.history) < 30
+    assert result.best.val_acc == max(m.val_acc for m in result.history)
+    assert evaluate(result.model, d.val, d.spec, cfg).acc == pytest.approx(result.best.val_acc)
+
+
+def test_hook_exception_stops_training(tiny_data):
+    class Stop(Exception):
+        pass
+
+    def hook(m):
+        if m.epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(validate(FAST), data.load("mnist", tiny_data), on_epoch_end=hook)
+
+
+def test_checkpoint_resumes_where_it_stopped(tiny_data, tmp_path):
+    cfg = validate(FAST)
+    d = data.load("mnist", tiny_data)
+    ckpt = tmp_path / "run.ckpt"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(m):
+        if m.epoch == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        fit(cfg, d, checkpoint=ckpt, on_epoch_end=stop_after_two)
+    state = torch.load(ckpt, weights_only=True)
+    assert len(state["history"]) == 2
+    resumed = []
+    result = fit(cfg, d, checkpoint=ckpt, on_epoch_end=resumed.append)
+    assert [m.epoch for m in resumed] == [3] and len(result.history) == 3
+    straight = fit(cfg, d)
+    assert result.history[-1].train_loss == pytest.approx(straight.history[-1].train_loss, rel=1e-5)
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    path = tmp_path / "c.ckpt"
+    save_checkpoint(path, {"w": torch.ones(2)})
+
+    def broken_save(obj, f):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {"w": torch.zeros(2)})
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(path)["w"], torch.ones(2))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.ckpt"]
+
+
+def test_a_pickled_object_in_a_checkpoint_is_refused_and_runs_no_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.ckpt"
+    torch.save({"x": Evil()}, path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_check_rejects_bad_combinations_before_any_work():
+    with pytest.raises(ConfigError, match="does not take momentum"):
+        check(validate(dict(FAST, optimizer="adam", momentum=0.9)))
+    with pytest.raises(ConfigError, match="unknown scheduler"):
+        check(validate(dict(FAST, scheduler="cosin")))
+    with pytest.raises(ConfigError, match="kernel"):
+        check(validate(dict(FAST, arch="four_conv", kernel_size=7)))
+
+
+def test_device_and_precision_resolution():
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_precision("fp32", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            resolve_device("cuda")
+    with pytest.raises(ConfigError):
+        resolve_precision("fp16", torch.device("cpu"))
