@@ -137,5 +137,108 @@ def train(dataset, preset, config_file, data_dir, checkpoint, as_json, **flags) 
                    f"{result.train_seconds:.1f}s of training on {result.device}, {result.precision})")
 
 
+@main.command()
+@click.argument("sweep_file", metavar="DATASET|FILE")
+@click.option("--trials", type=int, help="Total finished trials the study should hold.")
+@click.option("--epochs", type=int, help="Epochs per trial.")
+@click.option("--sampler", help="tpe, random, cmaes, gp, qmc, grid or nsga2.")
+@click.option("--pruner", help="median, halving, hyperband or none.")
+@click.option("--study", help="Study name (default: from the file, else the dataset).")
+@click.option("--storage", help="Optuna storage URL (default: ./cnnbench-journal.log).")
+@click.option("--timeout", type=float, help="Stop starting trials after this many seconds.")
+@click.option("--workers", type=int, help="Worker processes on this machine.")
+@click.option("--seed", type=int, help="Seed of the sampler and of every trial.")
+@click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Dataset folder [env CNNBENCH_DATA_DIR].")
+def sweep(sweep_file, device, data_dir, **flags) -> None:
+    """Tune on a dataset: run the sweep in sweeps/DATASET.yaml (or FILE), every trial tracked in MLflow.
+
+    Running the same command again resumes the study; --trials is a total for the study.
+    """
+    from cnnbench import space
+    from cnnbench import sweep as sweeps
+    from cnnbench.train import resolve_device
+
+    definition, _ = space.load_sweep(sweep_file, flags)
+    if device:
+        resolve_device(device)
+    outcome = sweeps.run(definition, data_dir=data_dir, device=device, echo=click.echo)
+    best = (f"best {definition.objectives[0]} {outcome.best_value:.4f} (trial {outcome.best_trial})"
+            if outcome.best_value is not None else "no complete trial yet")
+    click.echo(f"study {outcome.study!r}: {outcome.complete} complete, {outcome.pruned} pruned, "
+               f"{outcome.failed} failed; {best}")
+    if outcome.best_params:
+        click.echo("best configuration: " + ", ".join(f"{k}={v}" for k, v in outcome.best_params.items()))
+    click.echo("compare the runs with `mlflow ui`; export the winner with `cnnbench best --export`")
+
+
+@main.command()
+@click.option("--study", "study_name", help="Study name (default: the only study in the storage).")
+@click.option("--storage", help="Optuna storage URL (default: ./cnnbench-journal.log).")
+@click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="How many trials to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@click.option("--export", "export_dir", is_flag=False, flag_value="", default=None, metavar="[DIR]",
+              help="Export the best trial's model to DIR (default: exports/STUDY-trialN).")
+@click.option("--register", metavar="NAME", help="Also register the exported model in MLflow's model registry.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
+def best(study_name, storage, top, as_json, export_dir, register, overwrite) -> None:
+    """Show the best trials of a study, and export the winner ready to load and predict."""
+    from cnnbench import sweep as sweeps
+    from cnnbench.storage import check_url, describe
+
+    check_url(storage)
+    names = sweeps.studies(storage)
+    if study_name is None:
+        if len(names) != 1:
+            from cnnbench.errors import StudyError
+
+            raise StudyError(f"{len(names)} studies in {describe(storage)}: {', '.join(names) or 'none'}",
+                             hint="name one with --study" if names else "run `cnnbench sweep DATASET` first")
+        study_name = names[0]
+    study = sweeps.load_study(study_name, storage)
+    rows = sweeps.best_trials(study, top)
+    if not rows:
+        from cnnbench.errors import StudyError
+
+        raise StudyError(f"study {study_name!r} has no complete trial yet", hint="run or resume the sweep")
+    table = [_best_row(t) for t in rows]
+    if export_dir is not None:
+        path = sweeps.export_trial(study_name, rows[0], export_dir or None, overwrite=overwrite, register=register)
+        if not as_json:
+            click.echo(f"exported trial {rows[0].number} to {path}")
+        table[0]["export"] = str(path)
+    if as_json:
+        click.echo(json.dumps(table, indent=1))
+        return
+    import pandas as pd
+
+    frame = pd.DataFrame(table).set_index("trial")
+    with pd.option_context("display.width", 200, "display.max_columns", 30):
+        click.echo(frame.drop(columns=["export"], errors="ignore").to_string(float_format=lambda v: f"{v:.4g}"))
+
+
+def _best_row(trial) -> dict:
+    attrs = trial.user_attrs
+    return {"trial": trial.number, **trial.params, "baseline": attrs.get("baseline", ""),
+            "val_acc": attrs.get("best_val_acc"), "test_acc": attrs.get("test_acc"), "params": attrs.get("params"),
+            "seconds": attrs.get("train_seconds"), "run_id": attrs.get("mlflow_run_id")}
+
+
+@main.command()
+@click.argument("export_dir", type=click.Path(file_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON list with a result per image.")
+def predict(export_dir, images, as_json) -> None:
+    """Classify IMAGES (PNG, JPEG, any size) with the model exported to EXPORT_DIR."""
+    from cnnbench.export import predict as classify
+
+    results = classify(export_dir, list(images))
+    if as_json:
+        click.echo(json.dumps(results))
+        return
+    for r in results:
+        click.echo(f"{r['file']}  {r['label']}  (class {r['index']}, p={r['probability']:.3f})")
+
+
 if __name__ == "__main__":
     main()

@@ -172,7 +172,8 @@ def _read_files(spec: DatasetSpec, root: Path, download: bool) -> tuple[Split, S
             for train in (True, False):
                 cls(root=str(root), train=train, download=True)
         except Exception as err:
-            raise DataError(f"{spec.name} is not in {root} and downloading it failed: {str(err)[:200]}",
+            reason = " ".join(str(err).split())[:160]
+            raise DataError(f"{spec.name} is not in {root} and downloading it failed ({reason})",
                             hint=_offline_hint(spec)) from None
     reader = _read_idx_split if spec.folder.endswith("MNIST") else _read_cifar_split
     return reader(spec, root, True), reader(spec, root, False)

@@ -11,6 +11,10 @@ import pytest
 
 CLASSES = 10
 
+# Tests run in their own tmp_path; a data folder given relative to where pytest started must still resolve.
+if os.environ.get("CNNBENCH_DATA_DIR"):
+    os.environ["CNNBENCH_DATA_DIR"] = str(Path(os.environ["CNNBENCH_DATA_DIR"]).resolve())
+
 
 def _patterns(n: int, size: int, channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Images whose class decides where a bright square sits (and, in colour, which channel): easy to learn."""

@@ -1,0 +1,74 @@
+"""Run cnnbench's benchmarks and print their figures: ``python benchmarks/run.py [--quick] [--only NAME]``.
+
+Each benchmark writes ``benchmarks/results/NAME.json`` (``NAME-quick.json`` for a quick run);
+``--report`` prints the saved figures as Markdown tables. The goals are in docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from pathlib import Path
+
+import click
+
+NAMES = ("throughput", "mnist_fast", "mnist_best", "seeds")
+FORMATS = {"images/s": "{:,.0f}", "%": "{:.2f}", "s": "{:.1f}", "x": "{:.2f}", "points": "{:.2f}"}
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--quick", is_flag=True,
+              help="A short run (about a minute): one epoch each on a 5,000-image MNIST subset, goals not judged.")
+@click.option("--only", multiple=True, type=click.Choice(NAMES), help="Run only this benchmark (repeatable).")
+@click.option("--report", is_flag=True, help="Print the saved results as Markdown tables; run nothing.")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Dataset folder in torchvision's layout [env CNNBENCH_DATA_DIR].")
+def main(quick: bool, only: tuple[str, ...], report: bool, data_dir: str | None) -> None:
+    """Run the benchmarks (all of them unless --only is given) and print each figure next to its goal."""
+    import suite
+
+    names = only or NAMES
+    if report:
+        for name in names:
+            path = suite.RESULTS / f"{name}{'-quick' if quick else ''}.json"
+            if path.exists():
+                click.echo(markdown(json.loads(path.read_text())))
+        return
+
+    from cnnbench import data as datamod
+
+    import presets
+    import throughput
+
+    root = datamod.data_dir(data_dir).resolve()
+    ctx = suite.Context(suite.quick_data(root) if quick else root, quick)
+    for name in names:
+        command = shlex.join(["python", "benchmarks/run.py", *(["--quick"] if quick else []), "--only", name])
+        record = throughput.run(ctx, command) if name == "throughput" else presets.run(name, ctx)
+        record.details["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+        path = suite.save(record, quick)
+        for f in record.figures:
+            click.echo(f"{f.name:<72} {FORMATS[f.unit].format(f.value):>9} {f.unit:<8} {f.goal or '':<9} "
+                       f"{_status(f.met)}")
+        click.echo(f"-> {path}")
+
+
+def markdown(record: dict) -> str:
+    """Return a saved record as a Markdown table (figure, value, goal, met, command) under a machine line."""
+    m = record["machine"]
+    lines = [f"{record['benchmark']}: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}, "
+             f"load average {m['load_average'][0]} at start, {record['details'].get('load_average_end', ['?'])[0]} "
+             "at end", "", "| Figure | Value | Goal | Met | Command |", "|---|---:|---|---|---|"]
+    for f in record["figures"]:
+        value = f"{FORMATS[f['unit']].format(f['value'])} {f['unit']}"
+        lines.append(f"| {f['name']} | {value} | {f['goal'] or '—'} | {_status(f['met'])} | `{f['command']}` |")
+    return "\n".join(lines) + "\n"
+
+
+def _status(met: bool | None) -> str:
+    return {True: "met", False: "NOT met", None: "—"}[met]
+
+
+if __name__ == "__main__":
+    main()

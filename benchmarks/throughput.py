@@ -1,0 +1,105 @@
+"""Goal 1: cnnbench's trainer against the seed projects' way of training, same net, batch and machine.
+
+Both run in one process, one epoch each in turn (the seed's epoch runs in the trainer's
+``on_epoch_end`` hook), so a shared machine's load falls on both alike.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from statistics import median
+
+import torch
+from cnnbench import config as cfg
+from cnnbench import data as datamod
+from cnnbench import train
+
+import baseline
+import suite
+from suite import Context, Figure, Record
+
+#: The trainer must be this many times faster than the seed's loop, and as accurate within this many points.
+MIN_RATIO, MAX_GAP_POINTS = 8.0, 0.3
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A seed preset to train both ways, for how many epochs, and whether its figures are held to the goals."""
+
+    preset: str
+    epochs: int
+    judged: bool
+
+
+PAIRS = (Pair("seed004", 10, True), Pair("seed002", 2, False), Pair("seed003", 1, False))
+
+
+def compare(pair: Pair, ctx: Context, epochs: int) -> dict:
+    """Train ``pair.preset`` for ``epochs`` epochs both ways, alternating epochs.
+
+    Returns, for ``cnnbench`` and ``seed``, the (images, seconds) of each epoch and the test
+    accuracy; the speed-up of each pair of epochs and their median; the load average after each pair.
+    """
+    config, _ = cfg.resolve(cfg.Layer.preset(pair.preset), cfg.Layer.flags({"epochs": epochs}))
+    data = datamod.load(config.dataset, ctx.data_root, val_fraction=config.val_fraction)
+    loop = baseline.SeedLoop(baseline.RECIPES[pair.preset], ctx.data_root, batch_size=config.batch_size,
+                             lr=config.lr, seed=config.seed)
+    seed_epochs, load = [], []
+
+    def seed_epoch(_metrics) -> None:
+        seed_epochs.append(loop.epoch())
+        load.append(os.getloadavg()[0])
+
+    result = train.fit(config, data, on_epoch_end=seed_epoch)
+    test = train.evaluate(result.model, data.test, data.spec, config)
+    ours = [(m.images_per_sec * m.epoch_seconds, m.epoch_seconds) for m in result.history]
+    speedups = [(n / s) / (n_seed / s_seed) for (n, s), (n_seed, s_seed) in zip(ours, seed_epochs)]
+    return {
+        "batch_size": config.batch_size,
+        "cnnbench": {"epochs": ours, "test_acc": test.acc, "precision": result.precision},
+        "seed": {"epochs": seed_epochs, "test_acc": loop.test_accuracy(), "precision": "fp32",
+                 "num_workers": baseline.NUM_WORKERS},
+        "epoch_speedups": speedups,
+        "median_epoch_speedup": median(speedups),
+        "load_average": load,
+    }
+
+
+def _rate(epochs: list[tuple[float, float]]) -> float:
+    return sum(n for n, _ in epochs) / sum(s for _, s in epochs)
+
+
+def figures(pair: Pair, ctx: Context, epochs: int, run: dict, command: str) -> list[Figure]:
+    """Return the images/s of both ways, their ratio and their test accuracies for one compared pair."""
+    ours, seed = _rate(run["cnnbench"]["epochs"]), _rate(run["seed"]["epochs"])
+    gap = 100 * abs(run["cnnbench"]["test_acc"] - run["seed"]["test_acc"])
+    judge = ctx.judge if pair.judged else (lambda ok: None)
+    tag = f"{pair.preset}, batch {run['batch_size']}"
+    return [
+        Figure(f"{tag}: cnnbench trainer ({run['cnnbench']['precision']})", ours, "images/s", "", None, command),
+        Figure(f"{tag}: seed way (fp32, DataLoader num_workers={baseline.NUM_WORKERS})", seed, "images/s", "", None,
+               command),
+        Figure(f"{tag}: speed-up", ours / seed, "x", f">= {MIN_RATIO:g}x" if pair.judged else "",
+               judge(ours / seed >= MIN_RATIO), command),
+        Figure(f"{tag}: test accuracy after {epochs} epochs, cnnbench", 100 * run["cnnbench"]["test_acc"], "%", "",
+               None, command),
+        Figure(f"{tag}: test accuracy after {epochs} epochs, seed way", 100 * run["seed"]["test_acc"], "%", "",
+               None, command),
+        Figure(f"{tag}: accuracy gap", gap, "points", f"<= {MAX_GAP_POINTS:g}" if pair.judged else "",
+               judge(gap <= MAX_GAP_POINTS), command),
+    ]
+
+
+def run(ctx: Context, command: str) -> Record:
+    """Compare every pair (only the MNIST ones, one epoch each, in a quick run); return the record."""
+    torch.set_num_threads(suite.THREADS)
+    record = Record("throughput", suite.machine(), [], {"threads": suite.THREADS, "pairs": {}})
+    for pair in PAIRS:
+        if ctx.quick and baseline.RECIPES[pair.preset].dataset != "MNIST":
+            continue
+        epochs = 1 if ctx.quick else pair.epochs
+        result = compare(pair, ctx, epochs)
+        record.details["pairs"][pair.preset] = result
+        record.figures += figures(pair, ctx, epochs, result, command)
+    return record

@@ -1,0 +1,399 @@
+"""Self-contained exports of a trained model, and predictions from them on image files.
+
+An export is a folder anyone can use without cnnbench: the weights as safetensors, the network as
+a ``torch.export`` program and as ONNX, the preprocessing as JSON, the config that reproduces the
+run, its metrics, and a model card. File names are fixed here, never taken from a config.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import yaml
+from torch import nn
+
+from cnnbench import config as cfg
+from cnnbench import data as datamod
+from cnnbench import train as trainer
+from cnnbench.errors import CheckpointError, CnnbenchError, ConfigError, DataError
+
+WEIGHTS = "model.safetensors"
+PROGRAM = "model.pt2"
+ONNX = "model.onnx"
+ONNX_DATA = "model.onnx.data"
+CONFIG = "config.yaml"
+PREPROCESS = "preprocess.json"
+METRICS = "metrics.json"
+CARD = "README.md"
+#: Every name an export may hold; replacing a folder with anything else in it is refused.
+FILES = (WEIGHTS, PROGRAM, ONNX, ONNX_DATA, CONFIG, PREPROCESS, METRICS, CARD)
+#: The files :func:`load` needs.
+REQUIRED = (WEIGHTS, CONFIG, PREPROCESS)
+FORMAT_VERSION = 1
+#: Above this many bytes of weights ONNX needs an external data file (protobuf's limit is 2 GiB).
+_ONNX_INLINE_LIMIT = 1 << 30
+#: Datasets whose images are a light figure on a dark background, like MNIST's white digits.
+_LIGHT_ON_DARK = ("mnist", "fashion_mnist")
+
+
+def export(
+    model: nn.Module,
+    config: cfg.TrainConfig,
+    spec: datamod.DatasetSpec,
+    out_dir: str | os.PathLike,
+    *,
+    metrics: dict[str, Any],
+    run: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    onnx: bool = True,
+) -> Path:
+    """Write ``model`` as a self-contained export folder at ``out_dir`` and return its path.
+
+    The folder holds the weights (safetensors), a ``torch.export`` program, ONNX (when ``onnx`` and
+    the onnx extra is installed), the preprocessing, the config, ``metrics`` and a model card naming
+    the MLflow ``run``. It appears whole or not at all. Raises :class:`ConfigError` when ``out_dir``
+    exists and is not empty (unless ``overwrite`` and it holds only an earlier export), and
+    :class:`CheckpointError` when the model cannot be exported.
+    """
+    if config.dataset != spec.name:
+        raise ConfigError(f"the config is for dataset {config.dataset!r} but the spec is for {spec.name!r}")
+    out_dir = Path(out_dir).absolute()
+    _check_target(out_dir, overwrite)
+    metrics_text = _to_json(metrics, "metrics")
+    run = dict(run or {})
+    _to_json(run, "run")
+
+    model = trainer.copy_model(getattr(model, "_orig_mod", model)).eval()
+    c, h, w = spec.shape
+    example = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(example)
+    if tuple(expected.shape) != (2, spec.num_classes):
+        raise ConfigError(f"the model gives outputs of shape {tuple(expected.shape)}, not (N, {spec.num_classes})",
+                          hint="export the model trained for this dataset")
+    params = sum(p.numel() for p in model.parameters())
+    preprocess = _preprocess(spec)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.parent / f".{out_dir.name}.{secrets.token_hex(4)}.tmp"
+    tmp.mkdir()  # unlike mkdtemp, keeps the umask's permissions, which the export will have
+    try:
+        _save_weights(model, config, tmp / WEIGHTS)
+        _save_program(model, example, expected, tmp / PROGRAM)
+        onnx_note = _save_onnx(model, example, tmp / ONNX) if onnx else "not exported (turned off at export time)"
+        (tmp / CONFIG).write_text(
+            f"# Reproduce this run: cnnbench train --config {CONFIG}\n"
+            + yaml.safe_dump(config.params(), sort_keys=False))
+        (tmp / PREPROCESS).write_text(json.dumps(preprocess, indent=2) + "\n")
+        (tmp / METRICS).write_text(metrics_text + "\n")
+        (tmp / CARD).write_text(_card(tmp, config, spec, preprocess, params, metrics, run, onnx_note))
+        _move_into_place(tmp, out_dir, overwrite)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def load(export_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """Return the model of an export (on the CPU, in eval mode) and its preprocessing settings.
+
+    The network is rebuilt from ``config.yaml`` and its weights read from safetensors, so nothing
+    is unpickled. Raises :class:`CheckpointError` for a folder that is not a complete export.
+    """
+    export_dir = Path(export_dir)
+    if not export_dir.is_dir():
+        raise CheckpointError(f"{export_dir} is not a folder", hint="give the folder that `export` wrote")
+    missing = [name for name in REQUIRED if not (export_dir / name).is_file()]
+    if missing:
+        raise CheckpointError(f"{export_dir} is not a cnnbench export: it lacks {', '.join(missing)}",
+                              hint="give the folder that `export` wrote")
+    preprocess = _read_preprocess(export_dir / PREPROCESS)
+    try:
+        config, _ = cfg.resolve(cfg.Layer.yaml_file(export_dir / CONFIG))
+        spec = datamod.DATASETS.get(config.dataset)
+        model = trainer.build_model(config, spec)
+    except CnnbenchError as err:
+        raise CheckpointError(f"{export_dir / CONFIG} does not describe a model this cnnbench can build: {err}",
+                              hint="use the cnnbench version that wrote the export, or its model.pt2") from None
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    try:
+        load_model(model, export_dir / WEIGHTS, strict=True, device="cpu")
+    except (SafetensorError, RuntimeError, OSError) as err:
+        raise CheckpointError(f"cannot load {export_dir / WEIGHTS}: {str(err).splitlines()[0][:200]}",
+                              hint="the file is damaged or belongs to another model") from None
+    return model.eval(), preprocess
+
+
+def load_images(paths: Sequence[str | os.PathLike], preprocess: dict[str, Any]) -> torch.Tensor:
+    """Return image files as one normalised float32 batch (N, C, H, W), prepared like the training data.
+
+    Any size and any format PIL reads is accepted: images are converted to grayscale or RGB,
+    resized, turned to a light figure on a dark background where the dataset is so, and
+    normalised with the stored mean and std. Raises :class:`DataError` naming a file that cannot
+    be read or is not an image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    channels, (h, w) = preprocess["channels"], preprocess["size"]
+    batch = torch.empty(len(paths), channels, h, w, dtype=torch.uint8)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as img:
+                img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
+                img = img.resize((w, h), Image.Resampling.BILINEAR)
+                pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        except UnidentifiedImageError:
+            raise DataError(f"not an image: {path}", hint="give PNG or JPEG files") from None
+        except Image.DecompressionBombError as err:
+            raise DataError(f"image too large: {path}: {err}") from None
+        except OSError as err:
+            raise DataError(f"cannot read image {path}: {err.strerror or err}") from None
+        image = pixels.view(h, w, channels).permute(2, 0, 1)
+        if preprocess.get("polarity") == "light-on-dark" and image.float().mean() > 127:
+            image = 255 - image
+        batch[i] = image
+    mean = torch.tensor(preprocess["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(preprocess["std"]).view(1, -1, 1, 1)
+    return (batch.float() / 255 - mean) / std
+
+
+def predict(export_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], *,
+            batch_size: int = 256) -> list[dict[str, Any]]:
+    """Classify image files with an export; return per file its ``file``, ``label``, ``index`` and ``probability``."""
+    model, preprocess = load(export_dir)
+    classes = preprocess["classes"]
+    results: list[dict[str, Any]] = []
+    for start in range(0, len(paths), batch_size):
+        chunk = list(paths[start:start + batch_size])
+        x = load_images(chunk, preprocess)
+        with torch.inference_mode():
+            prob, index = model(x).float().softmax(1).max(1)
+        for path, p, k in zip(chunk, prob.tolist(), index.tolist()):
+            results.append({"file": str(path), "label": classes[k], "index": k, "probability": p})
+    return results
+
+
+def _check_target(out_dir: Path, overwrite: bool) -> None:
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ConfigError(f"{out_dir} exists and is not a folder", hint="choose another export folder")
+    entries = sorted(p.name for p in out_dir.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise ConfigError(f"{out_dir} exists and is not empty",
+                          hint="choose another folder, or overwrite to replace an earlier export")
+    foreign = [name for name in entries if name not in FILES]
+    if foreign:
+        raise ConfigError(f"{out_dir} holds files that are not part of an export ({', '.join(foreign[:5])}); "
+                          "refusing to replace it", hint="choose another folder, or empty it yourself")
+
+
+def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
+    _check_target(out_dir, overwrite)
+    trash = None
+    if out_dir.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))
+        os.replace(out_dir, trash / "export")
+    try:
+        os.replace(tmp, out_dir)
+    except OSError as err:
+        if trash is not None:
+            os.replace(trash / "export", out_dir)
+        raise CheckpointError(f"cannot move the export into {out_dir}: {err.strerror}") from None
+    finally:
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+
+
+def _to_json(values: dict[str, Any], what: str) -> str:
+    def plain(obj):
+        if hasattr(obj, "tolist"):  # tensors and numpy values
+            return obj.tolist()
+        raise ConfigError(f"{what} must hold plain values; {type(obj).__name__} cannot be written as JSON")
+
+    if not isinstance(values, dict):
+        raise ConfigError(f"{what} must be a mapping, got {type(values).__name__}")
+    return json.dumps(values, indent=2, default=plain)
+
+
+def _preprocess(spec: datamod.DatasetSpec) -> dict[str, Any]:
+    c, h, w = spec.shape
+    return {
+        "format_version": FORMAT_VERSION,
+        "dataset": spec.name,
+        "input": "float32 (N, C, H, W): (pixel / 255 - mean) / std per channel",
+        "channels": c,
+        "size": [h, w],
+        "color": "grayscale" if c == 1 else "RGB",
+        "resize": "bilinear",
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "polarity": "light-on-dark" if spec.name in _LIGHT_ON_DARK else None,
+        "classes": list(spec.classes),
+        "output": "logits (N, classes); softmax gives probabilities",
+    }
+
+
+def _read_preprocess(path: Path) -> dict[str, Any]:
+    try:
+        preprocess = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"cannot read {path}: {err}") from None
+    keys = ("channels", "size", "mean", "std", "classes")
+    missing = [k for k in keys if not isinstance(preprocess, dict) or k not in preprocess]
+    if missing:
+        raise CheckpointError(f"{path} lacks {', '.join(missing)}", hint="re-export the model")
+    return preprocess
+
+
+def _save_weights(model: nn.Module, config: cfg.TrainConfig, path: Path) -> None:
+    from safetensors.torch import save_model
+
+    save_model(model, str(path), metadata={"format": "pt", "arch": config.arch, "dataset": config.dataset})
+
+
+def _save_program(model: nn.Module, example: torch.Tensor, expected: torch.Tensor, path: Path) -> None:
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        with torch.no_grad():
+            got = program.module()(example)
+    except Exception as err:  # torch.export raises many types; the user needs the first line
+        raise CheckpointError(f"torch.export cannot capture this model: {str(err).splitlines()[0][:300]}") from None
+    if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
+        raise CheckpointError("the torch.export program does not reproduce the model's outputs")
+    torch.export.save(program, str(path))
+
+
+def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> str:
+    """Write ONNX and return a note for the card; without the onnx extra, write nothing and say so."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as err:
+        return f"not exported: {err.name or 'onnx'} is not installed (pip install 'cnnbench[onnx]')"
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
+    external = weight_bytes > _ONNX_INLINE_LIMIT
+    try:
+        torch.onnx.export(model, (example,), str(path), input_names=["input"], output_names=["logits"],
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},), dynamo=True,
+                          external_data=external, verbose=False)
+    except Exception as err:  # the exporter raises many types; the user needs the first line
+        raise CheckpointError(f"ONNX export failed: {str(err).splitlines()[0][:300]}",
+                              hint="export without ONNX: onnx=False") from None
+    where = f", weights in `{ONNX_DATA}`" if external else ""
+    return f"the network as ONNX (input `input`, output `logits`, any batch size{where})"
+
+
+def _fmt(key: str, value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        if "acc" in key and 0 <= value <= 1:
+            return f"{value:.4f} ({value:.2%})"
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return f"`{json.dumps(value)}`"
+    return str(value)
+
+
+def _table(values: dict[str, Any], head: tuple[str, str]) -> str:
+    rows = [f"| {head[0]} | {head[1]} |", "| --- | --- |"]
+    rows += [f"| {k} | {_fmt(k, v).replace('|', '/')} |" for k, v in values.items()]
+    return "\n".join(rows)
+
+
+def _card(out: Path, config: cfg.TrainConfig, spec: datamod.DatasetSpec, pre: dict[str, Any], params: int,
+          metrics: dict[str, Any], run: dict[str, Any], onnx_note: str) -> str:
+    c, h, w = spec.shape
+    hparams = ", ".join(f"{k}={v}" for k, v in config.arch_kwargs().items()) or "its defaults"
+    classes = ", ".join(f"{i}: {name}" for i, name in enumerate(spec.classes))
+    mode = "L" if c == 1 else "RGB"
+    invert = ("\nif x.mean() > 0.5:  # the model saw light figures on a dark background\n    x = 1 - x"
+              if pre["polarity"] else "")
+    polarity = ("Images are a light figure on a dark background, as in MNIST (a white digit on black); "
+                "`cnnbench predict` inverts an image whose mean pixel is above 127 (dark ink on light paper)."
+                if pre["polarity"] else "No inversion: images are used as they are.")
+    run_section = _table(run, ("key", "value")) if run else "This export was not made from a tracked run."
+    onnx_load = (f"""```python
+import onnxruntime as ort
+
+session = ort.InferenceSession("{ONNX}", providers=["CPUExecutionProvider"])
+logits = session.run(["logits"], {{"input": x.numpy()}})[0]  # any batch size
+```""" if (out / ONNX).exists() else f"ONNX {onnx_note}.")
+    return f"""# {config.arch} on {spec.name}
+
+A `{config.arch}` network trained on {spec.summary}, exported by cnnbench.
+
+## Results
+
+{_table(metrics, ("metric", "value")) if metrics else "No metrics were given."}
+
+Accuracies are fractions of the images classified correctly.
+
+## Model
+
+- Architecture: `{config.arch}` ({hparams}), {params:,} parameters.
+- Input: a float32 tensor (N, {c}, {h}, {w}), any batch size N, normalised as below.
+- Output: logits (N, {spec.num_classes}); softmax gives class probabilities.
+- Classes: {classes}.
+
+## Preprocessing
+
+{"Grayscale" if c == 1 else "RGB"}, resized to {h}x{w} (bilinear), pixel values scaled to [0, 1], then per
+channel `(x - mean) / std` with mean = {list(spec.mean)} and std = {list(spec.std)}. {polarity}
+`{PREPROCESS}` holds these settings.
+
+## MLflow run
+
+{run_section}
+
+## Files
+
+| file | what |
+| --- | --- |
+| `{WEIGHTS}` | the weights (safetensors) |
+| `{PROGRAM}` | the network as a `torch.export` program, loadable without cnnbench |
+| `{ONNX}` | {onnx_note} |
+| `{CONFIG}` | the training config: `cnnbench train --config {CONFIG}` reproduces the run |
+| `{PREPROCESS}` | input size, channels, mean, std, polarity and class names |
+| `{METRICS}` | the metrics above |
+
+## Use it with plain PyTorch
+
+```python
+import torch
+from PIL import Image
+
+img = Image.open("image.png").convert("{mode}").resize(({w}, {h}), Image.Resampling.BILINEAR)
+x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view({h}, {w}, {c}).permute(2, 0, 1).float() / 255{invert}
+mean, std = torch.tensor({list(spec.mean)}).view(-1, 1, 1), torch.tensor({list(spec.std)}).view(-1, 1, 1)
+x = ((x - mean) / std).unsqueeze(0)
+
+model = torch.export.load("{PROGRAM}").module()  # only load exports you trust: it may unpickle
+probabilities = model(x).softmax(1)
+```
+
+## Use it with onnxruntime
+
+{onnx_load}
+
+## Use it with cnnbench
+
+```
+cnnbench predict EXPORT_DIR image.png
+```
+
+or `cnnbench.export.load(EXPORT_DIR)`, which rebuilds the network from `{CONFIG}` and `{WEIGHTS}`.
+"""

@@ -1,0 +1,341 @@
+"""Sweep definitions: the typed schema of ``sweeps/*.yaml``, its checks, and sampling from the space.
+
+Keys of ``space`` and ``fixed`` are :class:`~cnnbench.config.TrainConfig` field names, so the YAML
+key, the Optuna parameter, the config field and the MLflow param are one string.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cnnbench.config import FIELDS, PRESETS, Layer, TrainConfig, load_yaml, schema_error, validate
+from cnnbench.errors import ConfigError
+
+SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "nsga2")
+PRUNERS = ("median", "halving", "hyperband", "none")
+#: Objectives a study can optimise, with their direction.
+OBJECTIVES = {"val_acc": "maximize", "val_loss": "minimize", "params": "minimize", "train_seconds": "minimize"}
+_INT_FIELDS = {name for name, f in TrainConfig.model_fields.items() if "int" in str(f.annotation)}
+_NAMED = {"dataset": "datasets", "arch": "architectures", "optimizer": "optimizers", "scheduler": "schedulers",
+          "augment": "augmentations"}
+_SWEEPS_DIR = Path(__file__).parent / "sweeps"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Scalar = Union[bool, int, float, str, None]
+
+
+class Param(_Strict):
+    """One dimension of the search space: ``choices`` (a list or a named choice set) or a ``low``..``high`` range.
+
+    ``when`` makes it conditional: ``{optimizer: [sgd, rmsprop]}`` samples it only for those.
+    """
+
+    choices: Optional[Union[list[Scalar], str]] = None
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    step: Optional[float] = Field(None, gt=0)
+    when: dict[str, Union[Scalar, list[Scalar]]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "Param":
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log or self.step:
+                raise ValueError("give either choices or low/high, not both")
+            if isinstance(self.choices, list) and not self.choices:
+                raise ValueError("choices is empty; list at least one value")
+            if isinstance(self.choices, list) and len(set(map(repr, self.choices))) != len(self.choices):
+                raise ValueError("choices has duplicates")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give choices, or both low and high")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low:g}) is greater than high ({self.high:g}); swap them")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low:g}; raise low or drop log")
+        if self.log and self.step:
+            raise ValueError("a log range cannot have a step")
+        return self
+
+    def values(self) -> list[Any]:
+        """Return the choices, a named choice set resolved."""
+        if isinstance(self.choices, str):
+            from cnnbench.optim import CHOICE_SETS
+
+            return list(CHOICE_SETS.get(self.choices))
+        return list(self.choices or [])
+
+    def applies(self, values: dict[str, Any]) -> bool:
+        """Whether this parameter is sampled, given the values sampled before it."""
+        for key, want in self.when.items():
+            allowed = want if isinstance(want, list) else [want]
+            if values.get(key) not in allowed:
+                return False
+        return True
+
+
+class Tracking(_Strict):
+    """What each trial logs to MLflow beyond params, metrics, plots and weights."""
+
+    # Log the MLflow PyTorch model (with signature and input example) for: every trial, the best so far, or none.
+    log_model: Literal["all", "best", "none"] = "best"
+    # Log the curve, confusion-matrix and misclassified-image plots.
+    plots: bool = True
+
+
+class Sweep(_Strict):
+    """A sweep file: the dataset, the search space, the objective, the budget and the search strategy."""
+
+    dataset: str
+    study: Optional[str] = None
+    objective: Union[str, list[str]] = "val_acc"
+    trials: int = Field(20, gt=0)
+    epochs: int = Field(3, gt=0)
+    timeout: Optional[float] = Field(None, gt=0)
+    sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
+    pruner: Literal[PRUNERS] = "median"  # type: ignore[valid-type]
+    seed: int = 0
+    workers: int = Field(1, gt=0)
+    storage: Optional[str] = None
+    baselines: list[str] = Field(default_factory=list)
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Param] = Field(default_factory=dict)
+    tracking: Tracking = Field(default_factory=Tracking)
+
+    @field_validator("objective")
+    @classmethod
+    def _objectives(cls, value):
+        names = [value] if isinstance(value, str) else value
+        if not names:
+            raise ValueError("objective is empty")
+        for name in names:
+            if name not in OBJECTIVES:
+                raise ValueError(f"unknown objective {name!r}; valid: {', '.join(OBJECTIVES)}")
+        if len(set(names)) != len(names):
+            raise ValueError("objective lists a name twice")
+        return value
+
+    @property
+    def objectives(self) -> list[str]:
+        """The objective names, the first one being the one trials report and prune on."""
+        return [self.objective] if isinstance(self.objective, str) else list(self.objective)
+
+    @property
+    def directions(self) -> list[str]:
+        return [OBJECTIVES[o] for o in self.objectives]
+
+    @property
+    def study_name(self) -> str:
+        return self.study or self.dataset
+
+    def identity(self) -> dict[str, Any]:
+        """What must not change when a study is resumed: dataset, objective, epochs, fixed values and space."""
+        return {
+            "dataset": self.dataset, "objective": self.objectives, "epochs": self.epochs,
+            "fixed": dict(sorted(self.fixed.items())),
+            "space": {k: v.model_dump(exclude_defaults=True) for k, v in self.space.items()},
+        }
+
+
+def find_sweep(name: str) -> Path:
+    """Return the sweep file for ``name``: a path, ``./sweeps/NAME.yaml``, or cnnbench's packaged one."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") or os.sep in name:
+        if not path.is_file():
+            raise ConfigError(f"sweep file {name} does not exist", hint="check the path")
+        return path
+    for folder in (Path("sweeps"), _SWEEPS_DIR):
+        candidate = folder / f"{name}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = sorted({p.stem for folder in (Path("sweeps"), _SWEEPS_DIR) if folder.is_dir()
+                    for p in folder.glob("*.yaml")})
+    close = difflib.get_close_matches(name, known, n=1)
+    raise ConfigError(f"no sweep named {name!r}; known: {', '.join(known)}",
+                      hint=f"did you mean {close[0]!r}?" if close else "give a path to a .yaml file")
+
+
+def load_sweep(name: str, overrides: dict[str, Any] | None = None) -> tuple[Sweep, dict[str, str]]:
+    """Read, override and validate a sweep; return it with the source of every top-level key.
+
+    Everything is checked here, before any study, run or data exists: the schema, the names
+    in the space against the registries, and that every architecture can be built.
+    """
+    path = find_sweep(name)
+    raw, lines = load_yaml(path)
+    sources = {k: f"{path}:{lines.get((k,), 1)}" for k in raw}
+    flags = Layer.flags(overrides or {})
+    raw.update(flags.values)
+    sources.update(flags.sources)
+    try:
+        sweep = Sweep(**raw)
+    except ValidationError as err:
+        first = err.errors()[0]["loc"]
+        where = lines.get(tuple(first[:2])) or lines.get(tuple(first[:1]))
+        src = {k: (f"{path}:{where}" if where and k == str(first[0]) else v) for k, v in sources.items()}
+        raise schema_error(err, src, Sweep) from None
+    check_sweep(sweep, path, lines, sources)
+    return sweep, sources
+
+
+def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict[str, str]) -> None:
+    """Check a sweep's names, conditions and shapes against the registries; raise :class:`ConfigError`."""
+    from cnnbench import catalog
+    from cnnbench.models import arch_params
+    from cnnbench.optim import optimizer_params
+    from cnnbench.train import check
+
+    def where(*key) -> str:
+        return f"{path}:{lines[key]}" if key in lines else sources.get(key[0], str(path))
+
+    regs = catalog.registries()
+    regs["datasets"].get(sweep.dataset)
+    for key in list(sweep.fixed) + list(sweep.space):
+        if key not in FIELDS:
+            close = difflib.get_close_matches(key, FIELDS, n=1)
+            raise ConfigError(f"{key!r} is not a training setting", source=where("space", key) if key in sweep.space
+                              else where("fixed", key), hint=f"did you mean {close[0]!r}?" if close else None)
+    for key in ("dataset", "epochs", "seed") + STUDY_WIDE:
+        if key in sweep.space:
+            raise ConfigError(f"{key} holds for the whole study and cannot be searched",
+                              source=where("space", key), hint=f"set it under fixed (or at the top for {key})"
+                              if key not in ("dataset", "epochs", "seed") else "set it at the top of the file")
+    for key in ("dataset", "epochs", "seed"):
+        if key in sweep.fixed:
+            raise ConfigError(f"{key} is set at the top of a sweep, not under fixed", source=where("fixed", key))
+    try:
+        validate({**sweep.fixed, "dataset": sweep.dataset})
+    except ConfigError as err:
+        raise ConfigError(err.message, source=where("fixed"), hint=err.hint) from None
+    for name in sweep.baselines:
+        try:
+            PRESETS.get(name)
+        except ConfigError as err:
+            raise ConfigError(err.message, source=where("baselines"), hint=err.hint) from None
+
+    if sweep.sampler == "grid":
+        grid(sweep)
+    if len(sweep.objectives) > 1 and sweep.sampler in ("cmaes", "qmc", "grid"):
+        raise ConfigError(f"the {sweep.sampler} sampler optimises one objective; this sweep has "
+                          f"{len(sweep.objectives)}", source=where("sampler"), hint="use nsga2, tpe or gp")
+    if sweep.fixed.get("val_fraction", 0.1) == 0 and any(o.startswith("val_") for o in sweep.objectives):
+        raise ConfigError("the objective needs a validation split, but val_fraction is 0",
+                          source=where("fixed", "val_fraction"), hint="set val_fraction to e.g. 0.1")
+
+    seen: list[str] = []
+    for key, param in sweep.space.items():
+        src = where("space", key)
+        for cond in param.when:
+            if cond not in seen:
+                raise ConfigError(f"space.{key} depends on {cond!r}, which is not sampled before it",
+                                  source=src, hint=f"list {cond} above {key} in the space")
+        seen.append(key)
+        values = param.values() if param.choices is not None else [param.low, param.high]
+        if key in _NAMED and param.choices is not None:
+            for v in values:
+                try:
+                    regs[_NAMED[key]].get(v)
+                except ConfigError as err:
+                    raise ConfigError(f"space.{key}: {err.message}", source=src, hint=err.hint) from None
+        for v in values:
+            try:
+                validate({key: int(v) if key in _INT_FIELDS and isinstance(v, float) and v.is_integer() else v})
+            except ConfigError as err:
+                raise ConfigError(f"space.{key}: {err.message}", source=src) from None
+        if key in _INT_FIELDS and param.choices is None and param.step and not float(param.step).is_integer():
+            raise ConfigError(f"space.{key} is a whole number; its step must be too", source=src)
+
+    def options(key: str) -> list[Any]:
+        if key in sweep.space:
+            p = sweep.space[key]
+            return p.values() if p.choices is not None else [p.low]
+        return [sweep.fixed.get(key, TrainConfig.model_fields[key].default)]
+
+    for key, owner, takes in (("kernel_size", "arch", arch_params), ("width", "arch", arch_params),
+                              ("depth", "arch", arch_params), ("dropout", "arch", arch_params),
+                              ("momentum", "optimizer", optimizer_params), ("nesterov", "optimizer", optimizer_params)):
+        if key not in sweep.space and sweep.fixed.get(key) is None:
+            continue
+        allowed = sweep.space[key].when.get(owner) if key in sweep.space else None
+        allowed = allowed if isinstance(allowed, list) or allowed is None else [allowed]
+        owners = [o for o in options(owner) if allowed is None or o in allowed]
+        lacking = [o for o in owners if key not in takes(o)]
+        if lacking:
+            having = [o for o in options(owner) if key in takes(o)]
+            fix = (f"add `when: {{{owner}: [{', '.join(having)}]}}` to space.{key}" if key in sweep.space and having
+                   else f"remove {key} or the {owner} choices {', '.join(lacking)}")
+            raise ConfigError(f"{key} does not apply to {owner} {', '.join(lacking)}",
+                              source=where("space", key) if key in sweep.space else where("fixed", key), hint=fix)
+
+    for arch in options("arch"):
+        kernels = [k for k in options("kernel_size") if k is not None] or [None]
+        errors = []
+        for kernel in kernels:
+            values = {**sweep.fixed, "dataset": sweep.dataset, "arch": arch}
+            if kernel is not None and "kernel_size" in arch_params(arch):
+                values["kernel_size"] = int(kernel)
+            try:
+                check(validate(values))
+                break
+            except ConfigError as err:
+                errors.append(err)
+        else:
+            raise ConfigError(f"architecture {arch!r} cannot be built for {sweep.dataset} with any kernel size in "
+                              f"the space: {errors[-1].message}", source=where("space", "arch"),
+                              hint=f"remove {arch!r} from space.arch or allow smaller kernel sizes")
+
+
+def grid(sweep: Sweep) -> dict[str, list[Any]]:
+    """Return the search space as a grid (for the grid sampler): every parameter must have choices."""
+    out = {}
+    for key, param in sweep.space.items():
+        if param.choices is None:
+            raise ConfigError(f"the grid sampler needs choices for every parameter; space.{key} is a range",
+                              hint="give choices or use another sampler")
+        out[key] = param.values()
+    return out
+
+
+def suggest(trial, sweep: Sweep) -> dict[str, Any]:
+    """Sample the space with an Optuna ``trial`` and return the sampled values (conditional ones only when they apply)."""
+    values: dict[str, Any] = {}
+    for key, param in sweep.space.items():
+        if not param.applies(values):
+            continue
+        if param.choices is not None:
+            values[key] = trial.suggest_categorical(key, param.values())
+        elif key in _INT_FIELDS:
+            values[key] = trial.suggest_int(key, int(param.low), int(param.high), step=int(param.step or 1),
+                                            log=param.log)
+        else:
+            values[key] = trial.suggest_float(key, param.low, param.high, step=param.step, log=param.log)
+    return values
+
+
+#: Settings that hold for a whole study, baselines included: the data split and where trials run.
+STUDY_WIDE = ("val_fraction", "device", "precision", "compile", "eval_batch_size")
+
+
+def trial_config(sweep: Sweep, sampled: dict[str, Any], *, preset: str | None = None,
+                 device: str | None = None) -> TrainConfig:
+    """Return the training configuration of one trial: the fixed values (or a baseline preset), then the sampled ones.
+
+    A baseline keeps its preset's recipe but takes the study's dataset, epochs, seed and study-wide settings.
+    """
+    if preset:
+        base = {**PRESETS.get(preset).values, **{k: v for k, v in sweep.fixed.items() if k in STUDY_WIDE}}
+    else:
+        base = dict(sweep.fixed)
+    values = {**base, **sampled, "dataset": sweep.dataset, "epochs": sweep.epochs, "seed": sweep.seed}
+    if device:
+        values["device"] = device
+    return validate(values)

@@ -1,0 +1,426 @@
+"""Sweeps: Optuna studies whose trials train with :mod:`cnnbench.train` and are recorded in MLflow.
+
+The one place where Optuna, the trainer and tracking meet.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import optuna
+import torch
+
+from cnnbench import data as datamod
+from cnnbench import plots
+from cnnbench.config import TrainConfig
+from cnnbench.errors import CnnbenchError, ConfigError, DivergedError, StudyError
+from cnnbench.space import Sweep, grid, suggest, trial_config
+from cnnbench.storage import DEFAULT_JOURNAL, creation_lock, describe, open_storage
+from cnnbench.tracking import Tracker
+from cnnbench.train import Result, check, copy_model, evaluate, fit, resolve_device, resolve_precision
+
+IDENTITY_ATTR = "cnnbench.sweep"
+PARENT_ATTR = "cnnbench.parent_run"
+FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+
+
+def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
+    """Return the Optuna sampler the sweep names, seeded."""
+    s = optuna.samplers
+    seed = sweep.seed
+    builders: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
+        "tpe": lambda: s.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8),
+        "random": lambda: s.RandomSampler(seed=seed),
+        "cmaes": lambda: s.CmaEsSampler(seed=seed, warn_independent_sampling=False),
+        "gp": lambda: s.GPSampler(seed=seed),
+        "qmc": lambda: s.QMCSampler(seed=seed, warn_independent_sampling=False),
+        "grid": lambda: s.GridSampler(grid(sweep), seed=seed),
+        "nsga2": lambda: s.NSGAIISampler(seed=seed),
+    }
+    return builders[sweep.sampler]()
+
+
+def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
+    """Return the Optuna pruner the sweep names; epochs are its steps."""
+    p = optuna.pruners
+    builders = {
+        "median": lambda: p.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
+        "halving": lambda: p.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+        "hyperband": lambda: p.HyperbandPruner(min_resource=1, max_resource=sweep.epochs, reduction_factor=3),
+        "none": lambda: p.NopPruner(),
+    }
+    return builders[sweep.pruner]()
+
+
+def open_study(sweep: Sweep) -> optuna.Study:
+    """Create the sweep's study, or load it and check it was started with the same definition.
+
+    Raises :class:`StudyError` when a study of that name exists with another space or objective.
+    """
+    storage = open_storage(sweep.storage)
+    identity = json.loads(json.dumps(sweep.identity()))
+    with creation_lock(sweep.study_name):
+        study = optuna.create_study(storage=storage, study_name=sweep.study_name, sampler=make_sampler(sweep),
+                                    pruner=make_pruner(sweep), directions=sweep.directions, load_if_exists=True)
+        stored = study.user_attrs.get(IDENTITY_ATTR)
+        if stored is None:
+            study.set_user_attr(IDENTITY_ATTR, identity)
+            study.set_user_attr("cnnbench.sampler", sweep.sampler)
+            study.set_user_attr("cnnbench.pruner", sweep.pruner)
+            for name in sweep.baselines:
+                study.enqueue_trial({}, user_attrs={"baseline": name}, skip_if_exists=False)
+        elif stored != identity:
+            raise StudyError(f"study {sweep.study_name!r} in {describe(sweep.storage)} was started with another "
+                             f"definition: {_diff(stored, identity)}",
+                             hint="give a new name with --study NAME, or restore the original sweep file")
+    return study
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> str:
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            inner = _diff(a, b, f"{prefix}{key}.")
+            if inner:
+                changes.append(inner)
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return "; ".join(changes)
+
+
+def finished(study: optuna.Study) -> int:
+    """Return how many trials of the study are complete or pruned."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED_STATES))
+
+
+@dataclass
+class Outcome:
+    """How a sweep invocation ended."""
+
+    study: str
+    trials: int
+    complete: int
+    pruned: int
+    failed: int
+    best_value: float | None
+    best_params: dict[str, Any]
+    best_trial: int | None
+    parent_run_id: str
+
+
+class Objective:
+    """Runs one trial: samples a configuration, trains it, and records everything in MLflow."""
+
+    def __init__(self, sweep: Sweep, data: datamod.Data, tracker: Tracker, parent: str, *, device: str | None,
+                 progress: bool):
+        self.sweep, self.data, self.tracker, self.parent = sweep, data, tracker, parent
+        self.device, self.progress = device, progress
+        self.metric = sweep.objectives[0]
+
+    def __call__(self, trial: optuna.Trial) -> float | list[float]:
+        baseline = trial.user_attrs.get("baseline")
+        sampled = {} if baseline else suggest(trial, self.sweep)
+        config = trial_config(self.sweep, sampled, preset=baseline, device=self.device)
+        device = resolve_device(config.device)
+        tags = {"cnnbench.study": self.sweep.study_name, "cnnbench.trial": trial.number,
+                "cnnbench.dataset": self.sweep.dataset, "cnnbench.sampler": self.sweep.sampler,
+                "cnnbench.pruner": self.sweep.pruner, "cnnbench.device": str(device),
+                "cnnbench.precision": resolve_precision(config.precision, device),
+                "cnnbench.baseline": baseline or "", "cnnbench.state": "RUNNING"}
+        run_id = self.tracker.start(f"trial-{trial.number}" + (f"-{baseline}" if baseline else ""), tags=tags,
+                                    parent=self.parent, params=config.params())
+        trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr("config", config.params())
+        try:
+            values = self._train(trial, config, run_id)
+        except optuna.TrialPruned as pruned:
+            self._end(trial, run_id, "KILLED", "PRUNED", str(pruned) or "pruned")
+            raise
+        except DivergedError as err:
+            self._end(trial, run_id, "KILLED", "PRUNED", f"diverged: {err.message}")
+            raise optuna.TrialPruned("diverged") from None
+        except BaseException as err:
+            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+            self._end(trial, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", "FAIL", reason)
+            raise
+        self._end(trial, run_id, "FINISHED", "COMPLETE", "")
+        return values
+
+    def _end(self, trial: optuna.Trial, run_id: str, status: str, state: str, reason: str) -> None:
+        if reason:
+            trial.set_user_attr("reason", reason[:500])
+        self.tracker.set_tags(run_id, {"cnnbench.state": state, "cnnbench.reason": reason[:500]})
+        self.tracker.end(run_id, status)
+
+    def _train(self, trial: optuna.Trial, config: TrainConfig, run_id: str) -> float | list[float]:
+        try:
+            n_params = check(config)
+        except ConfigError as err:
+            raise optuna.TrialPruned(f"unbuildable: {err.message}") from None
+        single = len(self.sweep.objectives) == 1 and self.metric in ("val_acc", "val_loss")
+
+        def on_epoch_end(m) -> None:
+            self.tracker.log_metrics(run_id, {
+                "train_loss": m.train_loss, "train_acc": m.train_acc, "val_loss": m.val_loss, "val_acc": m.val_acc,
+                "lr": m.lr, "epoch_seconds": m.epoch_seconds, "images_per_sec": m.images_per_sec}, step=m.epoch)
+            value = getattr(m, self.metric) if single else None
+            if value is not None:
+                trial.report(value, m.epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {m.epoch} ({self.metric} {value:.4f})")
+
+        result = fit(config, self.data, on_epoch_end=on_epoch_end, progress=self.progress)
+        test = evaluate(result.model, self.data.test, self.data.spec, config)
+        best = result.best
+        summary = {"test_acc": test.acc, "test_loss": test.loss, "best_val_acc": best.val_acc,
+                   "best_val_loss": best.val_loss, "best_epoch": result.best_epoch, "params": n_params,
+                   "train_seconds": result.train_seconds}
+        self.tracker.log_metrics(run_id, summary)
+        for key in ("test_acc", "best_val_acc", "params", "train_seconds"):
+            trial.set_user_attr(key, summary[key])
+        values = [self._value(name, result, n_params) for name in self.sweep.objectives]
+        if not all(math.isfinite(v) for v in values):
+            raise optuna.TrialPruned(f"non-finite objective {values}")
+        self._artifacts(trial, config, run_id, result, test, values[0])
+        return values[0] if len(values) == 1 else values
+
+    @staticmethod
+    def _value(name: str, result: Result, n_params: int) -> float:
+        best = result.best
+        return {"val_acc": best.val_acc, "val_loss": best.val_loss, "params": float(n_params),
+                "train_seconds": result.train_seconds}[name]
+
+    def _artifacts(self, trial, config: TrainConfig, run_id: str, result: Result, test, value: float) -> None:
+        from safetensors.torch import save_file
+
+        model = copy_model(result.model).eval()
+        spec, split = self.data.spec, self.data.test
+        title = f"{self.sweep.study_name} trial {trial.number}: {config.arch}"
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+            (folder / "config.json").write_text(json.dumps(config.params(), indent=1))
+            if self.sweep.tracking.plots:
+                truth, pred = split.y.cpu().numpy(), test.predictions.numpy()
+                plots.learning_curves(result.history, folder / "learning_curves.png", title)
+                plots.confusion_matrix(truth, pred, spec.classes, folder / "confusion_matrix.png",
+                                       f"{title}: test set")
+                plots.misclassified(split.x.cpu().numpy(), truth, pred, test.confidences.numpy(), spec.classes,
+                                    folder / "misclassified.png", title)
+            self.tracker.log_artifacts(run_id, folder)
+        if self._log_model(trial, value):
+            c, h, w = spec.shape
+            example = ((split.x[:2].cpu().float() / 255 - torch.tensor(spec.mean).view(1, -1, 1, 1))
+                       / torch.tensor(spec.std).view(1, -1, 1, 1))
+            self.tracker.log_pytorch_model(run_id, model, example)
+            trial.set_user_attr("logged_model", True)
+
+    def _log_model(self, trial, value: float) -> bool:
+        mode = self.sweep.tracking.log_model
+        if mode != "best":
+            return mode == "all"
+        try:
+            best = trial.study.best_value if len(self.sweep.objectives) == 1 else None
+        except ValueError:  # no complete trial yet
+            return True
+        if best is None:
+            return True
+        return value >= best if self.sweep.directions[0] == "maximize" else value <= best
+
+
+def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None, progress: bool | None = None,
+        echo: Callable[[str], None] = print) -> Outcome:
+    """Run (or resume) the sweep until the study holds ``sweep.trials`` finished trials; return the outcome."""
+    progress = sys.stderr.isatty() if progress is None else progress
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
+    data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
+    study = open_study(sweep)
+    tracker = Tracker(sweep.study_name)
+    with creation_lock(sweep.study_name):
+        parent = study.user_attrs.get(PARENT_ATTR)
+        if parent is None:
+            parent = tracker.start(f"sweep-{sweep.study_name}", tags={
+                "cnnbench.study": sweep.study_name, "cnnbench.dataset": sweep.dataset,
+                "cnnbench.sampler": sweep.sampler, "cnnbench.pruner": sweep.pruner,
+                "cnnbench.storage": describe(sweep.storage), "cnnbench.role": "sweep"},
+                params={"trials": sweep.trials, "epochs": sweep.epochs, "sampler": sweep.sampler,
+                        "pruner": sweep.pruner, "objective": ",".join(sweep.objectives), "seed": sweep.seed,
+                        "dataset": sweep.dataset})
+            study.set_user_attr(PARENT_ATTR, parent)
+    remaining = sweep.trials - finished(study)
+    echo(f"study {sweep.study_name!r} ({describe(sweep.storage)}): {finished(study)} of {sweep.trials} trials done; "
+         f"MLflow experiment {sweep.study_name!r} at {tracker.url(parent).split('#')[0]}")
+    if remaining > 0:
+        objective = Objective(sweep, data, tracker, parent, device=device, progress=progress)
+        bar = _SweepBar(study, sweep.trials, progress)
+        callbacks = [optuna.study.MaxTrialsCallback(sweep.trials, states=FINISHED_STATES), bar]
+        try:
+            study.optimize(objective, n_trials=remaining, timeout=sweep.timeout, callbacks=callbacks,
+                           catch=(CnnbenchError, RuntimeError, ValueError))
+        finally:
+            bar.close()
+    return _summarise(sweep, study, tracker, parent)
+
+
+class _SweepBar:
+    """One progress bar for the sweep: trials done, pruned, best so far."""
+
+    def __init__(self, study: optuna.Study, total: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=finished(study), unit="trial", position=0, dynamic_ncols=True)
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.bar is None:
+            return
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        pruned = states.count(optuna.trial.TrialState.PRUNED)
+        try:
+            best = f"{study.best_value:.4f}" if len(study.directions) == 1 else "pareto"
+        except ValueError:
+            best = "-"
+        self.bar.n = sum(s in FINISHED_STATES for s in states)
+        self.bar.set_postfix_str(f"pruned {pruned}, best {best}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _summarise(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: str) -> Outcome:
+    trials = study.get_trials(deepcopy=False)
+    count = {s: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
+    best_value = best_params = best_number = None
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if complete and len(sweep.objectives) == 1:
+        best = study.best_trial
+        best_value, best_number = best.value, best.number
+        best_params = best.params or {"baseline": best.user_attrs.get("baseline")}
+        tracker.log_metrics(parent, {f"best_{sweep.objectives[0]}": best.value,
+                                     "best_test_acc": best.user_attrs.get("test_acc")})
+        tracker.set_tags(parent, {"cnnbench.best_trial": best.number,
+                                  "cnnbench.best_run_id": best.user_attrs.get("mlflow_run_id", "")})
+        tracker.log_params(parent, {f"best.{k}": v for k, v in best.params.items()
+                                    if not _param_logged(tracker, parent, f"best.{k}", v)})
+    tracker.log_metrics(parent, {"trials_complete": count[optuna.trial.TrialState.COMPLETE],
+                                 "trials_pruned": count[optuna.trial.TrialState.PRUNED],
+                                 "trials_failed": count[optuna.trial.TrialState.FAIL]})
+    _study_plots(study, tracker, parent)
+    tracker.end(parent, "FINISHED" if finished(study) >= sweep.trials else "KILLED")
+    return Outcome(sweep.study_name, len(trials), count[optuna.trial.TrialState.COMPLETE],
+                   count[optuna.trial.TrialState.PRUNED], count[optuna.trial.TrialState.FAIL], best_value,
+                   best_params or {}, best_number, parent)
+
+
+def _param_logged(tracker: Tracker, run_id: str, key: str, value) -> bool:
+    # MLflow params are write-once; a resumed sweep whose best changed records it as a tag instead.
+    params = tracker.client.get_run(run_id).data.params
+    if key in params and params[key] != str(value):
+        tracker.set_tags(run_id, {key: value})
+        return True
+    return key in params
+
+
+def _study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as ovm
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    if len(complete) < 2 or len(study.directions) != 1:
+        return
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, plot in (("optimization_history", ovm.plot_optimization_history),
+                           ("param_importances", ovm.plot_param_importances),
+                           ("parallel_coordinate", ovm.plot_parallel_coordinate)):
+            try:
+                ax = plot(study)
+                fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
+                fig.set_size_inches(9, 5)
+                fig.tight_layout()
+                fig.savefig(Path(tmp) / f"{name}.png", dpi=90)
+                plt.close(fig)
+            except (ValueError, RuntimeError, ZeroDivisionError):
+                continue  # e.g. importances need two distinct values of some parameter
+        tracker.log_artifacts(parent, tmp, "study")
+
+
+def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
+    """Return the ``top`` best complete trials (by the first objective)."""
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(complete, key=lambda t: t.values[0], reverse=reverse)[:top]
+
+
+def load_study(name: str, storage: str | None) -> optuna.Study:
+    """Load an existing study; raise :class:`StudyError` listing the studies there if it is missing."""
+    store = open_storage(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    if name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=1)
+        raise StudyError(f"no study {name!r} in {describe(storage)}; studies there: {', '.join(names) or 'none'}",
+                         hint=f"did you mean {close[0]!r}?" if close else "run `cnnbench sweep` first")
+    return optuna.load_study(study_name=name, storage=store)
+
+
+def studies(storage: str | None) -> list[str]:
+    """Return the names of the studies in ``storage``."""
+    if storage is None and not Path(DEFAULT_JOURNAL).exists():
+        return []
+    return [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage))]
+
+
+
+def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str | None, *, overwrite: bool = False,
+                 register: str | None = None) -> Path:
+    """Export a trial's trained model (weights from its MLflow run) to ``out_dir``; return the folder.
+
+    With ``register``, the trial's MLflow model is also registered under that name.
+    """
+    from safetensors.torch import load_file
+
+    from cnnbench import export
+    from cnnbench.config import validate
+    from cnnbench.tracking import download_artifact, export_run_info, register_model
+    from cnnbench.train import build_model
+
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id or "config" not in trial.user_attrs:
+        raise StudyError(f"trial {trial.number} of {study_name!r} has no recorded run to export")
+    config = validate(trial.user_attrs["config"])
+    spec = datamod.DATASETS.get(config.dataset)
+    tracker = Tracker(study_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            weights = download_artifact(run_id, "model.safetensors", tmp)
+        except Exception as err:
+            raise StudyError(f"cannot fetch the weights of trial {trial.number} (run {run_id}): {str(err)[:200]}",
+                             hint="check MLFLOW_TRACKING_URI points at the store the sweep used") from None
+        model = build_model(config, spec)
+        model.load_state_dict(load_file(str(weights)))
+    metrics = {"study": study_name, "trial": trial.number, "val_acc": trial.user_attrs.get("best_val_acc"),
+               "test_acc": trial.user_attrs.get("test_acc"), "params": trial.user_attrs.get("params"),
+               "train_seconds": trial.user_attrs.get("train_seconds")}
+    target = Path(out_dir) if out_dir else Path("exports") / f"{study_name}-trial{trial.number}"
+    path = export.export(model, config, spec, target, metrics=metrics, run=export_run_info(tracker, run_id),
+                         overwrite=overwrite)
+    if register:
+        if not trial.user_attrs.get("logged_model"):
+            raise StudyError(f"trial {trial.number} has no MLflow model to register",
+                             hint="set tracking.log_model: best (or all) in the sweep file")
+        register_model(run_id, register)
+    return path

@@ -1,0 +1,287 @@
+import json
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from cnnbench import data
+from cnnbench.config import Layer, TrainConfig, resolve, validate
+from cnnbench.errors import CheckpointError, ConfigError, DataError
+from cnnbench.export import export, load, load_images, predict
+from cnnbench.train import Result, build_model, copy_model, evaluate, fit
+
+FAST = dict(arch="two_conv", width=8, optimizer="adam", lr=3e-3, batch_size=32, epochs=2, device="cpu")
+RUN = {"run_id": "0a1b2c3d4e5f", "experiment": "tiny-export", "tracking_uri": "file:///tmp/mlruns"}
+
+
+@dataclass
+class Exported:
+    dir: Path
+    config: TrainConfig
+    data: data.Data
+    result: Result
+    x: torch.Tensor  # the normalised test images
+    predictions: torch.Tensor  # cnnbench's evaluate, in fp32
+    logits: torch.Tensor  # the trained model's, in fp32
+
+
+def _train_and_export(name: str, tiny_data: Path, tmp_path_factory, **overrides) -> Exported:
+    root = tmp_path_factory.mktemp(name)
+    with pytest.MonkeyPatch.context() as mp:  # module scope: keep the tensor cache under tmp too
+        mp.setenv("CNNBENCH_CACHE_DIR", str(root / "cache"))
+        data._load_tensors.cache_clear()
+        d = data.load(name, tiny_data, val_fraction=0.2)
+        data._load_tensors.cache_clear()
+    config = validate(dict(FAST, dataset=name, **overrides))
+    result = fit(config, d)
+    ev = evaluate(result.model, d.test, d.spec, config, device=torch.device("cpu"), precision="fp32")
+    mean, std = data.normalisation(d.spec, "cpu")
+    x = (d.test.x.float() / 255 - mean) / std
+    with torch.no_grad():
+        logits = copy_model(result.model).eval()(x)
+    metrics = {"test_acc": ev.acc, "test_loss": ev.loss, "val_acc": result.best.val_acc, "params": result.params}
+    out = export(result.model, config, d.spec, root / "export", metrics=metrics, run=RUN)
+    return Exported(out, config, d, result, x, ev.predictions, logits)
+
+
+@pytest.fixture(scope="module")
+def mnist(tiny_data, tmp_path_factory) -> Exported:
+    return _train_and_export("mnist", tiny_data, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def cifar(tiny_data, tmp_path_factory) -> Exported:
+    return _train_and_export("cifar10", tiny_data, tmp_path_factory, width=16, epochs=3)
+
+
+def test_the_export_holds_every_file_and_learned_the_task(mnist):
+    assert sorted(p.name for p in mnist.dir.iterdir()) == sorted([
+        "model.safetensors", "model.pt2", "model.onnx", "config.yaml", "preprocess.json", "metrics.json", "README.md"])
+    assert [p.name for p in mnist.dir.parent.iterdir() if p.name.startswith(".")] == []
+    assert (mnist.predictions == mnist.data.test.y).float().mean() >= 0.9
+    metrics = json.loads((mnist.dir / "metrics.json").read_text())
+    assert metrics["test_acc"] == pytest.approx((mnist.predictions == mnist.data.test.y).float().mean().item())
+    pre = json.loads((mnist.dir / "preprocess.json").read_text())
+    assert pre["mean"] == [0.1307] and pre["std"] == [0.3081] and pre["size"] == [28, 28]
+    assert pre["channels"] == 1 and pre["polarity"] == "light-on-dark" and pre["classes"] == list("0123456789")
+
+
+def test_plain_torch_loads_the_program_without_cnnbench(mnist, tmp_path):
+    torch.save(mnist.x, tmp_path / "x.pt")
+    script = textwrap.dedent("""
+        import json, sys
+
+        class NoCnnbench:
+            def find_spec(self, name, path=None, target=None):
+                if name.partition(".")[0] == "cnnbench":
+                    raise ImportError("cnnbench must not be needed")
+
+        sys.meta_path.insert(0, NoCnnbench())
+        import torch
+
+        model = torch.export.load(sys.argv[1] + "/model.pt2").module()
+        x = torch.load(sys.argv[2], weights_only=True)
+        with torch.no_grad():
+            logits = model(x)
+            one = model(x[:1])
+        assert not any(m.partition(".")[0] == "cnnbench" for m in sys.modules)
+        print(json.dumps({"pred": logits.argmax(1).tolist(), "logits": logits.tolist(), "one": one.tolist()}))
+    """)
+    proc = subprocess.run([sys.executable, "-c", script, str(mnist.dir), str(tmp_path / "x.pt")],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["pred"] == mnist.predictions.tolist()
+    torch.testing.assert_close(torch.tensor(out["logits"]), mnist.logits, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(torch.tensor(out["one"]), mnist.logits[:1], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("which", ["mnist", "cifar"])
+def test_onnxruntime_gives_the_same_predictions(which, request):
+    ort = pytest.importorskip("onnxruntime")
+    ex = request.getfixturevalue(which)
+    session = ort.InferenceSession(str(ex.dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    logits = torch.from_numpy(session.run(["logits"], {"input": ex.x.numpy()})[0])
+    assert logits.argmax(1).tolist() == ex.predictions.tolist()
+    torch.testing.assert_close(logits, ex.logits, rtol=1e-3, atol=1e-3)
+    one = torch.from_numpy(session.run(["logits"], {"input": ex.x[:1].numpy()})[0])
+    torch.testing.assert_close(one, ex.logits[:1], rtol=1e-3, atol=1e-3)
+
+
+def test_safetensors_weights_load_into_a_fresh_model(mnist):
+    from safetensors.torch import load_file, load_model
+
+    tensors = load_file(mnist.dir / "model.safetensors")
+    assert all(t.dtype in (torch.float32, torch.int64) and t.device.type == "cpu" for t in tensors.values())
+    model = build_model(mnist.config, mnist.data.spec)
+    load_model(model, mnist.dir / "model.safetensors")
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(mnist.x), mnist.logits)
+
+
+def test_load_rebuilds_the_model_and_its_preprocessing(mnist):
+    model, pre = load(mnist.dir)
+    assert not model.training
+    with torch.no_grad():
+        torch.testing.assert_close(model(mnist.x), mnist.logits)
+    assert pre["dataset"] == "mnist" and pre["size"] == [28, 28]
+
+
+def test_config_round_trips_to_the_same_train_config(mnist):
+    config, sources = resolve(Layer.yaml_file(mnist.dir / "config.yaml"))
+    assert config == mnist.config
+    assert sources["lr"].startswith(str(mnist.dir / "config.yaml"))
+
+
+def _write_pngs(folder: Path, images: torch.Tensor) -> list[Path]:
+    folder.mkdir()
+    paths = []
+    for i, img in enumerate(images):
+        array = img.permute(1, 2, 0).squeeze(2).numpy()
+        path = folder / f"{i}.png"
+        Image.fromarray(array).save(path)
+        paths.append(path)
+    return paths
+
+
+def test_images_load_exactly_as_the_training_data(mnist, cifar, tmp_path):
+    for ex in (mnist, cifar):
+        paths = _write_pngs(tmp_path / ex.data.spec.name, ex.data.test.x[:8])
+        _, pre = load(ex.dir)
+        torch.testing.assert_close(load_images(paths, pre), ex.x[:8])
+
+
+@pytest.mark.parametrize("which", ["mnist", "cifar"])
+def test_predict_classifies_png_files(which, request, tmp_path):
+    ex = request.getfixturevalue(which)
+    n = 40
+    paths = _write_pngs(tmp_path / "png", ex.data.test.x[:n])
+    results = predict(ex.dir, paths)
+    assert [r["file"] for r in results] == [str(p) for p in paths]
+    assert [r["index"] for r in results] == ex.predictions[:n].tolist()
+    classes = ex.data.spec.classes
+    assert [r["label"] for r in results] == [classes[i] for i in ex.predictions[:n].tolist()]
+    probs = ex.logits[:n].softmax(1).max(1).values
+    assert [r["probability"] for r in results] == pytest.approx(probs.tolist(), abs=1e-4)
+    truth = ex.data.test.y[:n].tolist()
+    assert sum(r["index"] == y for r, y in zip(results, truth)) >= 0.75 * n
+
+
+def test_predict_inverts_dark_ink_and_resizes(mnist, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    paths, truth = [], mnist.data.test.y[:20].tolist()
+    for i, img in enumerate(mnist.data.test.x[:20, 0].numpy()):
+        inverted = Image.fromarray(255 - img)  # dark ink on light paper
+        big = Image.fromarray(img).resize((84, 84), Image.Resampling.NEAREST).convert("RGB")
+        inverted.save(folder / f"inv{i}.png")
+        big.save(folder / f"big{i}.jpg", quality=95)
+        paths += [folder / f"inv{i}.png", folder / f"big{i}.jpg"]
+    results = predict(mnist.dir, paths)
+    inverted = [r["index"] for r in results[0::2]]
+    assert inverted == mnist.predictions[:20].tolist()  # inverting back is exact
+    big = [r["index"] for r in results[1::2]]
+    assert sum(p == y for p, y in zip(big, truth)) >= 16
+
+
+def test_predict_resizes_colour_images(cifar, tmp_path):
+    folder = tmp_path / "big"
+    folder.mkdir()
+    paths = []
+    for i, img in enumerate(cifar.data.test.x[:20].permute(0, 2, 3, 1).numpy()):
+        Image.fromarray(img).resize((64, 48), Image.Resampling.NEAREST).save(folder / f"{i}.png")
+        paths.append(folder / f"{i}.png")
+    results = predict(cifar.dir, paths)
+    truth = cifar.data.test.y[:20].tolist()
+    assert sum(r["index"] == y for r, y in zip(results, truth)) >= 14
+
+
+def test_predict_refuses_what_is_not_an_image(mnist, tmp_path):
+    text = tmp_path / "notes.png"
+    text.write_text("not pixels")
+    with pytest.raises(DataError, match=f"not an image: {text}"):
+        predict(mnist.dir, [text])
+    with pytest.raises(DataError, match="cannot read image"):
+        predict(mnist.dir, [tmp_path / "missing.png"])
+
+
+def test_load_refuses_a_folder_that_is_not_an_export(mnist, tmp_path):
+    with pytest.raises(CheckpointError, match="not a folder"):
+        load(tmp_path / "nowhere")
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    (partial / "config.yaml").write_text((mnist.dir / "config.yaml").read_text())
+    with pytest.raises(CheckpointError, match="lacks model.safetensors, preprocess.json"):
+        load(partial)
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for name in ("config.yaml", "preprocess.json"):
+        (bad / name).write_text((mnist.dir / name).read_text())
+    (bad / "model.safetensors").write_bytes(b"\x00" * 64)
+    with pytest.raises(CheckpointError, match="cannot load"):
+        load(bad)
+
+
+def test_an_existing_folder_is_refused_unless_overwriting(mnist, tmp_path):
+    model, config, spec = mnist.result.model, mnist.config, mnist.data.spec
+    out = tmp_path / "out"
+    export(model, config, spec, out, metrics={"test_acc": 0.5}, onnx=False)
+    with pytest.raises(ConfigError, match="exists and is not empty"):
+        export(model, config, spec, out, metrics={"test_acc": 0.75}, onnx=False)
+    assert json.loads((out / "metrics.json").read_text()) == {"test_acc": 0.5}
+    export(model, config, spec, out, metrics={"test_acc": 0.75}, overwrite=True, onnx=False)
+    assert json.loads((out / "metrics.json").read_text()) == {"test_acc": 0.75}
+    (out / "mine.txt").write_text("keep me")
+    with pytest.raises(ConfigError, match="not part of an export"):
+        export(model, config, spec, out, metrics={}, overwrite=True, onnx=False)
+    assert (out / "mine.txt").read_text() == "keep me"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp folders left behind
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert export(model, config, spec, empty, metrics={}, onnx=False) == empty
+    assert (empty / "model.pt2").is_file() and not (empty / "model.onnx").exists()
+
+
+def test_a_bf16_channels_last_model_is_exported_in_fp32_and_left_as_it_was(mnist, tmp_path):
+    from safetensors.torch import load_file
+
+    model = copy_model(mnist.result.model).to(torch.bfloat16).to(memory_format=torch.channels_last)
+    out = export(model, mnist.config, mnist.data.spec, tmp_path / "out", metrics={}, onnx=False)
+    assert all(t.dtype != torch.bfloat16 for t in load_file(out / "model.safetensors").values())
+    assert next(model.parameters()).dtype == torch.bfloat16
+    assert next(p for p in model.parameters() if p.dim() == 4).is_contiguous(memory_format=torch.channels_last)
+    program = torch.export.load(out / "model.pt2").module()
+    with torch.no_grad():
+        assert (program(mnist.x).argmax(1) == mnist.predictions).float().mean() >= 0.95
+
+
+def test_without_onnx_installed_the_card_says_so(mnist, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    out = export(mnist.result.model, mnist.config, mnist.data.spec, tmp_path / "out", metrics={})
+    assert not (out / "model.onnx").exists()
+    assert "not exported: onnx is not installed" in (out / "README.md").read_text()
+
+
+def test_export_refuses_a_mismatched_spec_and_bad_metrics(mnist, tmp_path):
+    with pytest.raises(ConfigError, match="dataset 'mnist' but the spec is for 'cifar10'"):
+        export(mnist.result.model, mnist.config, data.DATASETS.get("cifar10"), tmp_path / "a", metrics={})
+    with pytest.raises(ConfigError, match="metrics must hold plain values"):
+        export(mnist.result.model, mnist.config, mnist.data.spec, tmp_path / "b", metrics={"x": object()})
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_the_model_card_names_dataset_accuracy_and_run(mnist):
+    card = (mnist.dir / "README.md").read_text()
+    acc = json.loads((mnist.dir / "metrics.json").read_text())["test_acc"]
+    assert card.startswith("# two_conv on mnist")
+    assert "MNIST handwritten digits" in card
+    assert f"| test_acc | {acc:.4f} ({acc:.2%}) |" in card
+    assert f"{mnist.result.params:,} parameters" in card
+    assert "| run_id | 0a1b2c3d4e5f |" in card and "| experiment | tiny-export |" in card
+    assert "mean = [0.1307] and std = [0.3081]" in card
+    assert 'torch.export.load("model.pt2").module()' in card and "ort.InferenceSession" in card

@@ -1,0 +1,310 @@
+"""Sweeps end to end through the CLI on tiny data, checked through Optuna's and MLflow's own APIs."""
+
+import json
+import textwrap
+from pathlib import Path
+
+import optuna
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from cnnbench.cli import main
+from cnnbench.storage import DEFAULT_JOURNAL
+
+TINY = """
+dataset: mnist
+study: tiny
+trials: 4
+epochs: 2
+baselines: [seed004]
+fixed: {val_fraction: 0.2, batch_size: 32, device: cpu}
+space:
+  arch: {choices: [two_conv, vgg]}
+  width: {choices: [4, 8]}
+  depth: {choices: [1], when: {arch: vgg}}
+  optimizer: {choices: [adam, sgd]}
+  lr: {low: 1e-3, high: 1e-1, log: true}
+  momentum: {low: 0.5, high: 0.9, when: {optimizer: sgd}}
+tracking: {log_model: best}
+"""
+
+
+def sweep(tmp_path, text, *args):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(textwrap.dedent(text))
+    return CliRunner().invoke(main, ["sweep", str(path), *args], catch_exceptions=False)
+
+
+def journal():
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(DEFAULT_JOURNAL))
+
+
+@pytest.fixture
+def swept(tmp_path, tiny_data):
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data))
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def test_sweep_records_every_trial_in_optuna_and_mlflow(swept, tmp_path):
+    study = optuna.load_study(study_name="tiny", storage=journal())
+    trials = study.get_trials()
+    assert len(trials) == 4 and trials[0].user_attrs["baseline"] == "seed004"
+    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("cnnbench.role") == "sweep"]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4
+    assert all(r.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for r in children)
+    assert all(r.info.status != "RUNNING" for r in runs)
+
+    by_id = {r.info.run_id: r for r in children}
+    for t in trials:
+        run = by_id[t.user_attrs["mlflow_run_id"]]
+        assert run.info.run_name.startswith(f"trial-{t.number}")
+        assert run.data.tags["cnnbench.trial"] == str(t.number)
+        assert run.data.tags["cnnbench.state"] == t.state.name
+        for key, value in t.params.items():
+            assert run.data.params[key] == str(value)
+        assert run.data.params["epochs"] == "2" and run.data.params["dataset"] == "mnist"
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert run.info.status == "FINISHED"
+            assert run.data.metrics["best_val_acc"] == pytest.approx(t.value)
+            history = client.get_metric_history(run.info.run_id, "val_acc")
+            assert [m.step for m in history] == [1, 2]
+            assert max(m.value for m in history) == pytest.approx(t.value)
+            names = {a.path for a in client.list_artifacts(run.info.run_id)}
+            assert {"learning_curves.png", "confusion_matrix.png", "misclassified.png",
+                    "model.safetensors"} <= names
+    best = study.best_trial
+    assert best.user_attrs.get("logged_model")
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_val_acc"] == pytest.approx(study.best_value)
+    study_plots = {a.path for a in client.list_artifacts(parent.info.run_id, "study")}
+    assert "study/optimization_history.png" in study_plots
+
+
+def test_rerun_resumes_and_trials_is_a_total(swept, tmp_path, tiny_data):
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "6")
+    assert res.exit_code == 0, res.output
+    assert "4 of 6 trials done" in res.output
+    study = optuna.load_study(study_name="tiny", storage=journal())
+    assert len(study.get_trials()) == 6
+    assert sum(t.user_attrs.get("baseline") == "seed004" for t in study.get_trials()) == 1
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "6")
+    assert "6 of 6 trials done" in res.output
+    assert len(optuna.load_study(study_name="tiny", storage=journal()).get_trials()) == 6
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert sum(r.data.tags.get("cnnbench.role") == "sweep" for r in runs) == 1
+
+
+def test_resuming_with_another_space_is_refused_unless_renamed(swept, tmp_path, tiny_data):
+    changed = TINY.replace("high: 1e-1", "high: 0.5")
+    res = sweep(tmp_path, changed, "--data-dir", str(tiny_data))
+    assert res.exit_code == 2
+    assert "space.lr.high: 0.1 -> 0.5" in res.output and "--study" in res.output
+    res = sweep(tmp_path, changed, "--data-dir", str(tiny_data), "--study", "tiny2", "--trials", "1")
+    assert res.exit_code == 0, res.output
+
+
+def test_diverging_trials_are_pruned_and_the_sweep_goes_on(tmp_path, tiny_data):
+    text = TINY.replace("lr: {low: 1e-3, high: 1e-1, log: true}", "lr: {low: 1e10, high: 1e12, log: true}")
+    text = text.replace("optimizer: {choices: [adam, sgd]}", "optimizer: {choices: [sgd]}")
+    text = text.replace("baselines: [seed004]", "baselines: []")
+    text = text.replace("arch: {choices: [two_conv, vgg]}", "arch: {choices: [two_conv]}")  # BatchNorm stays finite
+    res = sweep(tmp_path, text, "--data-dir", str(tiny_data), "--trials", "2", "--epochs", "3")
+    assert res.exit_code == 0, res.output
+    trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.PRUNED] * 2
+    assert all(t.user_attrs["reason"].startswith("diverged") for t in trials)
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id], "tags.cnnbench.state = 'PRUNED'")
+    assert len(runs) == 2 and all(r.info.status == "KILLED" for r in runs)
+
+
+def test_unbuildable_configuration_is_pruned_before_training(tmp_path, tiny_data):
+    text = """
+    dataset: mnist
+    study: tiny
+    trials: 2
+    epochs: 1
+    sampler: grid
+    fixed: {batch_size: 32, device: cpu}
+    space:
+      arch: {choices: [four_conv]}
+      kernel_size: {choices: [3, 7]}
+    """
+    res = sweep(tmp_path, text, "--data-dir", str(tiny_data))
+    assert res.exit_code == 0, res.output
+    trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
+    by_kernel = {t.params["kernel_size"]: t for t in trials}
+    assert by_kernel[3].state == optuna.trial.TrialState.COMPLETE
+    assert by_kernel[7].state == optuna.trial.TrialState.PRUNED
+    assert by_kernel[7].user_attrs["reason"].startswith("unbuildable")
+    assert by_kernel[7].intermediate_values == {}
+
+
+def test_median_pruner_stops_poor_trials_early(tmp_path, tiny_data):
+    text = """
+    dataset: mnist
+    study: tiny
+    trials: 9
+    epochs: 3
+    sampler: random
+    pruner: median
+    seed: 3
+    fixed: {batch_size: 32, device: cpu, arch: two_conv, width: 4, val_fraction: 0.2}
+    space:
+      lr: {choices: [1e-6, 3e-2]}
+    tracking: {log_model: none, plots: false}
+    """
+    res = sweep(tmp_path, text, "--data-dir", str(tiny_data))
+    assert res.exit_code == 0, res.output
+    trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
+    pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and all(t.params["lr"] == 1e-6 for t in pruned)
+    assert all(len(t.intermediate_values) < 3 for t in pruned)
+
+
+def test_best_prints_the_top_trials(swept):
+    res = CliRunner().invoke(main, ["best", "--json", "--top", "2"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.output)
+    study = optuna.load_study(study_name="tiny", storage=journal())
+    assert rows[0]["trial"] == study.best_trial.number
+    assert rows[0]["val_acc"] == pytest.approx(study.best_value)
+    assert rows[0]["run_id"] == study.best_trial.user_attrs["mlflow_run_id"]
+    res = CliRunner().invoke(main, ["best"], catch_exceptions=False)
+    assert res.exit_code == 0 and "test_acc" in res.output and "run_id" in res.output
+
+
+def test_best_without_a_study_is_a_clear_error(tmp_path):
+    res = CliRunner().invoke(main, ["best"])
+    assert res.exit_code == 2 and "cnnbench sweep" in res.output
+
+
+def test_sweep_by_dataset_name_uses_the_packaged_file(tmp_path, tiny_data):
+    res = CliRunner().invoke(main, ["sweep", "mnits"])
+    assert res.exit_code == 2 and "did you mean 'mnist'" in res.output
+    from cnnbench.space import load_sweep
+
+    sweep_def, _ = load_sweep("mnist", {"trials": 3})
+    assert sweep_def.trials == 3 and sweep_def.dataset == "mnist" and "seed004" in sweep_def.baselines
+    for name in ("cifar10", "seeds"):
+        assert load_sweep(name)[0].study_name
+
+
+BAD = [
+    ("dataset: mnist\nspace: {lr: {low: 0.1, high: 0.01}}\n", "swap them"),
+    ("dataset: mnist\nspace: {lr: {low: 0, high: 0.1, log: true}}\n", "log range needs low > 0"),
+    ("dataset: mnist\nspace: {arch: {choices: []}}\n", "choices is empty"),
+    ("dataset: mnist\nspace: {arch: {choices: [resnett]}}\n", "did you mean 'resnet'"),
+    ("dataset: mnist\nspace: {optimizer: {choices: [adam, adagrad]}}\n", "unknown optimizer 'adagrad'"),
+    ("dataset: mnist\nspace: {learning_rate: {low: 0.1, high: 1}}\n", "not a training setting"),
+    ("dataset: mnist\ntrails: 5\n", "did you mean 'trials'"),
+    ("dataset: mnist\ntrials: -1\n", "trials"),
+    ("dataset: mnist\ntrials: many\n", "trials"),
+    ("dataset: mnist\nsampler: bayes\n", "sampler"),
+    ("dataset: mnist\npruner: asha\n", "pruner"),
+    ("dataset: mnist\nobjective: accuracy\n", "unknown objective"),
+    ("dataset: mnits\n", "did you mean 'mnist'"),
+    ("space: {}\n", "dataset"),
+    ("dataset: mnist\nspace: {arch: {choices: [four_conv]}, kernel_size: {choices: [7]}}\n", "cannot be built"),
+    ("dataset: mnist\nspace: {optimizer: {choices: [adam, sgd]}, momentum: {low: 0.5, high: 0.9}}\n",
+     "when: {optimizer: [sgd"),
+    ("dataset: mnist\nspace: {momentum: {low: 0.5, high: 0.9, when: {optimizer: sgd}}}\n", "not sampled before"),
+    ("dataset: mnist\nspace: {arch: {choices: [two_conv]}, depth: {choices: [1, 2]}}\n", "depth does not apply"),
+    ("dataset: mnist\nspace: {lr: {choices: [0.1], low: 0.1, high: 1}}\n", "not both"),
+    ("dataset: mnist\nspace: {lr: {low: 0.1}}\n", "both low and high"),
+    ("dataset: mnist\nspace: {batch_size: {choices: [32, -4]}}\n", "batch_size"),
+    ("dataset: mnist\nspace: {val_fraction: {low: 0.1, high: 0.2}}\n", "cannot be searched"),
+    ("dataset: mnist\nfixed: {epochs: 3}\n", "set at the top"),
+    ("dataset: mnist\nfixed: {lr: -3}\n", "lr"),
+    ("dataset: mnist\nbaselines: [seed009]\n", "unknown preset"),
+    ("dataset: mnist\nspace: {kernel_size: {choices: sizes}}\n", "unknown choice set"),
+    ("dataset: mnist\nlr: 1e-3\n", "unknown setting 'lr'"),
+    ("dataset: mnist\nspace: {lr: {low: 1e-3, high: 1e-1, log: true, step: 0.1}}\n", "cannot have a step"),
+    ("dataset: mnist\nspace: [lr]\n", "space"),
+    ("dataset: mnist\n  bad: indent\n", "not valid YAML"),
+    ("dataset: mnist\ndataset: cifar10\n", "appears twice"),
+    ("- just\n- a list\n", "mapping"),
+    ("dataset: mnist\nsampler: grid\nspace: {lr: {low: 0.1, high: 1}}\n", "grid sampler needs choices"),
+]
+
+
+@pytest.mark.parametrize("text,expected", BAD, ids=[f"bad{i:02d}" for i in range(len(BAD))])
+def test_bad_sweep_files_fail_before_anything_is_created(tmp_path, text, expected):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    res = CliRunner().invoke(main, ["sweep", str(path), "--data-dir", str(tmp_path / "nodata")])
+    assert res.exit_code == 2, res.output
+    assert expected in res.output, res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) <= 2
+    assert not (tmp_path / DEFAULT_JOURNAL).exists() and not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "mlruns").exists()
+
+
+def test_bad_value_names_its_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("dataset: mnist\ntrials: 5\nspace:\n  lr: {low: 0.5, high: 0.1}\n")
+    res = CliRunner().invoke(main, ["sweep", str(path)])
+    assert res.exit_code == 2 and f"{path}:4" in res.output
+
+
+def test_best_export_matches_the_reported_accuracy_with_plain_torch(swept, tmp_path, tiny_data):
+    res = CliRunner().invoke(main, ["best", "--export", str(tmp_path / "out"), "--register", "tiny-best"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "out"
+    assert {"model.safetensors", "model.pt2", "model.onnx", "config.yaml", "metrics.json", "README.md"} <= {
+        p.name for p in out.iterdir()}
+    study = optuna.load_study(study_name="tiny", storage=journal())
+    reported = study.best_trial.user_attrs["test_acc"]
+    code = (
+        "import sys, json, torch\n"
+        "sys.path.insert(0, sys.argv[3])\n"
+        "from conftest import _patterns\n"
+        "prep = json.load(open(sys.argv[1] + '/preprocess.json'))\n"
+        "m = torch.export.load(sys.argv[1] + '/model.pt2').module()\n"
+        "x, y = _patterns(100, 28, 1, 2)\n"
+        "x = (torch.tensor(x).float() / 255 - prep['mean'][0]) / prep['std'][0]\n"
+        "acc = (m(x).argmax(1) == torch.tensor(y).long()).float().mean().item()\n"
+        "assert 'cnnbench' not in sys.modules\n"
+        "print(acc)\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code, str(out), str(tiny_data), str(Path(__file__).parent)],
+                          capture_output=True, text=True, check=True)
+    assert float(done.stdout.strip()) == pytest.approx(reported, abs=0.0005)
+    assert MlflowClient().get_registered_model("tiny-best").name == "tiny-best"
+
+    from PIL import Image
+
+    from cnnbench import data
+
+    test = data.load("mnist", tiny_data).test
+    files = []
+    for i in range(3):
+        path = tmp_path / f"digit{i}.png"
+        Image.fromarray(test.x[i, 0].numpy()).save(path)
+        files.append(str(path))
+    res = CliRunner().invoke(main, ["predict", str(out), *files, "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    results = json.loads(res.output)
+    assert [r["file"] for r in results] == files
+    assert all(0 <= r["probability"] <= 1 and r["label"] == str(r["index"]) for r in results)
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not an image")
+    res = CliRunner().invoke(main, ["predict", str(out), str(bad)])
+    assert res.exit_code == 2 and "not an image" in res.output
