@@ -21,9 +21,11 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {err}", err=True)
             ctx.exit(err.exit_code)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as err:
+            code = getattr(err, "exit_code", 130)
+            resume = ctx.meta.get("cnnbench.resume")
+            click.echo("interrupted" + (f"; to resume, run {resume}" if resume else ""), err=True)
+            ctx.exit(code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -157,9 +159,12 @@ def sweep(sweep_file, device, data_dir, **flags) -> None:
     """
     from cnnbench import space
     from cnnbench import sweep as sweeps
+    from cnnbench.errors import install_signal_handlers
     from cnnbench.train import resolve_device
 
+    install_signal_handlers()
     definition, _ = space.load_sweep(sweep_file, flags)
+    click.get_current_context().meta["cnnbench.resume"] = "the same `cnnbench sweep` command again"
     if device:
         resolve_device(device)
     outcome = sweeps.run(definition, data_dir=data_dir, device=device, echo=click.echo)

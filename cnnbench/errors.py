@@ -59,3 +59,19 @@ class StudyError(CnnbenchError):
     """A study cannot be created, resumed or read as asked."""
 
     exit_code = 2
+
+
+class Terminated(KeyboardInterrupt):
+    """The process was asked to stop (SIGTERM); handled like Ctrl-C, exiting 143."""
+
+    exit_code = 143
+
+
+def install_signal_handlers() -> None:
+    """Make SIGTERM raise :class:`Terminated` in the main thread, so runs are closed before exiting."""
+    import signal
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, handler)

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,14 +238,20 @@ class Objective:
         return value >= best if self.sweep.directions[0] == "maximize" else value <= best
 
 
+#: A worker gives up after this many trials in a row fail (not pruned: failed).
+MAX_CONSECUTIVE_FAILURES = 5
+
+
 def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None, progress: bool | None = None,
         echo: Callable[[str], None] = print) -> Outcome:
-    """Run (or resume) the sweep until the study holds ``sweep.trials`` finished trials; return the outcome."""
+    """Run (or resume) the sweep until the study holds ``sweep.trials`` finished trials; return the outcome.
+
+    With ``sweep.workers`` above 1 the trials run in that many worker processes on this machine.
+    """
     progress = sys.stderr.isatty() if progress is None else progress
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    _quiet()
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
-    data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
+    datamod.load(sweep.dataset, data_dir, val_fraction=first)
     study = open_study(sweep)
     tracker = Tracker(sweep.study_name)
     with creation_lock(sweep.study_name):
@@ -257,19 +265,116 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
                         "pruner": sweep.pruner, "objective": ",".join(sweep.objectives), "seed": sweep.seed,
                         "dataset": sweep.dataset})
             study.set_user_attr(PARENT_ATTR, parent)
-    remaining = sweep.trials - finished(study)
     echo(f"study {sweep.study_name!r} ({describe(sweep.storage)}): {finished(study)} of {sweep.trials} trials done; "
          f"MLflow experiment {sweep.study_name!r} at {tracker.url(parent).split('#')[0]}")
-    if remaining > 0:
-        objective = Objective(sweep, data, tracker, parent, device=device, progress=progress)
-        bar = _SweepBar(study, sweep.trials, progress)
-        callbacks = [optuna.study.MaxTrialsCallback(sweep.trials, states=FINISHED_STATES), bar]
-        try:
-            study.optimize(objective, n_trials=remaining, timeout=sweep.timeout, callbacks=callbacks,
-                           catch=(CnnbenchError, RuntimeError, ValueError))
-        finally:
-            bar.close()
+    try:
+        if sweep.workers == 1:
+            work(sweep, data_dir=data_dir, device=device, progress=progress)
+        else:
+            _spawn(sweep, data_dir, device, progress)
+    except KeyboardInterrupt:
+        tracker.end(parent, "KILLED")
+        raise
     return _summarise(sweep, study, tracker, parent)
+
+
+def _quiet() -> None:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None, progress: bool = False,
+         threads: int | None = None) -> None:
+    """Run trials of the sweep's (existing) study in this process until its budget or timeout is used up."""
+    _quiet()
+    if threads:
+        torch.set_num_threads(threads)
+    first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
+    data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
+    study = open_study(sweep)
+    tracker = Tracker(sweep.study_name)
+    objective = Objective(sweep, data, tracker, study.user_attrs[PARENT_ATTR], device=device, progress=progress)
+    deadline = time.monotonic() + sweep.timeout if sweep.timeout else None
+    bar = _SweepBar(study, sweep.trials, progress)
+    failures = 0
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            trial = _next_trial(study, sweep)
+            if trial is None:
+                break
+            try:
+                values = objective(trial)
+            except optuna.TrialPruned:
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                failures = 0
+            except (CnnbenchError, RuntimeError, ValueError) as err:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                failures += 1
+                if failures >= MAX_CONSECUTIVE_FAILURES:
+                    raise StudyError(f"{failures} trials in a row failed; the last with: {err}",
+                                     hint="see the FAILED runs in MLflow; fix the sweep file or the data") from None
+            except BaseException:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
+            else:
+                study.tell(trial, values)
+                failures = 0
+            bar(study)
+    finally:
+        bar.close()
+
+
+def _next_trial(study: optuna.Study, sweep: Sweep) -> optuna.Trial | None:
+    # Counting and asking under one lock keeps the budget exact across this machine's workers.
+    with creation_lock(sweep.study_name):
+        states = FINISHED_STATES + (optuna.trial.TrialState.RUNNING,)
+        if len(study.get_trials(deepcopy=False, states=states)) >= sweep.trials:
+            return None
+        return study.ask()
+
+
+def _spawn(sweep: Sweep, data_dir: str | None, device: str | None, progress: bool) -> None:
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    threads = max(1, (os.cpu_count() or 1) // sweep.workers)
+    procs = [ctx.Process(target=_worker_main, args=(sweep, data_dir, device, threads), name=f"cnnbench-worker-{i}")
+             for i in range(sweep.workers)]
+    for proc in procs:
+        proc.start()
+    study = open_study(sweep)
+    bar = _SweepBar(study, sweep.trials, progress)
+    try:
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(timeout=2 / len(procs))
+            bar(study)
+    except KeyboardInterrupt:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join()
+        raise
+    finally:
+        bar.close()
+    failed = [p.exitcode for p in procs if p.exitcode]
+    if failed:
+        raise StudyError(f"{len(failed)} of {len(procs)} workers failed (exit codes {failed})",
+                         hint="run again to resume; see the FAILED runs in MLflow for reasons")
+
+
+def _worker_main(sweep: Sweep, data_dir: str | None, device: str | None, threads: int) -> None:
+    from cnnbench.errors import install_signal_handlers
+
+    install_signal_handlers()
+    try:
+        work(sweep, data_dir=data_dir, device=device, threads=threads)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except CnnbenchError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(err.exit_code)
 
 
 class _SweepBar:
@@ -282,7 +387,7 @@ class _SweepBar:
 
             self.bar = tqdm(total=total, initial=finished(study), unit="trial", position=0, dynamic_ncols=True)
 
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    def __call__(self, study: optuna.Study) -> None:
         if self.bar is None:
             return
         states = [t.state for t in study.get_trials(deepcopy=False)]

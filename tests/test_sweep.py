@@ -308,3 +308,47 @@ def test_best_export_matches_the_reported_accuracy_with_plain_torch(swept, tmp_p
     bad.write_text("not an image")
     res = CliRunner().invoke(main, ["predict", str(out), str(bad)])
     assert res.exit_code == 2 and "not an image" in res.output
+
+
+def test_two_workers_share_one_study_and_its_exact_budget(tmp_path, tiny_data):
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--workers", "2", "--trials", "5")
+    assert res.exit_code == 0, res.output
+    trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
+    assert len(trials) == 5 and all(t.state.is_finished() for t in trials)
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.info.run_id for r in children) == sorted(t.user_attrs["mlflow_run_id"] for t in trials)
+    assert all(r.info.status != "RUNNING" for r in runs)
+
+
+def test_sigterm_ends_the_run_killed_and_exits_143(tmp_path, tiny_data):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "slow.yaml"
+    path.write_text(textwrap.dedent(TINY).replace("epochs: 2", "epochs: 200").replace("baselines: [seed004]",
+                                                                                      "baselines: []"))
+    proc = subprocess.Popen([sys.executable, "-m", "cnnbench", "sweep", str(path), "--data-dir", str(tiny_data)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(1)
+        try:
+            exp = client.get_experiment_by_name("tiny")
+            if exp and any("mlflow.parentRunId" in r.data.tags for r in client.search_runs([exp.experiment_id])):
+                break
+        except Exception:
+            continue
+    time.sleep(2)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "to resume" in err
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert runs and all(r.info.status == "KILLED" for r in runs)
+    trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
