@@ -191,7 +191,7 @@ class Objective:
         values = [self._value(name, result, n_params) for name in self.sweep.objectives]
         if not all(math.isfinite(v) for v in values):
             raise optuna.TrialPruned(f"non-finite objective {values}")
-        self._artifacts(trial, config, run_id, result, test, values[0])
+        self._artifacts(trial, config, run_id, result, test)
         return values[0] if len(values) == 1 else values
 
     @staticmethod
@@ -200,7 +200,7 @@ class Objective:
         return {"val_acc": best.val_acc, "val_loss": best.val_loss, "params": float(n_params),
                 "train_seconds": result.train_seconds}[name]
 
-    def _artifacts(self, trial, config: TrainConfig, run_id: str, result: Result, test, value: float) -> None:
+    def _artifacts(self, trial, config: TrainConfig, run_id: str, result: Result, test) -> None:
         from safetensors.torch import save_file
 
         model = copy_model(result.model).eval()
@@ -218,28 +218,39 @@ class Objective:
                 plots.misclassified(split.x.cpu().numpy(), truth, pred, test.confidences.numpy(), spec.classes,
                                     folder / "misclassified.png", title)
             self.tracker.log_artifacts(run_id, folder)
-        if self._log_model(trial, value):
-            c, h, w = spec.shape
-            example = ((split.x[:2].cpu().float() / 255 - torch.tensor(spec.mean).view(1, -1, 1, 1))
-                       / torch.tensor(spec.std).view(1, -1, 1, 1))
-            self.tracker.log_pytorch_model(run_id, model, example)
-            trial.set_user_attr("logged_model", True)
+        if self.sweep.tracking.log_model == "all":
+            log_model(self.tracker, run_id, model, self.data)
 
-    def _log_model(self, trial, value: float) -> bool:
-        mode = self.sweep.tracking.log_model
-        if mode != "best":
-            return mode == "all"
+
+def log_model(tracker: Tracker, run_id: str, model: torch.nn.Module, data: datamod.Data) -> None:
+    """Log ``model`` (CPU, fp32) to the run as an MLflow PyTorch model, two test images as its input example."""
+    mean, std = datamod.normalisation(data.spec, "cpu")
+    example = (data.test.x[:2].cpu().float() / 255 - mean) / std
+    tracker.log_pytorch_model(run_id, model, example)
+    tracker.set_tags(run_id, {"cnnbench.logged_model": "1"})
+
+
+def trial_model(trial: optuna.trial.FrozenTrial) -> tuple[torch.nn.Module, TrainConfig, str]:
+    """Rebuild a finished trial's trained model from the weights in its MLflow run; return it, its config, its run."""
+    from safetensors.torch import load_file
+
+    from cnnbench.config import validate
+    from cnnbench.tracking import download_artifact
+    from cnnbench.train import build_model
+
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if not run_id or "config" not in trial.user_attrs:
+        raise StudyError(f"trial {trial.number} has no recorded run")
+    config = validate(trial.user_attrs["config"])
+    with tempfile.TemporaryDirectory() as tmp:
         try:
-            best = trial.study.best_value if len(self.sweep.objectives) == 1 else None
-        except ValueError:  # no complete trial yet
-            return True
-        if best is None:
-            return True
-        return value >= best if self.sweep.directions[0] == "maximize" else value <= best
-
-
-#: A worker gives up after this many trials in a row fail (not pruned: failed).
-MAX_CONSECUTIVE_FAILURES = 5
+            weights = download_artifact(run_id, "model.safetensors", tmp)
+        except Exception as err:
+            raise StudyError(f"cannot fetch the weights of trial {trial.number} (run {run_id}): {str(err)[:200]}",
+                             hint="check MLFLOW_TRACKING_URI points at the store the sweep used") from None
+        model = build_model(config, datamod.DATASETS.get(config.dataset))
+        model.load_state_dict(load_file(str(weights)))
+    return model.eval(), config, run_id
 
 
 def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None, progress: bool | None = None,
@@ -251,7 +262,7 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
     progress = sys.stderr.isatty() if progress is None else progress
     _quiet()
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
-    datamod.load(sweep.dataset, data_dir, val_fraction=first)
+    data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
     study = open_study(sweep)
     tracker = Tracker(sweep.study_name)
     with creation_lock(sweep.study_name):
@@ -275,7 +286,7 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
     except KeyboardInterrupt:
         tracker.end(parent, "KILLED")
         raise
-    return _summarise(sweep, study, tracker, parent)
+    return _summarise(sweep, study, tracker, parent, data)
 
 
 def _quiet() -> None:
@@ -404,7 +415,7 @@ class _SweepBar:
             self.bar.close()
 
 
-def _summarise(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: str) -> Outcome:
+def _summarise(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: str, data: datamod.Data) -> Outcome:
     trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
     best_value = best_params = best_number = None
@@ -415,8 +426,11 @@ def _summarise(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: str)
         best_params = best.params or {"baseline": best.user_attrs.get("baseline")}
         tracker.log_metrics(parent, {f"best_{sweep.objectives[0]}": best.value,
                                      "best_test_acc": best.user_attrs.get("test_acc")})
-        tracker.set_tags(parent, {"cnnbench.best_trial": best.number,
-                                  "cnnbench.best_run_id": best.user_attrs.get("mlflow_run_id", "")})
+        best_run = best.user_attrs.get("mlflow_run_id", "")
+        tracker.set_tags(parent, {"cnnbench.best_trial": best.number, "cnnbench.best_run_id": best_run})
+        if sweep.tracking.log_model == "best" and tracker.client.get_run(best_run).data.tags.get(
+                "cnnbench.logged_model") != "1":
+            log_model(tracker, best_run, trial_model(best)[0], data)
         tracker.log_params(parent, {f"best.{k}": v for k, v in best.params.items()
                                     if not _param_logged(tracker, parent, f"best.{k}", v)})
     tracker.log_metrics(parent, {"trials_complete": count[optuna.trial.TrialState.COMPLETE],
@@ -496,27 +510,12 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
 
     With ``register``, the trial's MLflow model is also registered under that name.
     """
-    from safetensors.torch import load_file
-
     from cnnbench import export
-    from cnnbench.config import validate
-    from cnnbench.tracking import download_artifact, export_run_info, register_model
-    from cnnbench.train import build_model
+    from cnnbench.tracking import export_run_info, register_model
 
-    run_id = trial.user_attrs.get("mlflow_run_id")
-    if not run_id or "config" not in trial.user_attrs:
-        raise StudyError(f"trial {trial.number} of {study_name!r} has no recorded run to export")
-    config = validate(trial.user_attrs["config"])
+    model, config, run_id = trial_model(trial)
     spec = datamod.DATASETS.get(config.dataset)
     tracker = Tracker(study_name)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            weights = download_artifact(run_id, "model.safetensors", tmp)
-        except Exception as err:
-            raise StudyError(f"cannot fetch the weights of trial {trial.number} (run {run_id}): {str(err)[:200]}",
-                             hint="check MLFLOW_TRACKING_URI points at the store the sweep used") from None
-        model = build_model(config, spec)
-        model.load_state_dict(load_file(str(weights)))
     metrics = {"study": study_name, "trial": trial.number, "val_acc": trial.user_attrs.get("best_val_acc"),
                "test_acc": trial.user_attrs.get("test_acc"), "params": trial.user_attrs.get("params"),
                "train_seconds": trial.user_attrs.get("train_seconds")}
@@ -524,7 +523,7 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
     path = export.export(model, config, spec, target, metrics=metrics, run=export_run_info(tracker, run_id),
                          overwrite=overwrite)
     if register:
-        if not trial.user_attrs.get("logged_model"):
+        if tracker.client.get_run(run_id).data.tags.get("cnnbench.logged_model") != "1":
             raise StudyError(f"trial {trial.number} has no MLflow model to register",
                              hint="set tracking.log_model: best (or all) in the sweep file")
         register_model(run_id, register)

@@ -83,8 +83,9 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(swept, tmp_path):
             names = {a.path for a in client.list_artifacts(run.info.run_id)}
             assert {"learning_curves.png", "confusion_matrix.png", "misclassified.png",
                     "model.safetensors"} <= names
-    best = study.best_trial
-    assert best.user_attrs.get("logged_model")
+    best_run = client.get_run(study.best_trial.user_attrs["mlflow_run_id"])
+    assert best_run.data.tags.get("cnnbench.logged_model") == "1"
+    assert sum(r.data.tags.get("cnnbench.logged_model") == "1" for r in children) == 1
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     assert parent.data.metrics["best_val_acc"] == pytest.approx(study.best_value)
