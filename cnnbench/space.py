@@ -96,7 +96,8 @@ class Sweep(_Strict):
     """A sweep file: the dataset, the search space, the objective, the budget and the search strategy."""
 
     dataset: str
-    study: Optional[str] = None
+    # Letters, digits, '.', '_' and '-': the name also names files (exports, locks).
+    study: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     objective: Union[str, list[str]] = "val_acc"
     trials: int = Field(20, gt=0)
     epochs: int = Field(3, gt=0)
@@ -192,6 +193,7 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
     from cnnbench import catalog
     from cnnbench.models import arch_params
     from cnnbench.optim import optimizer_params
+    from cnnbench.storage import check_url
     from cnnbench.train import check
 
     def where(*key) -> str:
@@ -199,6 +201,10 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
 
     regs = catalog.registries()
     regs["datasets"].get(sweep.dataset)
+    try:
+        check_url(sweep.storage)
+    except ConfigError as err:
+        raise ConfigError(err.message, source=where("storage"), hint=err.hint) from None
     for key in list(sweep.fixed) + list(sweep.space):
         if key not in FIELDS:
             close = difflib.get_close_matches(key, FIELDS, n=1)

@@ -6,10 +6,12 @@ import contextlib
 import fcntl
 import os
 from pathlib import Path
-
-import optuna
+from typing import TYPE_CHECKING
 
 from cnnbench.errors import ConfigError, StudyError
+
+if TYPE_CHECKING:
+    import optuna
 
 #: The default study store: Optuna's journal file, safe with several processes on one machine.
 DEFAULT_JOURNAL = "cnnbench-journal.log"
@@ -31,7 +33,7 @@ def check_url(url: str | None) -> None:
                       hint="use a journal file path ending in .log, sqlite:///FILE, postgresql://..., or redis://...")
 
 
-def open_storage(url: str | None) -> optuna.storages.BaseStorage:
+def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
     """Open (creating when needed) the Optuna storage at ``url``; ``None`` is the default journal file."""
     from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
     from optuna.storages.journal import JournalFileBackend, JournalRedisBackend

@@ -239,6 +239,8 @@ BAD = [
     ("dataset: mnist\ndataset: cifar10\n", "appears twice"),
     ("- just\n- a list\n", "mapping"),
     ("dataset: mnist\nsampler: grid\nspace: {lr: {low: 0.1, high: 1}}\n", "grid sampler needs choices"),
+    ("dataset: mnist\nstudy: ../../etc/evil\n", "study"),
+    ("dataset: mnist\nstorage: ftp://host/db\n", "unsupported storage"),
 ]
 
 
@@ -353,3 +355,14 @@ def test_sigterm_ends_the_run_killed_and_exits_143(tmp_path, tiny_data):
     assert runs and all(r.info.status == "KILLED" for r in runs)
     trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
+
+
+def test_credentials_in_urls_are_never_shown(tmp_path, tiny_data):
+    from cnnbench.tracking import redact
+
+    assert redact("postgresql://alice:s3cret@db:5432/optuna") == "postgresql://***@db:5432/optuna"
+    path = tmp_path / "tiny.yaml"
+    path.write_text(textwrap.dedent(TINY))
+    res = CliRunner().invoke(main, ["sweep", str(path), "--data-dir", str(tiny_data),
+                                    "--storage", "postgresql://alice:s3cret@127.0.0.1:1/none"])
+    assert res.exit_code == 2 and "s3cret" not in res.output and "***@127.0.0.1" in res.output
