@@ -34,7 +34,10 @@ def check_url(url: str | None) -> None:
 
 
 def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
-    """Open (creating when needed) the Optuna storage at ``url``; ``None`` is the default journal file."""
+    """Open (creating when needed) the Optuna storage at ``url``; ``None`` is the default journal file.
+
+    A redis URL may end in ``?prefix=NAME`` to keep its keys apart from others in the same database.
+    """
     from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
     from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
@@ -44,7 +47,13 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
             path = (url or DEFAULT_JOURNAL).removeprefix("journal:")
             return JournalStorage(JournalFileBackend(path))
         if url.startswith(("redis://", "rediss://")):
-            return JournalStorage(JournalRedisBackend(url))
+            from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+            parts = urlsplit(url)
+            query = dict(parse_qsl(parts.query))
+            prefix = query.pop("prefix", "")
+            plain = urlunsplit(parts._replace(query=urlencode(query)))
+            return JournalStorage(JournalRedisBackend(plain, prefix=prefix))
         return RDBStorage(url, heartbeat_interval=30, grace_period=90,
                           failed_trial_callback=RetryFailedTrialCallback(max_retry=3),
                           engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)

@@ -5,11 +5,13 @@ The one place where Optuna, the trainer and tracking meet.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -292,6 +294,8 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
 def _quiet() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # The ask/tell loop records heartbeats itself (see _heartbeat).
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
 def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None, progress: bool = False,
@@ -314,7 +318,8 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
             if trial is None:
                 break
             try:
-                values = objective(trial)
+                with _heartbeat(study, trial):
+                    values = objective(trial)
             except optuna.TrialPruned:
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 failures = 0
@@ -335,8 +340,33 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
         bar.close()
 
 
+@contextlib.contextmanager
+def _heartbeat(study: optuna.Study, trial: optuna.Trial):
+    """Record the trial's heartbeat while it runs, where the storage keeps them (RDB storages)."""
+    interval = getattr(study._storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:
+        yield
+        return
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            study._storage.record_heartbeat(trial._trial_id)
+
+    study._storage.record_heartbeat(trial._trial_id)
+    thread = threading.Thread(target=beat, name="cnnbench-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _next_trial(study: optuna.Study, sweep: Sweep) -> optuna.Trial | None:
     # Counting and asking under one lock keeps the budget exact across this machine's workers.
+    if getattr(study._storage, "get_heartbeat_interval", lambda: None)():
+        optuna.storages.fail_stale_trials(study)  # trials of dead workers: failed, then retried
     with creation_lock(sweep.study_name):
         states = FINISHED_STATES + (optuna.trial.TrialState.RUNNING,)
         if len(study.get_trials(deepcopy=False, states=states)) >= sweep.trials:

@@ -1,0 +1,118 @@
+"""Studies in every kind of storage, and every sampler and pruner, on tiny data."""
+
+import os
+import textwrap
+import uuid
+
+import optuna
+import pytest
+from click.testing import CliRunner
+
+from cnnbench.cli import main
+from cnnbench.storage import open_storage
+
+SMALL = """
+dataset: mnist
+study: small
+trials: 3
+epochs: 2
+sampler: {sampler}
+pruner: {pruner}
+objective: {objective}
+fixed: {{batch_size: 32, device: cpu, arch: two_conv, optimizer: adam, val_fraction: 0.2}}
+space:
+  lr: {{choices: [3e-3, 1e-2]}}
+  width: {{choices: [4, 8]}}
+tracking: {{log_model: none, plots: false}}
+"""
+
+
+def sweep(tmp_path, tiny_data, *args, sampler="tpe", pruner="median", objective="val_acc"):
+    path = tmp_path / "small.yaml"
+    path.write_text(textwrap.dedent(SMALL.format(sampler=sampler, pruner=pruner, objective=objective)))
+    return CliRunner().invoke(main, ["sweep", str(path), "--data-dir", str(tiny_data), *args],
+                              catch_exceptions=False)
+
+
+def trials_in(url):
+    return optuna.load_study(study_name="small", storage=open_storage(url)).get_trials()
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "gp", "qmc", "grid"])
+def test_every_sampler_runs_a_study(tmp_path, tiny_data, sampler):
+    res = sweep(tmp_path, tiny_data, sampler=sampler)
+    assert res.exit_code == 0, res.output
+    trials = trials_in(None)
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert all(set(t.params) == {"lr", "width"} for t in trials)
+
+
+@pytest.mark.parametrize("pruner", ["halving", "hyperband", "none"])
+def test_every_pruner_runs_a_study(tmp_path, tiny_data, pruner):
+    res = sweep(tmp_path, tiny_data, pruner=pruner)
+    assert res.exit_code == 0, res.output
+    assert all(t.state.is_finished() for t in trials_in(None))
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe"])
+def test_a_pareto_study_has_two_objectives(tmp_path, tiny_data, sampler):
+    res = sweep(tmp_path, tiny_data, sampler=sampler, objective="[val_acc, params]")
+    assert res.exit_code == 0, res.output
+    trials = trials_in(None)
+    assert all(len(t.values) == 2 and t.values[1] == t.user_attrs["params"] for t in trials)
+    study = optuna.load_study(study_name="small", storage=open_storage(None))
+    assert study.best_trials
+    res = CliRunner().invoke(main, ["best", "--json"], catch_exceptions=False)
+    assert res.exit_code == 0
+
+
+def test_sqlite_storage(tmp_path, tiny_data):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    res = sweep(tmp_path, tiny_data, "--storage", url)
+    assert res.exit_code == 0, res.output
+    assert len(trials_in(url)) == 3
+    res = CliRunner().invoke(main, ["best", "--storage", url, "--json"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+
+
+@pytest.fixture
+def postgres_url():
+    import psycopg
+
+    name = f"cnnbench_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect("host=127.0.0.1 user=postgres dbname=test", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_postgresql_storage(tmp_path, tiny_data, postgres_url):
+    res = sweep(tmp_path, tiny_data, "--storage", postgres_url)
+    assert res.exit_code == 0, res.output
+    assert len(trials_in(postgres_url)) == 3
+    res = sweep(tmp_path, tiny_data, "--storage", postgres_url, "--trials", "4")
+    assert res.exit_code == 0 and len(trials_in(postgres_url)) == 4
+
+
+@pytest.fixture
+def redis_url():
+    import redis
+
+    prefix = f"cnnbench-test-{uuid.uuid4().hex[:10]}"
+    yield f"redis://127.0.0.1:6379/0?prefix={prefix}"
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+
+
+def test_redis_storage(tmp_path, tiny_data, redis_url):
+    res = sweep(tmp_path, tiny_data, "--storage", redis_url)
+    assert res.exit_code == 0, res.output
+    assert len(trials_in(redis_url)) == 3
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path, tiny_data):
+    res = sweep(tmp_path, tiny_data, "--storage", "postgresql://postgres@127.0.0.1:1/nothing")
+    assert res.exit_code == 2 and "cannot open storage" in res.output
+    assert not os.path.exists(tmp_path / "mlflow.db")
