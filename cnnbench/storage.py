@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 #: The default study store: Optuna's journal file, safe with several processes on one machine.
 DEFAULT_JOURNAL = "cnnbench-journal.log"
+#: How often a running trial records that its worker is alive, on RDB storages.
+HEARTBEAT_SECONDS = int(os.environ.get("CNNBENCH_HEARTBEAT_SECONDS", "20"))
 
 
 def describe(url: str | None) -> str:
@@ -38,7 +40,7 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
 
     A redis URL may end in ``?prefix=NAME`` to keep its keys apart from others in the same database.
     """
-    from optuna.storages import JournalStorage, RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
     check_url(url)
@@ -54,8 +56,8 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
             prefix = query.pop("prefix", "")
             plain = urlunsplit(parts._replace(query=urlencode(query)))
             return JournalStorage(JournalRedisBackend(plain, prefix=prefix))
-        return RDBStorage(url, heartbeat_interval=30, grace_period=90,
-                          failed_trial_callback=RetryFailedTrialCallback(max_retry=3),
+        # Heartbeats let sweep.recover fail and retry the trials of workers that died anywhere.
+        return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS,
                           engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
     except Exception as err:  # driver missing, server down, bad credentials
         from cnnbench.tracking import redact

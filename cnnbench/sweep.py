@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -143,19 +144,27 @@ class Objective:
                                     parent=self.parent, params=config.params())
         trial.set_user_attr("mlflow_run_id", run_id)
         trial.set_user_attr("config", config.params())
+        trial.set_user_attr(WORKER_ATTR, worker_id())
+        checkpoint = checkpoint_path(self.sweep.study_name, trial.number)
+        earlier = trial.user_attrs.get("retry_of")
+        if earlier is not None and checkpoint_path(self.sweep.study_name, earlier).exists():
+            os.replace(checkpoint_path(self.sweep.study_name, earlier), checkpoint)
         try:
-            values = self._train(trial, config, run_id)
+            values = self._train(trial, config, run_id, checkpoint)
         except optuna.TrialPruned as pruned:
             self._end(trial, run_id, "KILLED", "PRUNED", str(pruned) or "pruned")
+            checkpoint.unlink(missing_ok=True)
             raise
         except DivergedError as err:
             self._end(trial, run_id, "KILLED", "PRUNED", f"diverged: {err.message}")
+            checkpoint.unlink(missing_ok=True)
             raise optuna.TrialPruned("diverged") from None
         except BaseException as err:
             reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
             self._end(trial, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", "FAIL", reason)
             raise
         self._end(trial, run_id, "FINISHED", "COMPLETE", "")
+        checkpoint.unlink(missing_ok=True)
         return values
 
     def _end(self, trial: optuna.Trial, run_id: str, status: str, state: str, reason: str) -> None:
@@ -164,7 +173,7 @@ class Objective:
         self.tracker.set_tags(run_id, {"cnnbench.state": state, "cnnbench.reason": reason[:500]})
         self.tracker.end(run_id, status)
 
-    def _train(self, trial: optuna.Trial, config: TrainConfig, run_id: str) -> float | list[float]:
+    def _train(self, trial: optuna.Trial, config: TrainConfig, run_id: str, checkpoint: Path) -> float | list[float]:
         try:
             n_params = check(config)
         except ConfigError as err:
@@ -181,7 +190,7 @@ class Objective:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {m.epoch} ({self.metric} {value:.4f})")
 
-        result = fit(config, self.data, on_epoch_end=on_epoch_end, progress=self.progress)
+        result = fit(config, self.data, on_epoch_end=on_epoch_end, checkpoint=checkpoint, progress=self.progress)
         test = evaluate(result.model, self.data.test, self.data.spec, config)
         best = result.best
         summary = {"test_acc": test.acc, "test_loss": test.loss, "best_val_acc": best.val_acc,
@@ -314,7 +323,7 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
     failures = 0
     try:
         while deadline is None or time.monotonic() < deadline:
-            trial = _next_trial(study, sweep)
+            trial = _next_trial(study, sweep, tracker)
             if trial is None:
                 break
             try:
@@ -331,6 +340,7 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
                                      hint="see the FAILED runs in MLflow; fix the sweep file or the data") from None
             except BaseException:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                _retry(study, trial.number, trial.params, trial.user_attrs)  # resumes from its checkpoint
                 raise
             else:
                 study.tell(trial, values)
@@ -363,11 +373,76 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial):
         thread.join()
 
 
-def _next_trial(study: optuna.Study, sweep: Sweep) -> optuna.Trial | None:
+WORKER_ATTR = "cnnbench.worker"
+CHECKPOINTS = Path("cnnbench-checkpoints")
+
+
+def worker_id() -> str:
+    """Return this process's name as recorded on the trials it runs: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def checkpoint_path(study: str, number: int) -> Path:
+    """Return where trial ``number`` of ``study`` keeps its per-epoch checkpoint."""
+    return CHECKPOINTS / study / f"trial-{number}.ckpt"
+
+
+def _retry(study: optuna.Study, number: int, params: dict, user_attrs: dict) -> None:
+    keep = {k: user_attrs[k] for k in ("baseline",) if k in user_attrs}
+    study.enqueue_trial(params, user_attrs={**keep, "retry_of": number}, skip_if_exists=False)
+
+
+def _alive(worker: str | None) -> bool:
+    """Whether the worker ``host:pid`` may still be running (workers on other hosts are assumed alive)."""
+    host, _, pid = (worker or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def recover(study: optuna.Study, tracker: Tracker) -> list[int]:
+    """Fail the running trials whose worker died (killed, crashed, machine lost) and retry them.
+
+    A worker on this machine is dead when its process is gone; on an RDB storage, one anywhere
+    whose heartbeat stopped. Each such trial ends FAILED in Optuna and MLflow, with the reason,
+    and a retry with the same parameters is queued; it resumes from the trial's last checkpoint.
+    Returns the numbers of the trials failed.
+    """
+    storage = study._storage
+    stale = set()
+    if getattr(storage, "get_heartbeat_interval", lambda: None)():
+        stale = set(storage._get_stale_trial_ids(study._study_id))  # no public API gives the ids
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = t.user_attrs.get(WORKER_ATTR)
+        if t._trial_id not in stale and _alive(worker):
+            continue
+        reason = f"worker {worker or 'unknown'} died"
+        try:
+            storage.set_trial_user_attr(t._trial_id, "reason", reason)
+            if not storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue  # another worker got there first
+        run_id = t.user_attrs.get("mlflow_run_id")
+        if run_id:
+            tracker.set_tags(run_id, {"cnnbench.state": "FAIL", "cnnbench.reason": reason})
+            tracker.end(run_id, "FAILED")
+        _retry(study, t.number, t.params, t.user_attrs)
+        failed.append(t.number)
+    return failed
+
+
+def _next_trial(study: optuna.Study, sweep: Sweep, tracker: Tracker) -> optuna.Trial | None:
     # Counting and asking under one lock keeps the budget exact across this machine's workers.
-    if getattr(study._storage, "get_heartbeat_interval", lambda: None)():
-        optuna.storages.fail_stale_trials(study)  # trials of dead workers: failed, then retried
     with creation_lock(sweep.study_name):
+        recover(study, tracker)
         states = FINISHED_STATES + (optuna.trial.TrialState.RUNNING,)
         if len(study.get_trials(deepcopy=False, states=states)) >= sweep.trials:
             return None

@@ -346,7 +346,9 @@ def test_sigterm_ends_the_run_killed_and_exits_143(tmp_path, tiny_data):
                 break
         except Exception:
             continue
-    time.sleep(2)
+    ckpt = tmp_path / "cnnbench-checkpoints" / "tiny" / "trial-0.ckpt"
+    while time.monotonic() < deadline and not ckpt.exists():
+        time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
@@ -354,7 +356,67 @@ def test_sigterm_ends_the_run_killed_and_exits_143(tmp_path, tiny_data):
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert runs and all(r.info.status == "KILLED" for r in runs)
     trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
-    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL]
+    assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
+    assert trials[1].user_attrs["retry_of"] == 0 and trials[1].system_attrs["fixed_params"] == trials[0].params
+    assert ckpt.exists()
+
+
+SLOW = """
+dataset: mnist
+study: tiny
+trials: 1
+epochs: 6
+sampler: random
+pruner: none
+fixed: {batch_size: 4, device: cpu, arch: two_conv, width: 4, optimizer: adam, val_fraction: 0.2}
+space:
+  lr: {choices: [3e-3, 1e-2]}
+tracking: {log_model: none, plots: false}
+"""
+
+
+def test_a_killed_worker_s_trial_is_failed_and_retried_from_its_checkpoint(tmp_path, tiny_data):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import torch
+
+    path = tmp_path / "slow.yaml"
+    path.write_text(textwrap.dedent(SLOW))
+    command = [sys.executable, "-m", "cnnbench", "sweep", str(path), "--data-dir", str(tiny_data)]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    ckpt = tmp_path / "cnnbench-checkpoints" / "tiny" / "trial-0.ckpt"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not ckpt.exists():
+        time.sleep(0.2)
+    assert ckpt.exists(), "no checkpoint was written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = len(torch.load(ckpt, weights_only=True)["history"])
+
+    res = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") == 1 and states.count("FAIL") == 1 and "RUNNING" not in states
+    failed = next(t for t in trials if t.state.name == "FAIL")
+    retry = next(t for t in trials if t.user_attrs.get("retry_of") == failed.number)
+    assert retry.params == failed.params and retry.state.name == "COMPLETE"
+    assert failed.user_attrs["reason"].startswith("worker ") and failed.user_attrs["reason"].endswith("died")
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny")
+    runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id])}
+    assert all(r.info.status != "RUNNING" for r in runs.values())
+    assert runs[failed.user_attrs["mlflow_run_id"]].info.status == "FAILED"
+    steps = [m.step for m in client.get_metric_history(retry.user_attrs["mlflow_run_id"], "val_acc")]
+    assert steps == list(range(done_before + 1, 7)), "the retry did not resume from the checkpoint"
+    finished_runs = [r for r in runs.values() if r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags]
+    assert sorted(r.info.run_id for r in finished_runs) == sorted(
+        t.user_attrs["mlflow_run_id"] for t in trials if t.state.name == "COMPLETE")
+    assert not ckpt.exists()
 
 
 def test_credentials_in_urls_are_never_shown(tmp_path, tiny_data):
