@@ -32,6 +32,8 @@ from cnnbench.tracking import Tracker
 from cnnbench.train import Result, check, copy_model, evaluate, fit, resolve_device, resolve_precision
 
 IDENTITY_ATTR = "cnnbench.sweep"
+#: A worker gives up after this many trials in a row fail (not pruned: failed).
+MAX_CONSECUTIVE_FAILURES = 5
 PARENT_ATTR = "cnnbench.parent_run"
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
@@ -336,7 +338,7 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 failures += 1
                 if failures >= MAX_CONSECUTIVE_FAILURES:
-                    raise StudyError(f"{failures} trials in a row failed; the last with: {err}",
+                    raise CnnbenchError(f"{failures} trials in a row failed; the last with: {err}",
                                      hint="see the FAILED runs in MLflow; fix the sweep file or the data") from None
             except BaseException:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)

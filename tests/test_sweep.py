@@ -428,3 +428,22 @@ def test_credentials_in_urls_are_never_shown(tmp_path, tiny_data):
     res = CliRunner().invoke(main, ["sweep", str(path), "--data-dir", str(tiny_data),
                                     "--storage", "postgresql://alice:s3cret@127.0.0.1:1/none"])
     assert res.exit_code == 2 and "s3cret" not in res.output and "***@127.0.0.1" in res.output
+
+
+def test_a_sweep_whose_trials_keep_failing_stops_with_the_reason(tmp_path, tiny_data, monkeypatch):
+    from cnnbench import sweep as sweeps
+
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("out of memory, say")
+
+    monkeypatch.setattr(sweeps, "fit", broken_fit)
+    res = sweep(tmp_path, TINY.replace("baselines: [seed004]", "baselines: []"), "--data-dir", str(tiny_data))
+    assert res.exit_code == 1, res.output
+    assert "5 trials in a row failed" in res.output and "out of memory, say" in res.output
+    trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
+    assert [t.state.name for t in trials] == ["FAIL"] * 5
+    client = MlflowClient()
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(children) == 5 and all(r.info.status == "FAILED" for r in children)
+    assert all("out of memory, say" in r.data.tags["cnnbench.reason"] for r in children)

@@ -1,0 +1,68 @@
+"""Per-trial framework overhead: one 1-epoch MNIST trial through a sweep against the same training alone.
+
+``python benchmarks/overhead.py [--repeats 3]``. Both ways run alternately in this one process on
+the same data: (A) ``fit`` then ``evaluate`` on the test set, which any trial does; (B) one more
+trial of a prepared study, through the sweep's ask/tell loop, so with Optuna, MLflow (run, params,
+per-epoch metrics, tags, status), the plots and the weights. Overhead = (B - A) / B, medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+RECIPE = {"arch": "vgg", "width": 16, "depth": 1, "optimizer": "sgd", "lr": 0.2, "momentum": 0.9,
+          "nesterov": True, "weight_decay": 5e-4, "batch_size": 128, "scheduler": "onecycle",
+          "label_smoothing": 0.1, "val_fraction": 0.1}
+
+
+@click.command()
+@click.option("--repeats", default=3, show_default=True, help="Trials timed each way.")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Dataset folder [env CNNBENCH_DATA_DIR].")
+def main(repeats: int, data_dir: str | None) -> None:
+    """Print and save the median trial time each way and the overhead share."""
+    import torch
+
+    from cnnbench import config, data, space, sweep
+    from cnnbench.train import evaluate, fit
+
+    torch.set_num_threads(2)
+    work_dir = Path(tempfile.mkdtemp(prefix="cnnbench-overhead-"))
+    os.chdir(work_dir)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work_dir / 'mlflow.db'}"
+    cfg = config.validate({**RECIPE, "dataset": "mnist", "epochs": 1})
+    mnist = data.load("mnist", data_dir, val_fraction=cfg.val_fraction)
+    definition = space.Sweep(dataset="mnist", study="overhead", trials=1, epochs=1, sampler="random",
+                             pruner="none", fixed=RECIPE)
+    sweep.run(definition, data_dir=data_dir, progress=False, echo=lambda _: None)  # creates study, warms up
+
+    plain, tracked = [], []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        result = fit(cfg, mnist)
+        evaluate(result.model, mnist.test, mnist.spec, cfg)
+        plain.append(time.perf_counter() - t0)
+        more = definition.model_copy(update={"trials": definition.trials + i + 1})
+        t0 = time.perf_counter()
+        sweep.work(more, data_dir=data_dir)
+        tracked.append(time.perf_counter() - t0)
+        print(f"repeat {i + 1}: plain {plain[-1]:.2f}s, tracked trial {tracked[-1]:.2f}s", flush=True)
+    a, b = statistics.median(plain), statistics.median(tracked)
+    figures = {"plain_seconds": a, "tracked_seconds": b, "overhead_seconds": b - a, "overhead_share": (b - a) / b,
+               "plain_all": plain, "tracked_all": tracked, "load_average": os.getloadavg(),
+               "command": "python benchmarks/overhead.py --repeats %d" % repeats}
+    print(f"median: plain {a:.2f}s, tracked {b:.2f}s, overhead {b - a:.2f}s = {100 * (b - a) / b:.1f}% (goal <= 3%)")
+    out = Path(__file__).resolve().parent / "results" / "overhead.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
