@@ -332,24 +332,41 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
                 with _heartbeat(study, trial):
                     values = objective(trial)
             except optuna.TrialPruned:
-                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                more = _tell(study, trial, state=optuna.trial.TrialState.PRUNED)
                 failures = 0
             except (CnnbenchError, RuntimeError, ValueError) as err:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                more = _tell(study, trial, state=optuna.trial.TrialState.FAIL)
                 failures += 1
                 if failures >= MAX_CONSECUTIVE_FAILURES:
                     raise CnnbenchError(f"{failures} trials in a row failed; the last with: {err}",
-                                     hint="see the FAILED runs in MLflow; fix the sweep file or the data") from None
+                                        hint="see the FAILED runs in MLflow; fix the sweep file or the data") from None
             except BaseException:
-                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                _tell(study, trial, state=optuna.trial.TrialState.FAIL)
                 _retry(study, trial.number, trial.params, trial.user_attrs)  # resumes from its checkpoint
                 raise
             else:
-                study.tell(trial, values)
+                more = _tell(study, trial, values)
                 failures = 0
+            if not more:
+                break
             bar(study)
     finally:
         bar.close()
+
+
+def _tell(study: optuna.Study, trial: optuna.Trial, values=None, *, state=None) -> bool:
+    """Record a trial's outcome; return False when the sampler has nothing left to try.
+
+    The grid sampler says so by calling ``study.stop()``, which outside ``optimize`` raises after
+    the outcome is stored.
+    """
+    try:
+        study.tell(trial, values, state=state)
+    except RuntimeError as err:
+        if "Study.stop" not in str(err):
+            raise
+        return False
+    return True
 
 
 @contextlib.contextmanager
