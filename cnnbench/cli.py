@@ -245,5 +245,32 @@ def predict(export_dir, images, as_json) -> None:
         click.echo(f"{r['file']}  {r['label']}  (class {r['index']}, p={r['probability']:.3f})")
 
 
+@main.command()
+@click.option("--experiment", "experiments", multiple=True, metavar="NAME",
+              help="Report on this MLflow experiment (repeatable; default: every cnnbench experiment).")
+@click.option("--dataset", "datasets", multiple=True, metavar="NAME", help="Report on this dataset only (repeatable).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Folder to write into (default: ./report).")
+@click.option("--format", "formats", multiple=True, metavar="html|md|csv",
+              help="Write only this format (repeatable; default: all three).")
+@click.option("--storage", help="Optuna storage URL of the studies (default: the one each sweep recorded).")
+@click.option("--top", type=click.IntRange(min=1), help="Rows per leaderboard.")
+def report(experiments, datasets, out_dir, formats, storage, top) -> None:
+    """Write a report of the recorded sweeps: a verdict, leaderboard and plots per dataset, and what transfers.
+
+    Reads every cnnbench experiment in the MLflow store (MLFLOW_TRACKING_URI) unless --experiment is given.
+    An empty store gives a report that says so, and exit code 0.
+    """
+    from cnnbench import report as reports
+
+    given = {"experiments": experiments, "datasets": datasets, "out_dir": out_dir, "formats": formats,
+             "storage": storage, "top": top}
+    paths = reports.build(**{k: v for k, v in given.items() if v}, echo=click.echo)
+    for fmt in ("html", "md"):
+        if fmt in paths:
+            click.echo(f"wrote {paths[fmt]}")
+    if "csv" in paths:
+        click.echo(f"wrote {len(paths['csv'])} CSV tables to {paths['csv'][0].parent}")
+
+
 if __name__ == "__main__":
     main()

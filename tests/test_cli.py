@@ -86,3 +86,12 @@ def test_help_imports_nothing_heavy():
             "heavy = [m for m in ('torch', 'mlflow', 'optuna', 'pandas') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_report_on_an_empty_store_says_so_and_bad_flags_exit_2(tmp_path):
+    res = CliRunner().invoke(main, ["report", "--format", "pdf"])
+    assert res.exit_code == 2 and "pdf" in res.output
+    res = CliRunner().invoke(main, ["report", "--out", str(tmp_path / "rep")], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "Nothing is recorded yet" in res.output
+    assert (tmp_path / "rep" / "report.html").exists()

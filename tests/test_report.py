@@ -1,0 +1,380 @@
+"""The report, built from a tiny sweep recorded once on MNIST and CIFAR-10, checked against MLflow's own records."""
+
+from __future__ import annotations
+
+import csv
+import textwrap
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from cnnbench import report
+from cnnbench.cli import main
+from cnnbench.errors import ConfigError
+
+# With seed 0 the random sampler gives one trial four_conv with kernel 7, which cannot be built: a pruned run.
+MNIST = """
+dataset: mnist
+study: rep-mnist
+trials: 4
+epochs: 2
+sampler: random
+seed: 0
+pruner: none
+baselines: [seed004]
+fixed: {val_fraction: 0.2, batch_size: 32, device: cpu, width: 4}
+space:
+  arch: {choices: [two_conv, four_conv]}
+  kernel_size: {choices: [3, 7]}
+  optimizer: {choices: [adam, sgd]}
+tracking: {log_model: none, plots: false}
+"""
+CIFAR = """
+dataset: cifar10
+study: rep-cifar
+trials: 4
+epochs: 1
+sampler: random
+pruner: none
+baselines: [seed003]
+fixed: {val_fraction: 0.2, batch_size: 32, device: cpu, arch: two_conv, width: 4, lr: 3e-3}
+space:
+  optimizer: {choices: [adam, sgd]}
+tracking: {log_model: none, plots: false}
+"""
+FAILED_REASON = "RuntimeError: out of memory (simulated crash)"
+
+
+class Recorded:
+    """Where the sweeps were recorded, and the report built from them."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.uri = f"sqlite:///{root / 'mlflow.db'}"
+        self.out = root / "report"
+        self.paths: dict = {}
+        self.messages: list[str] = []
+
+
+@pytest.fixture(scope="module")
+def recorded(tiny_data, tmp_path_factory) -> Recorded:
+    rec = Recorded(tmp_path_factory.mktemp("recorded"))
+    with pytest.MonkeyPatch.context() as mp:  # module scope: the autouse isolation is per test
+        from cnnbench import data
+
+        mp.chdir(rec.root)
+        mp.setenv("MLFLOW_TRACKING_URI", rec.uri)
+        mp.setenv("CNNBENCH_CACHE_DIR", str(rec.root / "cache"))
+        data._load_tensors.cache_clear()
+        for name, text in (("mnist", MNIST), ("cifar", CIFAR)):
+            path = rec.root / f"{name}.yaml"
+            path.write_text(textwrap.dedent(text))
+            res = CliRunner().invoke(main, ["sweep", str(path), "--data-dir", str(tiny_data)], catch_exceptions=False)
+            assert res.exit_code == 0, res.output
+        data._load_tensors.cache_clear()
+        _record_a_crashed_trial("rep-mnist")
+        rec.paths = report.build(out_dir=rec.out, echo=rec.messages.append)
+    return rec
+
+
+def _record_a_crashed_trial(study: str) -> None:
+    # What a trial leaves behind when training raises: a FAILED run tagged FAIL (no final metrics).
+    from cnnbench.tracking import Tracker
+
+    tracker = Tracker(study)
+    parent = [r for r in tracker.runs() if r.data.tags.get("cnnbench.role") == "sweep"][0].info.run_id
+    run = tracker.start("trial-99", parent=parent, params={"arch": "four_conv", "optimizer": "adam", "lr": 0.01},
+                        tags={"cnnbench.study": study, "cnnbench.trial": 99, "cnnbench.dataset": "mnist",
+                              "cnnbench.baseline": "", "cnnbench.state": "FAIL", "cnnbench.reason": FAILED_REASON})
+    tracker.log_metrics(run, {"val_acc": 0.1, "train_loss": 2.3}, step=1)
+    tracker.end(run, "FAILED")
+
+
+@pytest.fixture
+def store(recorded, monkeypatch) -> Recorded:
+    """The recorded store, as the current MLflow store and working directory of the test."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", recorded.uri)
+    monkeypatch.chdir(recorded.root)
+    return recorded
+
+
+def mlflow_trials(study: str) -> list:
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(study)
+    return [r for r in client.search_runs([exp.experiment_id]) if "cnnbench.trial" in r.data.tags]
+
+
+def expected_order(runs: list) -> list:
+    """Complete runs best first: validation accuracy, then test accuracy, then fewer params, then less time."""
+    complete = [r for r in runs if r.data.tags["cnnbench.state"] == "COMPLETE"]
+    m = lambda r, k: r.data.metrics[k]  # noqa: E731
+    return sorted(complete, key=lambda r: (-m(r, "best_val_acc"), -m(r, "test_acc"), m(r, "params"),
+                                           m(r, "train_seconds")))
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.2f}%"
+
+
+class Page(HTMLParser):
+    """Parses the report: checks tags nest, collects URLs, text, and tables by (h2, h3) heading."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input", "source"}
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.stack, self.errors, self.urls, self.tags = [], [], [], []
+        self.text, self.headings, self.tables = [], {"h2": "", "h3": ""}, {}
+        self._row = self._cell = None
+        self.feed(text)
+        self.close()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.urls += [(tag, k, v) for k, v in attrs if k in ("src", "href")]
+        if tag not in self.VOID:
+            self.stack.append(tag)
+        if tag in ("h2", "h3"):
+            self._heading = []
+        elif tag == "tr":
+            self._row = []
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "table":
+            self.tables.setdefault((self.headings["h2"], self.headings["h3"]), []).append([])
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes <{self.stack[-1] if self.stack else None}>")
+        else:
+            self.stack.pop()
+        if tag in ("h2", "h3"):
+            self.headings[tag] = "".join(self._heading).strip()
+            if tag == "h2":
+                self.headings["h3"] = ""
+            self._heading = None
+        elif tag in ("td", "th"):
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr":
+            self.tables[(self.headings["h2"], self.headings["h3"])][-1].append(self._row)
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if getattr(self, "_heading", None) is not None:
+            self._heading.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def page(recorded: Recorded) -> Page:
+    return Page(recorded.paths["html"].read_text())
+
+
+def test_the_html_is_valid_self_contained_and_embeds_its_figures(store):
+    doc = page(store)
+    assert doc.errors == [] and doc.stack == []
+    assert doc.tags[0] == "html" and "script" not in doc.tags and "link" not in doc.tags
+    resources = [v for tag, k, v in doc.urls if k == "src"]
+    assert len(resources) == 6 and all(v.startswith("data:image/png;base64,") for v in resources)
+    assert all(v.startswith(("data:", "#")) for _, _, v in doc.urls), doc.urls
+    assert "http" not in store.paths["html"].read_text().split("<style>")[1].split("</style>")[0]
+
+
+def test_the_html_names_both_datasets_and_the_leaderboard_mlflow_reports(store):
+    doc = page(store)
+    text = "".join(doc.text)
+    for dataset, study in (("mnist", "rep-mnist"), ("cifar10", "rep-cifar")):
+        best = expected_order(mlflow_trials(study))
+        header, *rows = doc.tables[(f"Dataset: {dataset}", "Leaderboard")][0]
+        assert len(rows) == len(best)
+        for row, run in zip(rows, best):
+            cells = dict(zip(header, row))
+            assert cells["run"] == run.info.run_id[:8]
+            assert cells["test acc"] == pct(run.data.metrics["test_acc"])
+            assert cells["val acc"] == pct(run.data.metrics["best_val_acc"])
+            assert cells["params"] == f"{int(run.data.metrics['params']):,}"
+            assert cells["arch"] == run.data.params["arch"] and cells["optimizer"] == run.data.params["optimizer"]
+        winner = best[0]
+        assert f"{dataset}: " in text and f"won with {pct(winner.data.metrics['test_acc'])} test accuracy" in text
+
+
+def test_pruned_and_failed_runs_are_counted_and_kept_out_of_the_leaderboard(store):
+    runs = mlflow_trials("rep-mnist")
+    states = {s: [r for r in runs if r.data.tags["cnnbench.state"] == s] for s in ("COMPLETE", "PRUNED", "FAIL")}
+    assert states["PRUNED"] and states["FAIL"], "the fixture must record a pruned and a failed run"
+    assert all(r.data.tags["cnnbench.reason"].startswith("unbuildable") for r in states["PRUNED"])
+    doc = page(store)
+    tables = doc.tables[("Dataset: mnist", "Runs by state")]
+    header, *rows = tables[0]
+    counts = dict(zip(header, rows[0]))
+    assert counts["study"] == "rep-mnist"
+    assert (counts["complete"], counts["pruned"], counts["failed"], counts["total"]) == (
+        str(len(states["COMPLETE"])), str(len(states["PRUNED"])), str(len(states["FAIL"])), str(len(runs)))
+    reasons = [dict(zip(tables[1][0], r)) for r in tables[1][1:]]
+    assert {"state": "failed", "reason": FAILED_REASON.split(" (")[0], "runs": "1"} in reasons
+    board = read_csv(store.out / "csv" / "leaderboard.csv")
+    left_out = {r.info.run_id for r in states["PRUNED"] + states["FAIL"]}
+    assert not left_out & {row["run_id"] for row in board}
+    shown = {row[-1] for d in ("mnist", "cifar10") for row in doc.tables[(f"Dataset: {d}", "Leaderboard")][0][1:]}
+    assert not {rid[:8] for rid in left_out} & shown
+
+
+def test_the_csvs_match_the_recorded_runs(store):
+    runs = mlflow_trials("rep-mnist") + mlflow_trials("rep-cifar")
+    by_id = {r.info.run_id: r for r in runs}
+    table = read_csv(store.out / "csv" / "runs.csv")
+    assert sorted(row["run_id"] for row in table) == sorted(by_id)
+    for row in table:
+        run = by_id[row["run_id"]]
+        assert row["state"] == run.data.tags["cnnbench.state"] and row["status"] == run.info.status
+        assert row["dataset"] == run.data.tags["cnnbench.dataset"] and row["trial"] == run.data.tags["cnnbench.trial"]
+        assert row["arch"] == run.data.params["arch"]
+        if "test_acc" in run.data.metrics:
+            assert float(row["test_acc"]) == pytest.approx(run.data.metrics["test_acc"])
+    states = read_csv(store.out / "csv" / "states.csv")
+    for row in states:
+        expected = sum(r.data.tags["cnnbench.state"] == row["state"] and r.data.tags["cnnbench.study"] == row["study"]
+                       for r in runs)
+        assert int(row["runs"]) == expected
+    assert sum(int(row["runs"]) for row in states) == len(runs)
+
+    board = read_csv(store.out / "csv" / "leaderboard.csv")
+    for dataset, study in (("mnist", "rep-mnist"), ("cifar10", "rep-cifar")):
+        rows = [row for row in board if row["dataset"] == dataset]
+        assert [row["run_id"] for row in rows] == [r.info.run_id for r in expected_order(mlflow_trials(study))]
+        assert [int(row["rank"]) for row in rows] == list(range(1, len(rows) + 1))
+        assert [float(row["params"]) for row in rows] == [by_id[row["run_id"]].data.metrics["params"] for row in rows]
+        for row in rows:  # a Pareto run: no run at most as large is more accurate
+            if row["pareto_params"] == "True":
+                assert not any(float(o["params"]) <= float(row["params"]) and float(o["test_acc"]) >
+                               float(row["test_acc"]) for o in rows)
+    baselines = read_csv(store.out / "csv" / "baselines.csv")
+    assert sorted((b["dataset"], b["baseline"]) for b in baselines) == [("cifar10", "seed003"), ("mnist", "seed004")]
+
+
+def test_choices_are_ranked_side_by_side_across_datasets(store):
+    side = read_csv(store.out / "csv" / "transfer.csv")
+    optimizers = {(row["dataset"], row["value"]): int(float(row["rank"]))
+                  for row in side if row["choice"] == "optimizer"}
+    for dataset, study in (("mnist", "rep-mnist"), ("cifar10", "rep-cifar")):
+        order = list(dict.fromkeys(r.data.params["optimizer"] for r in expected_order(mlflow_trials(study))))
+        assert [optimizers[(dataset, o)] for o in order] == list(range(1, len(order) + 1))
+    pairs = read_csv(store.out / "csv" / "transfer_spearman.csv")
+    optimizer = next(p for p in pairs if p["choice"] == "optimizer")
+    assert {optimizer["dataset_a"], optimizer["dataset_b"]} == {"mnist", "cifar10"}
+    assert optimizer["shared"] == "2"  # adam and sgd ran on both
+    text = "".join(page(store).text)
+    assert "Across datasets" in text and "Spearman" in text
+
+
+def test_the_markdown_links_its_figures_and_the_history_comes_from_the_study(store):
+    md = store.paths["md"].read_text()
+    assert [p.parent.name for p in store.paths["figures"]] == ["figures"] * 6
+    for path in store.paths["figures"]:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"](figures/{path.name})" in md
+    assert "## Dataset: mnist" in md and "## Dataset: cifar10" in md
+    assert "Source of the history: study rep-mnist: Optuna study" in md  # the journal is in the working dir
+    assert store.messages == []
+
+
+def test_without_the_optuna_storage_the_history_comes_from_mlflow(store, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the sweeps' journal file is not here
+    messages = []
+    paths = report.build(out_dir=tmp_path / "r", formats=["md"], echo=messages.append)
+    md = paths["md"].read_text()
+    assert "Source of the history: study rep-mnist: MLflow run order" in md
+    assert any("rep-mnist" in m and "MLflow run order" in m for m in messages)
+
+
+def test_one_dataset_is_reported_and_says_there_is_nothing_to_compare(store, tmp_path):
+    messages = []
+    paths = report.build(datasets=["cifar10"], out_dir=tmp_path / "r", echo=messages.append)
+    text = "".join(Page(paths["html"].read_text()).text)
+    assert "Dataset: cifar10" in text and "Dataset: mnist" not in text and "Across datasets" not in text
+    assert "Only one dataset (cifar10) is recorded" in text and any("Only one dataset" in m for m in messages)
+    assert {row["dataset"] for row in read_csv(tmp_path / "r" / "csv" / "runs.csv")} == {"cifar10"}
+    paths = report.build(experiments=["rep-mnist"], out_dir=tmp_path / "m", formats=["csv"], echo=messages.append)
+    assert set(paths) == {"csv"} and not (tmp_path / "m" / "report.html").exists()
+    assert {row["study"] for row in read_csv(tmp_path / "m" / "csv" / "runs.csv")} == {"rep-mnist"}
+
+
+def test_an_empty_store_gives_a_report_that_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    messages = []
+    paths = report.build(out_dir=tmp_path / "r", echo=messages.append)
+    text = "".join(Page(paths["html"].read_text()).text)
+    assert f"{report.EMPTY} in the MLflow store sqlite:///{tmp_path / 'empty.db'}" in text
+    assert "cnnbench sweep" in text and "Leaderboard" not in text
+    assert len(messages) == 1 and messages[0].startswith(report.EMPTY)
+    assert read_csv(paths["csv"][0]) == [] and paths["csv"][0].read_text().startswith("dataset,study,trial")
+    assert report.EMPTY in paths["md"].read_text()
+
+
+def test_runs_rank_by_validation_accuracy_and_the_verdict_weighs_the_baseline(tmp_path, monkeypatch):
+    from cnnbench.tracking import Tracker
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker("hand")
+    parent = tracker.start("sweep-hand", tags={"cnnbench.study": "hand", "cnnbench.role": "sweep"})
+    ids = {}
+    for name, arch, optimizer, state, metrics in [
+        ("a", "two_conv", "adam", "COMPLETE",
+         {"best_val_acc": 0.90, "test_acc": 0.95, "params": 1000, "train_seconds": 10}),
+        ("b", "vgg", "sgd", "COMPLETE", {"best_val_acc": 0.95, "test_acc": 0.91, "params": 5000, "train_seconds": 5}),
+        ("c", "vgg", "adam", "COMPLETE", {"best_val_acc": 0.95, "test_acc": 0.93, "params": 8000, "train_seconds": 20}),
+        ("seed004", "two_conv", "adam", "COMPLETE",
+         {"best_val_acc": 0.92, "test_acc": 0.92, "params": 300_000, "train_seconds": 30}),
+        ("pruned", "vgg", "sgd", "PRUNED", {"val_acc": 0.99}),
+        ("failed", "vgg", "sgd", "FAIL", {}),
+    ]:
+        number = len(ids)
+        baseline = name if name.startswith("seed") else ""
+        ids[name] = run = tracker.start(f"trial-{number}", parent=parent, params={
+            "dataset": "mnist", "arch": arch, "optimizer": optimizer, "lr": 0.01}, tags={
+            "cnnbench.study": "hand", "cnnbench.trial": number, "cnnbench.dataset": "mnist",
+            "cnnbench.baseline": baseline, "cnnbench.state": state, "cnnbench.reason": ""})
+        tracker.log_metrics(run, {"val_acc": metrics.get("best_val_acc", metrics.get("val_acc")), "train_loss": 1.0},
+                            step=1)
+        tracker.log_metrics(run, {k: v for k, v in metrics.items() if k != "val_acc"})
+        tracker.end(run, {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}[state])
+
+    paths = report.build(out_dir=tmp_path / "r", echo=lambda _: None)
+    board = read_csv(tmp_path / "r" / "csv" / "leaderboard.csv")
+    # Validation first (b and c tie), then test accuracy; the pruned run's high val_acc counts for nothing.
+    assert [row["run_id"] for row in board] == [ids["c"], ids["b"], ids["seed004"], ids["a"]]
+    assert {row["run_id"] for row in board if row["pareto_params"] == "True"} == {ids["a"]}
+    assert {row["run_id"] for row in board if row["pareto_seconds"] == "True"} == {ids["a"], ids["b"]}
+    text = "".join(Page(paths["html"].read_text()).text)
+    assert ("mnist: vgg (optimizer adam) won with 93.00% test accuracy (study hand, trial 2), +1.00 points over the "
+            "best seed baseline, seed004 (92.00%), at a cost of 8,000 parameters (0.027× the baseline's 300,000) and "
+            "20.0 s of training (0.67× the baseline's 30.0 s).") in text
+    assert "Runs: 4 complete, 1 pruned, 1 failed." in text
+    assert "Source of the history: study hand: MLflow run order" in text
+
+
+@pytest.mark.parametrize("kwargs,expected", [
+    ({"formats": ["html", "pdf"]}, "unknown report format 'pdf'; valid: html, md, csv"),
+    ({"datasets": ["mnits"]}, "did you mean 'mnist'"),
+    ({"experiments": ["rep-mnsit"]}, "did you mean 'rep-mnist'"),
+    ({"storage": "nowhere.log"}, "no Optuna storage at nowhere.log"),
+], ids=["format", "dataset", "experiment", "storage"])
+def test_bad_arguments_fail_before_anything_is_written(store, tmp_path, kwargs, expected):
+    with pytest.raises(ConfigError) as err:
+        report.build(out_dir=tmp_path / "r", **kwargs)
+    assert err.value.exit_code == 2 and expected in str(err.value)
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_out_dir_that_is_a_file_is_refused(tmp_path):
+    (tmp_path / "r").write_text("")
+    with pytest.raises(ConfigError, match="is a file"):
+        report.build(out_dir=tmp_path / "r")
