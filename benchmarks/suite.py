@@ -15,8 +15,6 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Images kept of MNIST's training and test sets for a --quick run.
 QUICK_TRAIN, QUICK_TEST = 5000, 1000
-#: Threads for every timed run here, as on the two-core machine the figures were taken on.
-THREADS = 2
 
 
 @dataclass
@@ -59,6 +57,7 @@ class Record:
 def machine() -> dict:
     """Return the CPU model, core count, torch version, date and load average of this machine."""
     import torch
+    from cnnbench.train import cpu_has_fast_bf16
 
     model = platform.processor()
     try:
@@ -70,14 +69,8 @@ def machine() -> dict:
         "cpu": model, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "amx_or_avx512_bf16": _fast_bf16(),
+        "amx_or_avx512_bf16": cpu_has_fast_bf16(),
     }
-
-
-def _fast_bf16() -> bool:
-    from cnnbench.train import cpu_has_fast_bf16
-
-    return cpu_has_fast_bf16()
 
 
 def save(record: Record, quick: bool) -> Path:

@@ -7,6 +7,7 @@ Both run in one process, one epoch each in turn (the seed's epoch runs in the tr
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from statistics import median
 
@@ -19,6 +20,8 @@ import baseline
 import suite
 from suite import Context, Figure, Record
 
+#: Threads for both ways of training: one per core of the two-core machine the figures were taken on.
+THREADS = 2
 #: The trainer must be this many times faster than the seed's loop, and as accurate within this many points.
 MIN_RATIO, MAX_GAP_POINTS = 8.0, 0.3
 
@@ -47,9 +50,12 @@ def compare(pair: Pair, ctx: Context, epochs: int) -> dict:
                              lr=config.lr, seed=config.seed)
     seed_epochs, load = [], []
 
-    def seed_epoch(_metrics) -> None:
+    def seed_epoch(metrics) -> None:
         seed_epochs.append(loop.epoch())
         load.append(os.getloadavg()[0])
+        images, seconds = seed_epochs[-1]
+        print(f"{pair.preset} epoch {metrics.epoch}/{epochs}: cnnbench {metrics.images_per_sec:,.0f} images/s, "
+              f"seed way {images / seconds:,.0f} images/s, load {load[-1]:.1f}", file=sys.stderr, flush=True)
 
     result = train.fit(config, data, on_epoch_end=seed_epoch)
     test = train.evaluate(result.model, data.test, data.spec, config)
@@ -93,8 +99,8 @@ def figures(pair: Pair, ctx: Context, epochs: int, run: dict, command: str) -> l
 
 def run(ctx: Context, command: str) -> Record:
     """Compare every pair (only the MNIST ones, one epoch each, in a quick run); return the record."""
-    torch.set_num_threads(suite.THREADS)
-    record = Record("throughput", suite.machine(), [], {"threads": suite.THREADS, "pairs": {}})
+    torch.set_num_threads(THREADS)
+    record = Record("throughput", suite.machine(), [], {"threads": THREADS, "pairs": {}})
     for pair in PAIRS:
         if ctx.quick and baseline.RECIPES[pair.preset].dataset != "MNIST":
             continue
