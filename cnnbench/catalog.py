@@ -1,7 +1,14 @@
-"""Every registry by the name ``cnnbench list`` shows it under."""
+"""Every registry by the name ``cnnbench list`` shows it under, and their summaries without importing torch."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from cnnbench.paths import cache_dir
 from cnnbench.registry import Registry
 
 
@@ -18,3 +25,35 @@ def registries() -> dict[str, Registry]:
         "augmentations": data.AUGMENTS,
         "presets": config.PRESETS,
     }
+
+
+def summaries() -> dict[str, list[tuple[str, str]]]:
+    """Return ``(name, one-line summary)`` rows for every registry, keyed by its plural name.
+
+    Filling the registries imports torch, which takes seconds; the rows only change with
+    cnnbench's own source, so they are kept in the cache folder under a fingerprint of it.
+    """
+    path = cache_dir() / "catalog" / f"{_fingerprint()}.json"
+    try:
+        return {k: [(n, s) for n, s in rows] for k, rows in json.loads(path.read_text()).items()}
+    except (OSError, ValueError, TypeError):
+        pass
+    rows = {name: reg.summaries() for name, reg in registries().items()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(rows, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs speed
+    return rows
+
+
+def _fingerprint() -> str:
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        st = f.stat()
+        h.update(f"{f.relative_to(root)}:{st.st_mtime_ns}:{st.st_size};".encode())
+    return h.hexdigest()[:16]

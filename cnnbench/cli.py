@@ -41,18 +41,16 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.argument("kind", required=False)
 def list_(kind: str | None) -> None:
     """List what the registries hold: architectures, optimizers, schedulers, datasets, ..."""
-    from cnnbench.catalog import registries
+    from cnnbench.catalog import summaries
 
-    regs = registries()
-    if kind is not None:
-        regs = {k: v for k, v in regs.items() if k == kind}
-        if not regs:
-            from cnnbench.errors import ConfigError
+    everything = summaries()
+    regs = everything if kind is None else {k: v for k, v in everything.items() if k == kind}
+    if not regs:
+        from cnnbench.errors import ConfigError
 
-            raise ConfigError(f"unknown registry {kind!r}; valid: {', '.join(registries())}")
-    for title, reg in regs.items():
+        raise ConfigError(f"unknown registry {kind!r}; valid: {', '.join(everything)}")
+    for title, rows in regs.items():
         click.echo(f"{title}:")
-        rows = reg.summaries()
         pad = max(len(n) for n, _ in rows)
         for name, summary in rows:
             click.echo(f"  {name:<{pad}}  {summary}")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnbench.errors import ConfigError, DataError
+from cnnbench.paths import cache_dir, data_dir  # noqa: F401  (data_dir is part of this module's API)
 from cnnbench.registry import Registry
 
 
@@ -54,20 +55,6 @@ DATASETS.add("cifar100", DatasetSpec(
     "cifar100", "CIFAR-100 colour images, 3x32x32, 50k train / 10k test", "CIFAR100", (3, 32, 32),
     tuple(f"class_{i}" for i in range(100)),
     (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "crop_flip", "cifar-100-python"))
-
-
-def data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """Return the data folder: ``explicit``, else ``$CNNBENCH_DATA_DIR``, else ``~/.cache/cnnbench/data``."""
-    if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("CNNBENCH_DATA_DIR"):
-        return Path(os.environ["CNNBENCH_DATA_DIR"]).expanduser()
-    return cache_dir() / "data"
-
-
-def cache_dir() -> Path:
-    """Return the folder for cnnbench's caches: ``$CNNBENCH_CACHE_DIR`` or ``~/.cache/cnnbench``."""
-    return Path(os.environ.get("CNNBENCH_CACHE_DIR") or Path.home() / ".cache" / "cnnbench").expanduser()
 
 
 @dataclass

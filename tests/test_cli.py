@@ -80,6 +80,22 @@ def test_list_shows_every_registry():
     assert "adadelta" in res.output and "architectures" not in res.output
 
 
+def test_list_answers_from_its_cache_without_torch(tmp_path):
+    code = ("import sys; from click.testing import CliRunner; from cnnbench.cli import main; "
+            "r = CliRunner().invoke(main, ['list']); assert r.exit_code == 0, r.output; "
+            "print('torch' in sys.modules); print(r.output, end='')")
+
+    def list_in_a_fresh_process() -> tuple[bool, str]:
+        out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+        imported, _, listing = out.partition("\n")
+        return imported == "True", listing
+
+    first, second = list_in_a_fresh_process(), list_in_a_fresh_process()
+    assert first[0] and not second[0]  # the first run fills the registries, the second reads the cache
+    assert first[1] == second[1] == run("list").output
+    assert len(list((tmp_path / "cache" / "catalog").glob("*.json"))) == 1
+
+
 def test_help_imports_nothing_heavy():
     code = ("import sys; from click.testing import CliRunner; from cnnbench.cli import main; "
             "r = CliRunner().invoke(main, ['train', '--help']); assert r.exit_code == 0, r.output; "
