@@ -137,3 +137,14 @@ def test_device_and_precision_resolution():
             resolve_device("cuda")
     with pytest.raises(ConfigError):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+def test_keep_freed_memory_tunes_glibc_malloc_unless_told_not_to(monkeypatch):
+    import platform
+
+    from cnnbench.train import keep_freed_memory
+
+    expected = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory.__wrapped__() is expected
+    monkeypatch.setenv("CNNBENCH_MALLOC", "default")
+    assert keep_freed_memory.__wrapped__() is False
