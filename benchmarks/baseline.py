@@ -6,6 +6,7 @@ loop is the usual torchvision dataset, per-image transforms, ``DataLoader`` and 
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,3 +143,48 @@ class SeedLoop:
             for images, labels in DataLoader(self.test, batch_size=1000, num_workers=NUM_WORKERS):
                 correct += (self.model(images).argmax(1) == labels).sum().item()
         return correct / len(self.test)
+
+
+class SeedProcess:
+    """A :class:`SeedLoop` in a process of its own, as the seed project ran: a plain Python process.
+
+    cnnbench tunes its process (malloc, threads); the seed's loop must not profit from that.
+    Each call runs in the child and waits for it, so the two ways never overlap.
+    """
+
+    def __init__(self, preset: str, root: Path, *, batch_size: int, lr: float, seed: int, threads: int):
+        ctx = multiprocessing.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_serve, args=(child, preset, str(root), batch_size, lr, seed, threads),
+                                 daemon=True)
+        self._proc.start()
+
+    def _call(self, what: str):
+        self._conn.send(what)
+        ok, value = self._conn.recv()
+        if not ok:
+            raise RuntimeError(f"seed loop failed: {value}")
+        return value
+
+    def epoch(self) -> tuple[int, float]:
+        """Train one epoch in the child; return the images it saw and the seconds it took."""
+        return self._call("epoch")
+
+    def test_accuracy(self) -> float:
+        """Return the child's model's test accuracy (a fraction)."""
+        return self._call("test")
+
+    def close(self) -> None:
+        """Stop the child."""
+        self._conn.send("stop")
+        self._proc.join(timeout=30)
+
+
+def _serve(conn, preset: str, root: str, batch_size: int, lr: float, seed: int, threads: int) -> None:
+    torch.set_num_threads(threads)
+    loop = SeedLoop(RECIPES[preset], Path(root), batch_size=batch_size, lr=lr, seed=seed)
+    while (what := conn.recv()) != "stop":
+        try:
+            conn.send((True, loop.epoch() if what == "epoch" else loop.test_accuracy()))
+        except Exception as err:  # reported to the parent, which raises
+            conn.send((False, repr(err)))

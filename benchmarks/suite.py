@@ -95,7 +95,8 @@ def train_cli(ctx: Context, preset: str, *flags: str) -> tuple[dict, str]:
 
 
 def quick_data(source: Path) -> Path:
-    """Return a folder holding the first QUICK_TRAIN / QUICK_TEST images of ``source``'s MNIST, writing it once."""
+    """Return a folder holding the first QUICK_TRAIN / QUICK_TEST images of ``source``'s MNIST, written once,
+    and a link to its CIFAR-10."""
     from cnnbench import data as datamod
 
     datamod.load("mnist", source)  # downloads MNIST into ``source`` when it is not there
@@ -108,4 +109,7 @@ def quick_data(source: Path) -> Path:
             raw = (source / "MNIST" / "raw" / f"{split}-{kind}").read_bytes()
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(raw[:4] + n.to_bytes(4, "big") + raw[8:header] + raw[header:header + n * item])
+    cifar = dest / "cifar-10-batches-py"
+    if not cifar.exists() and (source / cifar.name).is_dir():
+        cifar.symlink_to(source / cifar.name)  # CIFAR-10 whole, read in place: quick runs train it one epoch
     return dest

@@ -1,7 +1,8 @@
 """Goal 1: cnnbench's trainer against the seed projects' way of training, same net, batch and machine.
 
-Both run in one process, one epoch each in turn (the seed's epoch runs in the trainer's
-``on_epoch_end`` hook), so a shared machine's load falls on both alike.
+Both run in one benchmark run, one epoch each in turn (the seed's epoch runs, in a plain child
+process of its own, from the trainer's ``on_epoch_end`` hook), so a shared machine's load falls
+on both alike.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def compare(pair: Pair, ctx: Context, epochs: int) -> dict:
     """
     config, _ = cfg.resolve(cfg.Layer.preset(pair.preset), cfg.Layer.flags({"epochs": epochs}))
     data = datamod.load(config.dataset, ctx.data_root, val_fraction=config.val_fraction)
-    loop = baseline.SeedLoop(baseline.RECIPES[pair.preset], ctx.data_root, batch_size=config.batch_size,
-                             lr=config.lr, seed=config.seed)
+    loop = baseline.SeedProcess(pair.preset, ctx.data_root, batch_size=config.batch_size, lr=config.lr,
+                                seed=config.seed, threads=THREADS)
     seed_epochs, seed_test, load = [], [], []
 
     def seed_epoch(metrics) -> None:
@@ -59,7 +60,10 @@ def compare(pair: Pair, ctx: Context, epochs: int) -> dict:
               f"seed way {images / seconds:,.0f} images/s (test {seed_test[-1]:.4f}), load {load[-1]:.1f}",
               file=sys.stderr, flush=True)
 
-    result = train.fit(config, data, on_epoch_end=seed_epoch)
+    try:
+        result = train.fit(config, data, on_epoch_end=seed_epoch)
+    finally:
+        loop.close()
     test = train.evaluate(result.model, data.test, data.spec, config)
     ours = [(m.images_per_sec * m.epoch_seconds, m.epoch_seconds) for m in result.history]
     speedups = [(n / s) / (n_seed / s_seed) for (n, s), (n_seed, s_seed) in zip(ours, seed_epochs)]

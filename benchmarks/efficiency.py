@@ -1,0 +1,73 @@
+"""Goal 4: the default sampler and pruner against random search without pruning, same trials and seed.
+
+Both sweeps of ``benchmarks/efficiency.yaml`` run through the command line, each in a fresh
+folder; compute is the number of epochs trained (pruned trials stop early), accuracy the best
+trial's validation and test accuracy.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import suite
+from suite import Context, Figure, Record
+
+SWEEP = Path(__file__).resolve().parent / "efficiency.yaml"
+MAX_COMPUTE_SHARE, MAX_LOSS_POINTS = 0.30, 0.1
+
+
+def _sweep(ctx: Context, *flags: str) -> tuple[dict, str]:
+    """Run the sweep with ``flags`` in a fresh folder; return its epochs, best accuracies and seconds."""
+    import optuna
+
+    folder = Path(tempfile.mkdtemp(prefix="cnnbench-efficiency-"))
+    env = {**os.environ, "CNNBENCH_DATA_DIR": str(ctx.data_root)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    args = ["sweep", str(SWEEP), *flags, *(["--trials", "4", "--epochs", "3"] if ctx.quick else [])]
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "cnnbench", *args], cwd=folder, env=env, check=True, capture_output=True)
+    seconds = time.perf_counter() - t0
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(folder / "cnnbench-journal.log")))
+    study = optuna.load_study(study_name="efficiency", storage=storage)
+    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    best = max(done, key=lambda t: max(t.intermediate_values.values(), default=0.0))
+    return {
+        "epochs": sum(len(t.intermediate_values) for t in done),
+        "trials": len(done),
+        "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in done),
+        "best_val_acc": max(best.intermediate_values.values()),
+        "best_test_acc": best.user_attrs.get("test_acc"),
+        "best_trial": best.number,
+        "seconds": seconds,
+    }, shlex.join(["cnnbench", *args])
+
+
+def run(ctx: Context) -> Record:
+    """Run both sweeps; return their compute and best accuracy, and the goals' verdicts."""
+    pruned, command = _sweep(ctx)
+    plain, plain_command = _sweep(ctx, "--sampler", "random", "--pruner", "none")
+    record = Record("efficiency", suite.machine(), [], {"default": pruned, "random_unpruned": plain})
+    share = pruned["epochs"] / plain["epochs"]
+    loss = 100 * (plain["best_val_acc"] - pruned["best_val_acc"])
+    both = f"{command}  vs  {plain_command}"
+    record.figures += [
+        Figure("default sampler and pruner: epochs trained", pruned["epochs"], "epochs", "", None, command),
+        Figure("random search, no pruning: epochs trained", plain["epochs"], "epochs", "", None, plain_command),
+        Figure("compute share (epochs, default / random unpruned)", 100 * share, "%",
+               f"<= {100 * MAX_COMPUTE_SHARE:g}", ctx.judge(share <= MAX_COMPUTE_SHARE), both),
+        Figure("default sampler and pruner: best validation accuracy", 100 * pruned["best_val_acc"], "%", "", None,
+               command),
+        Figure("random search, no pruning: best validation accuracy", 100 * plain["best_val_acc"], "%", "", None,
+               plain_command),
+        Figure("best accuracy lost by pruning (validation)", loss, "points", f"<= {MAX_LOSS_POINTS:g}",
+               ctx.judge(loss <= MAX_LOSS_POINTS), both),
+        Figure("wall time, default / random unpruned", pruned["seconds"] / plain["seconds"], "x", "", None, both),
+    ]
+    return record
