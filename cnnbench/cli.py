@@ -146,26 +146,49 @@ def train(dataset, preset, config_file, data_dir, checkpoint, as_json, **flags) 
 @click.option("--study", help="Study name (default: from the file, else the dataset).")
 @click.option("--storage", help="Optuna storage URL (default: ./cnnbench-journal.log).")
 @click.option("--timeout", type=float, help="Stop starting trials after this many seconds.")
-@click.option("--workers", type=int, help="Worker processes on this machine.")
+@click.option("--workers", type=int, help="Worker processes on this machine (default: one per --devices entry).")
+@click.option("--devices", metavar="DEV,DEV,...", help="Devices the workers use in turn, e.g. cuda:0,cuda:1.")
+@click.option("--join", is_flag=True, help="Run workers in a study another live `cnnbench sweep` is running.")
 @click.option("--seed", type=int, help="Seed of the sampler and of every trial.")
 @click.option("--device", help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Dataset folder [env CNNBENCH_DATA_DIR].")
-def sweep(sweep_file, device, data_dir, **flags) -> None:
+def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
     """Tune on a dataset: run the sweep in sweeps/DATASET.yaml (or FILE), every trial tracked in MLflow.
 
-    Running the same command again resumes the study; --trials is a total for the study.
+    Running the same command again resumes the study; --trials is a total for the study. A study
+    that another command is running is refused unless --join is given, as on a second machine
+    sharing a PostgreSQL storage (docs/distributed.md).
     """
     from cnnbench import space
     from cnnbench import sweep as sweeps
-    from cnnbench.errors import install_signal_handlers
+    from cnnbench.errors import ConfigError, install_signal_handlers
     from cnnbench.train import resolve_device
 
     install_signal_handlers()
-    definition, _ = space.load_sweep(sweep_file, flags)
+    pinned = None
+    if devices is not None:
+        if device:
+            raise ConfigError("--device and --devices both given", source="--devices",
+                              hint="give one device with --device, or a list with --devices")
+        pinned = [d.strip() for d in devices.split(",")]
+        if not all(pinned):
+            raise ConfigError(f"empty device name in {devices!r}", source="--devices",
+                              hint="list devices separated by commas, e.g. cuda:0,cuda:1")
+    definition, sources = space.load_sweep(sweep_file, flags)
+    if pinned and "workers" not in sources:
+        definition = definition.model_copy(update={"workers": len(pinned)})
+    if pinned and definition.workers < len(pinned):
+        raise ConfigError(f"{len(pinned)} devices for {definition.workers} workers; some would stay idle",
+                          source=sources.get("workers", "--devices"),
+                          hint=f"use --workers {len(pinned)} (or a multiple), or list fewer devices")
     click.get_current_context().meta["cnnbench.resume"] = "the same `cnnbench sweep` command again"
-    if device:
-        resolve_device(device)
-    outcome = sweeps.run(definition, data_dir=data_dir, device=device, echo=click.echo)
+    for name in pinned or ([device] if device else []):
+        try:
+            resolve_device(name)
+        except ConfigError as err:
+            err.source = "--devices" if pinned else "--device"
+            raise
+    outcome = sweeps.run(definition, data_dir=data_dir, device=device, devices=pinned, join=join, echo=click.echo)
     best = (f"best {definition.objectives[0]} {outcome.best_value:.4f} (trial {outcome.best_trial})"
             if outcome.best_value is not None else "no complete trial yet")
     click.echo(f"study {outcome.study!r}: {outcome.complete} complete, {outcome.pruned} pruned, "

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import re
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+#: How long a worker keeps retrying a storage or tracking server it cannot reach before it gives up.
+PATIENCE_SECONDS = float(os.environ.get("CNNBENCH_PATIENCE_SECONDS", "600"))
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<auth>[^@/\s]+)@", re.I)
+
 
 class CnnbenchError(Exception):
     """Base of every error cnnbench raises on purpose.
@@ -61,6 +71,14 @@ class StudyError(CnnbenchError):
     exit_code = 2
 
 
+class UnreachableStorage(StudyError):
+    """The study's storage server could not be reached when the command started."""
+
+
+class Unavailable(CnnbenchError):
+    """A storage or tracking server stayed unreachable for longer than the worker waits."""
+
+
 class Terminated(KeyboardInterrupt):
     """The process was asked to stop (SIGTERM); handled like Ctrl-C, exiting 143."""
 
@@ -75,3 +93,43 @@ def install_signal_handlers() -> None:
         raise Terminated()
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def redact(text: str) -> str:
+    """Return ``text`` with the user:password part of any URL replaced by ``***``."""
+    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", str(text))
+
+
+def outlast(call: Callable[[], T], *, what: str, transient: Callable[[BaseException], bool],
+            patience: float | None = None) -> T:
+    """Return ``call()``, calling it again while it fails with an error ``transient`` accepts, for up to
+    ``patience`` seconds (default :data:`PATIENCE_SECONDS`).
+
+    Says on stderr when it starts waiting for ``what`` and when it got through; raises :class:`Unavailable`
+    when the time is up. Other errors are raised at once.
+    """
+    import tenacity
+
+    patience = PATIENCE_SECONDS if patience is None else patience
+    waited: list[str] = []
+
+    def say(state: tenacity.RetryCallState) -> None:
+        if not waited:
+            error = redact(str(state.outcome.exception())).splitlines()[0][:200] if state.outcome else ""
+            print(f"cnnbench[{os.getpid()}]: {what} is unreachable ({error}); retrying for up to {patience:.0f} s",
+                  file=sys.stderr, flush=True)
+        waited.append(what)
+
+    retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(transient), reraise=True, before_sleep=say,
+                                 stop=tenacity.stop_after_delay(patience),
+                                 wait=tenacity.wait_exponential(multiplier=0.5, max=10) + tenacity.wait_random(0, 1))
+    try:
+        result = retrying(call)
+    except Exception as err:
+        if not transient(err):
+            raise
+        raise Unavailable(f"{what} was unreachable for {patience:.0f} s: {redact(str(err)).splitlines()[0][:200]}",
+                          hint="bring it back and run the same command again to resume") from None
+    if waited:
+        print(f"cnnbench[{os.getpid()}]: {what} is reachable again", file=sys.stderr, flush=True)
+    return result

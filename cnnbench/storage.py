@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cnnbench.errors import ConfigError, StudyError
+from cnnbench.errors import ConfigError, StudyError, UnreachableStorage
 
 if TYPE_CHECKING:
     import optuna
@@ -24,7 +26,7 @@ HEARTBEAT_SECONDS = int(os.environ.get("CNNBENCH_HEARTBEAT_SECONDS", "20"))
 
 def describe(url: str | None) -> str:
     """Return how a storage URL is shown to people (default spelled out, credentials hidden)."""
-    from cnnbench.tracking import redact
+    from cnnbench.errors import redact
 
     return redact(url) if url else f"journal file ./{DEFAULT_JOURNAL}"
 
@@ -52,33 +54,136 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
             path = (url or DEFAULT_JOURNAL).removeprefix("journal:")
             return JournalStorage(JournalFileBackend(path))
         if url.startswith(("redis://", "rediss://")):
-            from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
-
-            parts = urlsplit(url)
-            query = dict(parse_qsl(parts.query))
-            prefix = query.pop("prefix", "")
-            plain = urlunsplit(parts._replace(query=urlencode(query)))
+            plain, prefix = _redis_parts(url)
             return JournalStorage(JournalRedisBackend(plain, prefix=prefix))
         # Heartbeats let sweep.recover fail and retry the trials of workers that died anywhere.
         return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS,
-                          engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+                          engine_kwargs=None if url.startswith("sqlite") else _ENGINE_KWARGS | (
+                              {"connect_args": _PG_CONNECT} if url.startswith("postgresql") else {}))
     except Exception as err:  # driver missing, server down, bad credentials
-        from cnnbench.tracking import redact
+        from cnnbench.errors import redact
 
-        raise StudyError(f"cannot open storage {describe(url)}: {redact(str(err)).splitlines()[0][:200]}",
+        kind = UnreachableStorage if unavailable(err) else StudyError
+        raise kind(f"cannot open storage {describe(url)}: {redact(str(err)).splitlines()[0][:200]}",
                          hint="check the URL and that the database is up") from None
 
 
+# A server that went away is noticed within a minute instead of hanging on TCP's defaults.
+_ENGINE_KWARGS = {"pool_pre_ping": True}
+_PG_CONNECT = {"connect_timeout": 10, "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+               "keepalives_count": 3}
+
+
+def _redis_parts(url: str) -> tuple[str, str]:
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    prefix = query.pop("prefix", "")
+    return urlunsplit(parts._replace(query=urlencode(query))), prefix
+
+
 @contextlib.contextmanager
-def creation_lock(name: str):
-    """Hold an exclusive lock while a study and its tracking records are created (one creator per machine)."""
-    path = Path(os.environ.get("CNNBENCH_LOCK_DIR", ".")) / f".cnnbench-{name}.lock"
-    with open(path, "a") as f:
+def study_lock(name: str, url: str | None = None):
+    """Hold the study's lock while its stores are created, its budget counted or a trial asked for.
+
+    The lock is a file next to a journal or sqlite storage (for a server: in ``CNNBENCH_LOCK_DIR`` or
+    the working directory), so it is held by one process on this machine at a time; on a PostgreSQL
+    or Redis storage it is also held in the database, so by one process on every machine sharing it.
+    """
+    here = local_file(url)
+    path = here.parent if here is not None else Path(os.environ.get("CNNBENCH_LOCK_DIR", "."))
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path / f".cnnbench-{name}.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
-            yield
+            if url is not None and url.startswith("postgresql"):
+                with _postgres_lock(url, name):
+                    yield
+            elif url is not None and url.startswith(("redis://", "rediss://")):
+                with _redis_lock(url, name):
+                    yield
+            else:
+                yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+#: How long a study lock is waited for before the wait counts as the database being unavailable.
+LOCK_WAIT_SECONDS = 300
+
+
+@functools.lru_cache(maxsize=None)
+def _engine(url: str):
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    return sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=_PG_CONNECT)
+
+
+@contextlib.contextmanager
+def _postgres_lock(url: str, name: str):
+    # A session-level advisory lock on its own connection: PostgreSQL releases it when that connection
+    # ends, so a worker killed while holding it, or whose machine is lost (keepalives), blocks no one.
+    import sqlalchemy
+
+    key = zlib.crc32(f"cnnbench:{name}".encode())
+    conn = _engine(url).connect()
+    try:
+        for setting in (f"lock_timeout = '{LOCK_WAIT_SECONDS}s'", "tcp_keepalives_idle = 30",
+                        "tcp_keepalives_interval = 10", "tcp_keepalives_count = 3"):
+            conn.execute(sqlalchemy.text(f"SET {setting}"))
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        conn.commit()
+    except BaseException:
+        conn.invalidate()
+        raise
+    try:
+        yield
+    finally:
+        try:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            conn.close()
+        except Exception:
+            conn.invalidate()  # the server is gone or the connection broke: the lock went with it
+
+
+@contextlib.contextmanager
+def _redis_lock(url: str, name: str):
+    # Expires on its own, so a holder that died blocks the others for at most that long.
+    import redis
+
+    plain, prefix = _redis_parts(url)
+    lock = redis.Redis.from_url(plain).lock(f"{prefix}:cnnbench-lock:{name}", timeout=LOCK_WAIT_SECONDS,
+                                            blocking_timeout=LOCK_WAIT_SECONDS)
+    if not lock.acquire():
+        raise StudyError(f"the lock of study {name!r} in {describe(url)} was not released in {LOCK_WAIT_SECONDS} s",
+                         hint="another worker holds it; run again")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(redis.exceptions.RedisError):
+            lock.release()
+
+
+def unavailable(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it) means the storage could not be reached: down, restarting, network lost,
+    or busy past its lock timeout. Optuna wraps these in ``StorageInternalError``; the cause tells."""
+    import sqlalchemy.exc
+
+    kinds: tuple[type, ...] = (ConnectionError, TimeoutError, sqlalchemy.exc.OperationalError,
+                               sqlalchemy.exc.InterfaceError)
+    with contextlib.suppress(ImportError):
+        import redis
+
+        kinds += (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kinds + (UnreachableStorage,)):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 # Reading a study for the report. It belongs in cnnbench/storage.py (sweep and storage are the modules that

@@ -9,6 +9,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -25,16 +26,27 @@ import torch
 from cnnbench import data as datamod
 from cnnbench import plots
 from cnnbench.config import TrainConfig
-from cnnbench.errors import CnnbenchError, ConfigError, DivergedError, StudyError
+from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
+                             UnreachableStorage, outlast)
 from cnnbench.space import Sweep, grid, suggest, trial_config
-from cnnbench.storage import DEFAULT_JOURNAL, creation_lock, describe, open_storage
+from cnnbench.storage import (DEFAULT_JOURNAL, HEARTBEAT_SECONDS, describe, open_storage, study_lock,
+                              unavailable)
 from cnnbench.tracking import Tracker
 from cnnbench.train import Result, check, copy_model, evaluate, fit, resolve_device, resolve_precision
 
 IDENTITY_ATTR = "cnnbench.sweep"
+#: Study names cnnbench itself gives (see ``Sweep.study``): safe as file and folder names.
+_FILE_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 #: A worker gives up after this many trials in a row fail (not pruned: failed).
 MAX_CONSECUTIVE_FAILURES = 5
 PARENT_ATTR = "cnnbench.parent_run"
+#: Study attribute naming the ``cnnbench sweep`` commands running the study now, with when each was last seen.
+LIVE_ATTR = "cnnbench.live"
+#: A trial whose worker died is retried until it has been started this many times.
+MAX_ATTEMPTS = 3
+#: A worker slot whose process keeps dying by a signal while the study makes no progress is not restarted
+#: after this many deaths in a row.
+MAX_RESTARTS_WITHOUT_PROGRESS = 3
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
@@ -69,24 +81,38 @@ def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
 def open_study(sweep: Sweep) -> optuna.Study:
     """Create the sweep's study, or load it and check it was started with the same definition.
 
-    Raises :class:`StudyError` when a study of that name exists with another space or objective.
+    The storage is created here, under the study's lock, so workers started at once on a fresh storage
+    create it once. Raises :class:`StudyError` when a study of that name exists with another space or
+    objective, :class:`UnreachableStorage` when the storage's server cannot be reached.
     """
-    storage = open_storage(sweep.storage)
     identity = json.loads(json.dumps(sweep.identity()))
-    with creation_lock(sweep.study_name):
-        study = optuna.create_study(storage=storage, study_name=sweep.study_name, sampler=make_sampler(sweep),
-                                    pruner=make_pruner(sweep), directions=sweep.directions, load_if_exists=True)
-        stored = study.user_attrs.get(IDENTITY_ATTR)
-        if stored is None:
-            study.set_user_attr(IDENTITY_ATTR, identity)
-            study.set_user_attr("cnnbench.sampler", sweep.sampler)
-            study.set_user_attr("cnnbench.pruner", sweep.pruner)
-            for name in sweep.baselines:
-                study.enqueue_trial({}, user_attrs={"baseline": name}, skip_if_exists=False)
-        elif stored != identity:
-            raise StudyError(f"study {sweep.study_name!r} in {describe(sweep.storage)} was started with another "
-                             f"definition: {_diff(stored, identity)}",
-                             hint="give a new name with --study NAME, or restore the original sweep file")
+    try:
+        with study_lock(sweep.study_name, sweep.storage):
+            return _create_or_check(sweep, identity)
+    except CnnbenchError:
+        raise
+    except Exception as err:
+        if not unavailable(err):
+            raise
+        raise UnreachableStorage(f"cannot open storage {describe(sweep.storage)}: {str(err).splitlines()[0][:200]}",
+                                 hint="check the URL and that the database is up") from err
+
+
+def _create_or_check(sweep: Sweep, identity: dict) -> optuna.Study:
+    storage = open_storage(sweep.storage)
+    study = optuna.create_study(storage=storage, study_name=sweep.study_name, sampler=make_sampler(sweep),
+                                pruner=make_pruner(sweep), directions=sweep.directions, load_if_exists=True)
+    stored = study.user_attrs.get(IDENTITY_ATTR)
+    if stored is None:
+        study.set_user_attr(IDENTITY_ATTR, identity)
+        study.set_user_attr("cnnbench.sampler", sweep.sampler)
+        study.set_user_attr("cnnbench.pruner", sweep.pruner)
+        for name in sweep.baselines:
+            study.enqueue_trial({}, user_attrs={"baseline": name}, skip_if_exists=False)
+    elif stored != identity:
+        raise StudyError(f"study {sweep.study_name!r} in {describe(sweep.storage)} was started with another "
+                         f"definition: {_diff(stored, identity)}",
+                         hint="give a new name with --study NAME, or restore the original sweep file")
     return study
 
 
@@ -144,9 +170,7 @@ class Objective:
                 "cnnbench.baseline": baseline or "", "cnnbench.state": "RUNNING"}
         run_id = self.tracker.start(f"trial-{trial.number}" + (f"-{baseline}" if baseline else ""), tags=tags,
                                     parent=self.parent, params=config.params())
-        trial.set_user_attr("mlflow_run_id", run_id)
-        trial.set_user_attr("config", config.params())
-        trial.set_user_attr(WORKER_ATTR, worker_id())
+        _patiently(self.sweep, lambda: _set_attrs(trial, {"mlflow_run_id": run_id, "config": config.params()}))
         checkpoint = checkpoint_path(self.sweep.study_name, trial.number)
         earlier = trial.user_attrs.get("retry_of")
         if earlier is not None and checkpoint_path(self.sweep.study_name, earlier).exists():
@@ -163,17 +187,18 @@ class Objective:
             raise optuna.TrialPruned("diverged") from None
         except BaseException as err:
             reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
-            self._end(trial, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", "FAIL", reason)
+            if not self.tracker.gave_up:  # else the run is closed once the store is back (see reconcile)
+                self._end(trial, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", "FAIL", reason)
             raise
         self._end(trial, run_id, "FINISHED", "COMPLETE", "")
         checkpoint.unlink(missing_ok=True)
         return values
 
     def _end(self, trial: optuna.Trial, run_id: str, status: str, state: str, reason: str) -> None:
-        if reason:
-            trial.set_user_attr("reason", reason[:500])
         self.tracker.set_tags(run_id, {"cnnbench.state": state, "cnnbench.reason": reason[:500]})
         self.tracker.end(run_id, status)
+        if reason:
+            _patiently(self.sweep, lambda: trial.set_user_attr("reason", reason[:500]))
 
     def _train(self, trial: optuna.Trial, config: TrainConfig, run_id: str, checkpoint: Path) -> float | list[float]:
         try:
@@ -188,8 +213,8 @@ class Objective:
                 "lr": m.lr, "epoch_seconds": m.epoch_seconds, "images_per_sec": m.images_per_sec}, step=m.epoch)
             value = getattr(m, self.metric) if single else None
             if value is not None:
-                trial.report(value, m.epoch)
-                if trial.should_prune():
+                _patiently(self.sweep, lambda: trial.report(value, m.epoch))
+                if _patiently(self.sweep, trial.should_prune):
                     raise optuna.TrialPruned(f"pruned at epoch {m.epoch} ({self.metric} {value:.4f})")
 
         result = fit(config, self.data, on_epoch_end=on_epoch_end, checkpoint=checkpoint, progress=self.progress)
@@ -199,8 +224,8 @@ class Objective:
                    "best_val_loss": best.val_loss, "best_epoch": result.best_epoch, "params": n_params,
                    "train_seconds": result.train_seconds}
         self.tracker.log_metrics(run_id, summary)
-        for key in ("test_acc", "best_val_acc", "params", "train_seconds"):
-            trial.set_user_attr(key, summary[key])
+        _patiently(self.sweep, lambda: _set_attrs(trial, {k: summary[k] for k in (
+            "test_acc", "best_val_acc", "params", "train_seconds")}))
         values = [self._value(name, result, n_params) for name in self.sweep.objectives]
         if not all(math.isfinite(v) for v in values):
             raise optuna.TrialPruned(f"non-finite objective {values}")
@@ -266,19 +291,24 @@ def trial_model(trial: optuna.trial.FrozenTrial) -> tuple[torch.nn.Module, Train
     return model.eval(), config, run_id
 
 
-def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None, progress: bool | None = None,
-        echo: Callable[[str], None] = print) -> Outcome:
+def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None, devices: list[str] | None = None,
+        join: bool = False, progress: bool | None = None, echo: Callable[[str], None] = print) -> Outcome:
     """Run (or resume) the sweep until the study holds ``sweep.trials`` finished trials; return the outcome.
 
-    With ``sweep.workers`` above 1 the trials run in that many worker processes on this machine.
+    With ``sweep.workers`` above 1 the trials run in that many worker processes on this machine, given
+    ``devices`` in turn. A study that another live ``cnnbench sweep`` is running is refused with
+    :class:`StudyError` unless ``join``: then this command's workers run trials of it too, from the
+    same budget.
     """
     progress = sys.stderr.isatty() if progress is None else progress
     _quiet()
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
     data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
     study = open_study(sweep)
-    tracker = Tracker(sweep.study_name)
-    with creation_lock(sweep.study_name):
+    # The MLflow store is created here, under the study's lock, once for every process starting now.
+    with study_lock(sweep.study_name, sweep.storage):
+        tracker = Tracker(sweep.study_name, wait=False)
+        _claim(study, sweep, join)
         parent = study.user_attrs.get(PARENT_ATTR)
         if parent is None:
             parent = tracker.start(f"sweep-{sweep.study_name}", tags={
@@ -291,15 +321,19 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
             study.set_user_attr(PARENT_ATTR, parent)
     echo(f"study {sweep.study_name!r} ({describe(sweep.storage)}): {finished(study)} of {sweep.trials} trials done; "
          f"MLflow experiment {sweep.study_name!r} at {tracker.url(parent).split('#')[0]}")
+    devices = devices or [device]
     try:
-        if sweep.workers == 1:
-            work(sweep, data_dir=data_dir, device=device, progress=progress)
-        else:
-            _spawn(sweep, data_dir, device, progress)
+        with _holding(study, sweep):
+            reconcile(study, tracker)
+            if sweep.workers == 1:
+                work(sweep, data_dir=data_dir, device=devices[0], progress=progress)
+            else:
+                _spawn(sweep, data_dir, devices, progress, echo)
+            return _patiently(sweep, lambda: _summarise(sweep, study, tracker, parent, data))
     except KeyboardInterrupt:
-        tracker.end(parent, "KILLED")
+        with contextlib.suppress(Exception):
+            tracker.end(parent, "KILLED")
         raise
-    return _summarise(sweep, study, tracker, parent, data)
 
 
 def _quiet() -> None:
@@ -309,15 +343,84 @@ def _quiet() -> None:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
 
 
+def _patiently(sweep: Sweep, call: Callable[[], Any]) -> Any:
+    """Return ``call()``, retried while the study's storage is unreachable (see :func:`cnnbench.errors.outlast`)."""
+    return outlast(call, what=f"the study storage {describe(sweep.storage)}", transient=unavailable)
+
+
+def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def _claim(study: optuna.Study, sweep: Sweep, join: bool) -> None:
+    """Record this command as running the study; refuse if another live one does, unless ``join``.
+
+    Called under the study's lock. A command on this machine is live while its process exists; one
+    elsewhere while it was seen in the last three heartbeat intervals.
+    """
+    now, me = time.time(), worker_id()
+    live = {w: seen for w, seen in (study.user_attrs.get(LIVE_ATTR) or {}).items() if _live(w, seen, now)}
+    others = sorted(w for w in live if w != me)
+    if others and not join:
+        raise StudyError(f"study {sweep.study_name!r} in {describe(sweep.storage)} is being run right now by "
+                         f"{', '.join(others)}",
+                         hint="wait for it to end, or add --join to run this command's workers in the same study "
+                              "(the trial budget stays shared)")
+    study.set_user_attr(LIVE_ATTR, {**live, me: now})
+
+
+def _live(worker: str, seen: float, now: float) -> bool:
+    host = worker.rpartition(":")[0]
+    if host == socket.gethostname():
+        return _alive(worker)
+    return now - seen < 3 * HEARTBEAT_SECONDS
+
+
+@contextlib.contextmanager
+def _holding(study: optuna.Study, sweep: Sweep):
+    """Keep this command's entry in the study's live list fresh while it runs; remove it at the end."""
+    me, stop = worker_id(), threading.Event()
+
+    def update(present: bool) -> None:
+        with study_lock(sweep.study_name, sweep.storage):
+            live = dict(study.user_attrs.get(LIVE_ATTR) or {})
+            if present:
+                live[me] = time.time()
+            else:
+                live.pop(me, None)
+            study.set_user_attr(LIVE_ATTR, live)
+
+    def refresh() -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            with contextlib.suppress(Exception):  # an unreachable storage: try again next time
+                update(True)
+
+    thread = threading.Thread(target=refresh, name="cnnbench-live", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        with contextlib.suppress(Exception):
+            update(False)
+
+
 def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None, progress: bool = False,
-         threads: int | None = None) -> None:
-    """Run trials of the sweep's (existing) study in this process until its budget or timeout is used up."""
+         threads: int | None = None, parent_pid: int | None = None) -> None:
+    """Run trials of the sweep's (existing) study in this process until its budget or timeout is used up.
+
+    Storage and tracking calls that find their server unreachable are retried for a while, saying so;
+    after that :class:`~cnnbench.errors.Unavailable` is raised. With ``parent_pid``, the worker stops
+    starting trials once that process (the command that started it) is gone.
+    """
     _quiet()
     if threads:
         torch.set_num_threads(threads)
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
     data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
-    study = open_study(sweep)
+    study = _patiently(sweep, lambda: open_study(sweep))
     tracker = Tracker(sweep.study_name)
     objective = Objective(sweep, data, tracker, study.user_attrs[PARENT_ATTR], device=device, progress=progress)
     deadline = time.monotonic() + sweep.timeout if sweep.timeout else None
@@ -325,43 +428,53 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
     failures = 0
     try:
         while deadline is None or time.monotonic() < deadline:
-            trial = _next_trial(study, sweep, tracker)
+            if parent_pid is not None and os.getppid() != parent_pid:
+                break
+            trial = _patiently(sweep, lambda: _next_trial(study, sweep, tracker))
             if trial is None:
                 break
             try:
                 with _heartbeat(study, trial):
                     values = objective(trial)
             except optuna.TrialPruned:
-                more = _tell(study, trial, state=optuna.trial.TrialState.PRUNED)
+                more = _tell(sweep, study, trial, state=optuna.trial.TrialState.PRUNED)
                 failures = 0
+            except Unavailable:
+                with contextlib.suppress(Unavailable):  # if the storage is the one down, recover() retries it
+                    _tell(sweep, study, trial, state=optuna.trial.TrialState.FAIL)
+                    _patiently(sweep, lambda: _retry(study, trial.number, trial.params, trial.user_attrs))
+                raise
             except (CnnbenchError, RuntimeError, ValueError) as err:
-                more = _tell(study, trial, state=optuna.trial.TrialState.FAIL)
+                more = _tell(sweep, study, trial, state=optuna.trial.TrialState.FAIL)
                 failures += 1
                 if failures >= MAX_CONSECUTIVE_FAILURES:
                     raise CnnbenchError(f"{failures} trials in a row failed; the last with: {err}",
                                         hint="see the FAILED runs in MLflow; fix the sweep file or the data") from None
             except BaseException:
-                _tell(study, trial, state=optuna.trial.TrialState.FAIL)
+                _tell(sweep, study, trial, state=optuna.trial.TrialState.FAIL)
                 _retry(study, trial.number, trial.params, trial.user_attrs)  # resumes from its checkpoint
                 raise
             else:
-                more = _tell(study, trial, values)
+                more = _tell(sweep, study, trial, values)
                 failures = 0
             if not more:
                 break
-            bar(study)
+            with contextlib.suppress(Exception):
+                bar(study)
     finally:
         bar.close()
 
 
-def _tell(study: optuna.Study, trial: optuna.Trial, values=None, *, state=None) -> bool:
-    """Record a trial's outcome; return False when the sampler has nothing left to try.
+def _tell(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, values=None, *, state=None) -> bool:
+    """Record a trial's outcome, waiting for an unreachable storage; return False when the sampler has nothing
+    left to try.
 
     The grid sampler says so by calling ``study.stop()``, which outside ``optimize`` raises after
-    the outcome is stored.
+    the outcome is stored. A trial already finished (told by an attempt whose answer was lost, or
+    failed by another worker's recovery) is left as it is.
     """
     try:
-        study.tell(trial, values, state=state)
+        _patiently(sweep, lambda: study.tell(trial, values, state=state, skip_if_finished=True))
     except RuntimeError as err:
         if "Study.stop" not in str(err):
             raise
@@ -380,9 +493,11 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial):
 
     def beat() -> None:
         while not stop.wait(interval):
-            study._storage.record_heartbeat(trial._trial_id)
+            with contextlib.suppress(Exception):  # the storage is unreachable: beat again next time
+                study._storage.record_heartbeat(trial._trial_id)
 
-    study._storage.record_heartbeat(trial._trial_id)
+    with contextlib.suppress(Exception):
+        study._storage.record_heartbeat(trial._trial_id)
     thread = threading.Thread(target=beat, name="cnnbench-heartbeat", daemon=True)
     thread.start()
     try:
@@ -406,9 +521,14 @@ def checkpoint_path(study: str, number: int) -> Path:
     return CHECKPOINTS / study / f"trial-{number}.ckpt"
 
 
-def _retry(study: optuna.Study, number: int, params: dict, user_attrs: dict) -> None:
+def _retry(study: optuna.Study, number: int, params: dict, user_attrs: dict) -> bool:
+    """Queue trial ``number`` again with the same parameters; return False when it has used its attempts."""
+    attempt = user_attrs.get("attempt", 1)
+    if attempt >= MAX_ATTEMPTS:
+        return False
     keep = {k: user_attrs[k] for k in ("baseline",) if k in user_attrs}
-    study.enqueue_trial(params, user_attrs={**keep, "retry_of": number}, skip_if_exists=False)
+    study.enqueue_trial(params, user_attrs={**keep, "retry_of": number, "attempt": attempt + 1}, skip_if_exists=False)
+    return True
 
 
 def _alive(worker: str | None) -> bool:
@@ -430,8 +550,8 @@ def recover(study: optuna.Study, tracker: Tracker) -> list[int]:
 
     A worker on this machine is dead when its process is gone; on an RDB storage, one anywhere
     whose heartbeat stopped. Each such trial ends FAILED in Optuna and MLflow, with the reason,
-    and a retry with the same parameters is queued; it resumes from the trial's last checkpoint.
-    Returns the numbers of the trials failed.
+    and a retry with the same parameters is queued (up to :data:`MAX_ATTEMPTS` starts in all); it
+    resumes from the trial's last checkpoint. Returns the numbers of the trials failed.
     """
     storage = study._storage
     stale = set()
@@ -449,41 +569,120 @@ def recover(study: optuna.Study, tracker: Tracker) -> list[int]:
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue  # another worker got there first
+        if not _retry(study, t.number, t.params, t.user_attrs):
+            reason += f"; not retried after {MAX_ATTEMPTS} attempts"
+            storage.set_trial_user_attr(t._trial_id, "reason", reason)
         run_id = t.user_attrs.get("mlflow_run_id")
         if run_id:
             tracker.set_tags(run_id, {"cnnbench.state": "FAIL", "cnnbench.reason": reason})
             tracker.end(run_id, "FAILED")
-        _retry(study, t.number, t.params, t.user_attrs)
+        study_name = study.study_name
+        for partial in checkpoint_path(study_name, t.number).parent.glob(f".trial-{t.number}.ckpt.*.tmp"):
+            partial.unlink(missing_ok=True)  # a checkpoint write the dead worker did not finish
         failed.append(t.number)
     return failed
 
 
+#: The MLflow run statuses that agree with each finished trial state (the first is the one set when they do not).
+_RUN_STATUS = {optuna.trial.TrialState.COMPLETE: ("FINISHED",), optuna.trial.TrialState.PRUNED: ("KILLED",),
+               optuna.trial.TrialState.FAIL: ("FAILED", "KILLED")}
+
+
+def reconcile(study: optuna.Study, tracker: Tracker) -> list[str]:
+    """Bring the trials' MLflow runs in line with the trials: close the runs left RUNNING (or set otherwise) by a
+    worker that lost the tracking server or its trial, and fail the runs no trial records. Returns the run ids
+    changed.
+    """
+    runs = {r.info.run_id: r for r in tracker.runs()}
+    claimed, changed = set(), []
+    for t in study.get_trials(deepcopy=False):
+        run_id = t.user_attrs.get("mlflow_run_id")
+        claimed.add(run_id)
+        run = runs.get(run_id)
+        if run is None or t.state not in _RUN_STATUS or run.info.status in _RUN_STATUS[t.state]:
+            continue
+        reason = t.user_attrs.get("reason", "")
+        tracker.set_tags(run_id, {"cnnbench.state": t.state.name, "cnnbench.reason": reason})
+        tracker.end(run_id, _RUN_STATUS[t.state][0])
+        changed.append(run_id)
+    old = (time.time() - 3 * HEARTBEAT_SECONDS) * 1000
+    for run_id, run in runs.items():
+        tags = run.data.tags
+        if (run_id in claimed or run.info.status != "RUNNING" or "mlflow.parentRunId" not in tags
+                or run.info.start_time > old):
+            continue
+        tracker.set_tags(run_id, {"cnnbench.state": "FAIL", "cnnbench.reason": "no trial records this run"})
+        tracker.end(run_id, "FAILED")
+        changed.append(run_id)
+    return changed
+
+
 def _next_trial(study: optuna.Study, sweep: Sweep, tracker: Tracker) -> optuna.Trial | None:
-    # Counting and asking under one lock keeps the budget exact across this machine's workers.
-    with creation_lock(sweep.study_name):
+    # Counting and asking under the study's lock keeps the budget exact across the workers that share it.
+    with study_lock(sweep.study_name, sweep.storage):
         recover(study, tracker)
         states = FINISHED_STATES + (optuna.trial.TrialState.RUNNING,)
         if len(study.get_trials(deepcopy=False, states=states)) >= sweep.trials:
             return None
-        return study.ask()
+        trial = study.ask()
+        trial.set_user_attr(WORKER_ATTR, worker_id())
+        return trial
 
 
-def _spawn(sweep: Sweep, data_dir: str | None, device: str | None, progress: bool) -> None:
+def threads_per_worker(workers: int) -> int:
+    """Return the CPU threads each of ``workers`` processes gets: the cores this process may use, shared out."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // workers)
+
+
+def _spawn(sweep: Sweep, data_dir: str | None, devices: list[str | None], progress: bool,
+           echo: Callable[[str], None]) -> None:
+    """Run the sweep in ``sweep.workers`` processes, worker ``i`` on ``devices[i % len(devices)]``.
+
+    A worker killed by a signal (the OOM killer, a SIGKILL) is replaced while the study still needs
+    trials, unless the same slot died :data:`MAX_RESTARTS_WITHOUT_PROGRESS` times in a row without the
+    study finishing a trial meanwhile.
+    """
     import multiprocessing
+    import signal
 
     ctx = multiprocessing.get_context("spawn")
-    threads = max(1, (os.cpu_count() or 1) // sweep.workers)
-    procs = [ctx.Process(target=_worker_main, args=(sweep, data_dir, device, threads), name=f"cnnbench-worker-{i}")
-             for i in range(sweep.workers)]
-    for proc in procs:
-        proc.start()
+    threads = threads_per_worker(sweep.workers)
     study = open_study(sweep)
+
+    def start(i: int):
+        proc = ctx.Process(target=_worker_main, name=f"cnnbench-worker-{i}",
+                           args=(sweep, data_dir, devices[i % len(devices)], threads, os.getpid()))
+        proc.start()
+        return proc
+
+    procs = [start(i) for i in range(sweep.workers)]
+    done_at_start = [finished(study)] * len(procs)
+    strikes = [0] * len(procs)
+    given_up: list[int] = []  # pids of workers killed and not replaced
     bar = _SweepBar(study, sweep.trials, progress)
+    ours = (-signal.SIGTERM, -signal.SIGINT)
     try:
         while any(p.is_alive() for p in procs):
             for p in procs:
                 p.join(timeout=2 / len(procs))
-            bar(study)
+            with contextlib.suppress(Exception):
+                bar(study)
+            for i, p in enumerate(procs):
+                if p.exitcode is None or p.exitcode >= 0 or p.exitcode in ours or p.pid in given_up:
+                    continue
+                done = _patiently(sweep, lambda: finished(study))
+                if done >= sweep.trials:
+                    given_up.append(p.pid)  # nothing left for it to do: not a failure
+                    continue
+                strikes[i] = 0 if done > done_at_start[i] else strikes[i] + 1
+                if strikes[i] >= MAX_RESTARTS_WITHOUT_PROGRESS:
+                    echo(f"worker {i} (pid {p.pid}) was killed by signal {-p.exitcode} {strikes[i]} times in a row "
+                         "with no trial finished meanwhile; not starting another")
+                    given_up.append(p.pid)
+                    continue
+                echo(f"worker {i} (pid {p.pid}) was killed by signal {-p.exitcode}; starting another")
+                procs[i], done_at_start[i] = start(i), done
     except KeyboardInterrupt:
         for p in procs:
             if p.is_alive():
@@ -493,18 +692,19 @@ def _spawn(sweep: Sweep, data_dir: str | None, device: str | None, progress: boo
         raise
     finally:
         bar.close()
-    failed = [p.exitcode for p in procs if p.exitcode]
+    missing = sweep.trials - _patiently(sweep, lambda: finished(study))
+    failed = [p.exitcode for p in procs if p.exitcode and (p.exitcode > 0 or missing > 0)]
     if failed:
         raise StudyError(f"{len(failed)} of {len(procs)} workers failed (exit codes {failed})",
                          hint="run again to resume; see the FAILED runs in MLflow for reasons")
 
 
-def _worker_main(sweep: Sweep, data_dir: str | None, device: str | None, threads: int) -> None:
+def _worker_main(sweep: Sweep, data_dir: str | None, device: str | None, threads: int, parent_pid: int) -> None:
     from cnnbench.errors import install_signal_handlers
 
     install_signal_handlers()
     try:
-        work(sweep, data_dir=data_dir, device=device, threads=threads)
+        work(sweep, data_dir=data_dir, device=device, threads=threads, parent_pid=parent_pid)
     except KeyboardInterrupt:
         sys.exit(130)
     except CnnbenchError as err:
@@ -561,6 +761,7 @@ def _summarise(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: str,
                                  "trials_pruned": count[optuna.trial.TrialState.PRUNED],
                                  "trials_failed": count[optuna.trial.TrialState.FAIL]})
     _study_plots(study, tracker, parent)
+    reconcile(study, tracker)
     tracker.end(parent, "FINISHED" if finished(study) >= sweep.trials else "KILLED")
     return Outcome(sweep.study_name, len(trials), count[optuna.trial.TrialState.COMPLETE],
                    count[optuna.trial.TrialState.PRUNED], count[optuna.trial.TrialState.FAIL], best_value,
@@ -637,6 +838,10 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
     from cnnbench import export
     from cnnbench.tracking import export_run_info, register_model
 
+    if out_dir is None and not _FILE_SAFE.fullmatch(study_name):
+        # A study made by other tools in a shared storage may have any name; it must not pick the folder.
+        raise StudyError(f"study name {study_name!r} cannot name an export folder",
+                         hint="give the folder: cnnbench best --export DIR")
     model, config, run_id = trial_model(trial)
     spec = datamod.DATASETS.get(config.dataset)
     tracker = Tracker(study_name)

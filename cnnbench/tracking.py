@@ -6,11 +6,12 @@ run ids, so it holds no global run stack and works the same from any process.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import os
-import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -19,16 +20,15 @@ import pandas as pd
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, Unavailable, outlast, redact
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<auth>[^@/\s]+)@", re.I)
-
-
-def redact(text: str) -> str:
-    """Return ``text`` with the user:password part of any URL replaced by ``***``."""
-    return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", str(text))
+# MLflow retries an unreachable server silently for about four minutes per call; cnnbench retries with a message
+# and one time limit (errors.outlast), so MLflow's own retries are kept short unless the user set them.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+_TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED")
 
 
 def tracking_uri() -> str:
@@ -36,55 +36,100 @@ def tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
-class Tracker:
-    """Records a sweep in one MLflow experiment; every call names its run explicitly."""
+def unreachable(err: BaseException) -> bool:
+    """Whether ``err`` (or what caused it) means the MLflow store could not be reached or is busy for now."""
+    import requests
+    import sqlalchemy.exc
 
-    def __init__(self, experiment: str):
+    kinds = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError,
+             ConnectionError, TimeoutError, sqlalchemy.exc.OperationalError)
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kinds) or getattr(err, "error_code", None) in _TRANSIENT_CODES:
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
+class Tracker:
+    """Records a sweep in one MLflow experiment; every call names its run explicitly.
+
+    Calls that find the store unreachable are retried for up to :data:`~cnnbench.errors.PATIENCE_SECONDS`
+    (saying so on stderr), then raise :class:`~cnnbench.errors.Unavailable`. With ``wait=False`` the first
+    contact fails at once instead, for a command that has only just started.
+    """
+
+    def __init__(self, experiment: str, *, wait: bool = True):
         self.client = MlflowClient()
+        self.gave_up = False
         try:
-            found = self.client.get_experiment_by_name(experiment)
+            found = self._call(self.client.get_experiment_by_name, experiment) if wait else \
+                self.client.get_experiment_by_name(experiment)
             self.experiment_id = found.experiment_id if found else self._create(experiment)
         except mlflow.exceptions.MlflowException as err:
             raise CnnbenchError(f"cannot reach the MLflow store {redact(tracking_uri())}: {redact(str(err))[:200]}",
                                 hint="check MLFLOW_TRACKING_URI and that the server is up") from None
 
+    def _call(self, fn, *args, **kwargs):
+        try:
+            result = outlast(lambda: fn(*args, **kwargs), what=f"the MLflow store {redact(tracking_uri())}",
+                             transient=unreachable)
+        except Unavailable:
+            self.gave_up = True
+            raise
+        self.gave_up = False
+        return result
+
     def _create(self, name: str) -> str:
         try:
-            return self.client.create_experiment(name, tags={"cnnbench": "1"})
+            return self._call(self.client.create_experiment, name, tags={"cnnbench": "1"})
         except mlflow.exceptions.MlflowException:  # another worker created it first
-            return self.client.get_experiment_by_name(name).experiment_id
+            return self._call(self.client.get_experiment_by_name, name).experiment_id
 
     def start(self, name: str, *, tags: dict[str, Any], parent: str | None = None,
               params: dict[str, Any] | None = None) -> str:
         """Create a run (nested under ``parent`` if given) with ``tags`` and ``params``; return its id."""
-        all_tags = {k: redact(v) for k, v in tags.items()}
+        # A token tag lets a retried create find the run an earlier attempt made before its answer was lost.
+        token = uuid.uuid4().hex
+        all_tags = {k: redact(v) for k, v in tags.items()} | {"cnnbench.token": token}
         if parent:
             all_tags["mlflow.parentRunId"] = parent
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        attempts = []
+
+        def create() -> str:
+            if attempts:
+                found = self.client.search_runs([self.experiment_id], f"tags.`cnnbench.token` = '{token}'")
+                if found:
+                    return found[0].info.run_id
+            attempts.append(1)
+            return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+
+        run_id = self._call(create)
         if params:
-            self.log_params(run.info.run_id, params)
-        return run.info.run_id
+            self.log_params(run_id, params)
+        return run_id
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
         """Log ``params`` (each once; values as strings, URLs without credentials)."""
         items = [Param(k, redact(str(v))[:6000]) for k, v in params.items() if v is not None]
         for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i:i + 100])
+            self._call(self.client.log_batch, run_id, params=items[i:i + 100])
 
     def log_metrics(self, run_id: str, metrics: dict[str, float | None], step: int | None = None) -> None:
         """Log ``metrics`` at ``step`` in one call; ``None`` values are skipped."""
         now = int(time.time() * 1000)
         items = [Metric(k, float(v), now, step or 0) for k, v in metrics.items() if v is not None]
         if items:
-            self.client.log_batch(run_id, metrics=items)
+            self._call(self.client.log_batch, run_id, metrics=items)
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         """Set ``tags`` on a run."""
-        self.client.log_batch(run_id, tags=[RunTag(k, redact(str(v))[:5000]) for k, v in tags.items()])
+        self._call(self.client.log_batch, run_id, tags=[RunTag(k, redact(str(v))[:5000]) for k, v in tags.items()])
 
     def log_artifacts(self, run_id: str, folder: str | os.PathLike, path: str | None = None) -> None:
         """Upload every file under ``folder`` to the run (under ``path``)."""
-        self.client.log_artifacts(run_id, str(folder), path)
+        self._call(self.client.log_artifacts, run_id, str(folder), path)
 
     def log_pytorch_model(self, run_id: str, model, example) -> None:
         """Log ``model`` as an MLflow PyTorch model with its signature and input example."""
@@ -102,19 +147,83 @@ class Tracker:
 
     def end(self, run_id: str, status: str) -> None:
         """Close a run as FINISHED, KILLED or FAILED."""
-        self.client.set_terminated(run_id, status=status)
+        self._call(self.client.set_terminated, run_id, status=status)
 
     def run_status(self, run_id: str) -> str:
         """Return a run's status (RUNNING, FINISHED, KILLED, FAILED)."""
-        return self.client.get_run(run_id).info.status
+        return self._call(self.client.get_run, run_id).info.status
 
     def runs(self, filter_string: str = "") -> list:
         """Return the experiment's runs matching ``filter_string``."""
-        return self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=50000)
+        return self._call(self.client.search_runs, [self.experiment_id], filter_string=filter_string,
+                          max_results=50000)
 
     def url(self, run_id: str) -> str:
         """Return where a person finds the run: the UI path under the tracking URI."""
         return f"{redact(tracking_uri())}#/experiments/{self.experiment_id}/runs/{run_id}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def server(backend: str, artifacts: str | os.PathLike, *, host: str = "127.0.0.1", port: int | None = None,
+           log: str | os.PathLike | None = None, timeout: float = 300):
+    """Run ``mlflow server`` (backend store ``backend``, artifacts served from the folder ``artifacts``) while the
+    block runs; yield its URL.
+
+    It listens on 127.0.0.1 unless ``host`` says otherwise, which warns: MLflow's server has no authentication
+    of its own, so anything else belongs behind a proxy that adds it (docs/distributed.md).
+    """
+    import ipaddress
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import warnings
+
+    import requests
+
+    if not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback:
+        warnings.warn(f"the MLflow server will listen on {host}, reachable from other machines, without "
+                      "authentication; put it behind a proxy that authenticates", stacklevel=3)
+    port = port or free_port(host)
+    url = f"http://{host}:{port}"
+    command = [str(Path(sys.executable).with_name("mlflow")), "server", "--host", host, "--port", str(port),
+               "--workers", "1", "--backend-store-uri", backend, "--artifacts-destination", str(artifacts)]
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise CnnbenchError(f"mlflow server exited with code {proc.returncode} before it answered",
+                                    hint=f"see {log}" if log else "run it by hand to see why")
+            try:
+                if requests.get(f"{url}/health", timeout=2).ok:
+                    break
+            except requests.exceptions.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise CnnbenchError(f"mlflow server did not answer on {url} within {timeout:.0f} s")
+            time.sleep(0.5)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if log:
+            out.close()
 
 
 def export_run_info(tracker: Tracker, run_id: str) -> dict[str, Any]:
