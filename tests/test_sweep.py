@@ -17,6 +17,7 @@ dataset: mnist
 study: tiny
 trials: 4
 epochs: 2
+pruner: median
 baselines: [seed004]
 fixed: {val_fraction: 0.2, batch_size: 32, device: cpu}
 space:
