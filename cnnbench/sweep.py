@@ -380,7 +380,7 @@ def _live(worker: str, seen: float, now: float) -> bool:
 @contextlib.contextmanager
 def _holding(study: optuna.Study, sweep: Sweep):
     """Keep this command's entry in the study's live list fresh while it runs; remove it at the end."""
-    me, stop = worker_id(), threading.Event()
+    me = worker_id()
 
     def update(present: bool) -> None:
         with study_lock(sweep.study_name, sweep.storage):
@@ -391,20 +391,34 @@ def _holding(study: optuna.Study, sweep: Sweep):
                 live.pop(me, None)
             study.set_user_attr(LIVE_ATTR, live)
 
-    def refresh() -> None:
-        while not stop.wait(HEARTBEAT_SECONDS):
-            with contextlib.suppress(Exception):  # an unreachable storage: try again next time
-                update(True)
+    try:
+        with _every(HEARTBEAT_SECONDS, lambda: update(True), "cnnbench-live"):
+            yield
+    finally:
+        with contextlib.suppress(Exception):
+            update(False)
 
-    thread = threading.Thread(target=refresh, name="cnnbench-live", daemon=True)
+
+@contextlib.contextmanager
+def _every(seconds: float, action: Callable[[], None], name: str):
+    """Call ``action`` every ``seconds`` in a background thread while the block runs.
+
+    A failing call (an unreachable storage, say) is skipped: the next one tries again.
+    """
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(seconds):
+            with contextlib.suppress(Exception):
+                action()
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
     thread.start()
     try:
         yield
     finally:
         stop.set()
         thread.join()
-        with contextlib.suppress(Exception):
-            update(False)
 
 
 def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None, progress: bool = False,
@@ -489,22 +503,13 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial):
     if not interval:
         yield
         return
-    stop = threading.Event()
-
     def beat() -> None:
-        while not stop.wait(interval):
-            with contextlib.suppress(Exception):  # the storage is unreachable: beat again next time
-                study._storage.record_heartbeat(trial._trial_id)
-
-    with contextlib.suppress(Exception):
         study._storage.record_heartbeat(trial._trial_id)
-    thread = threading.Thread(target=beat, name="cnnbench-heartbeat", daemon=True)
-    thread.start()
-    try:
+
+    with contextlib.suppress(Exception):  # the storage is unreachable: the thread beats again later
+        beat()
+    with _every(interval, beat, "cnnbench-heartbeat"):
         yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 WORKER_ATTR = "cnnbench.worker"
