@@ -27,7 +27,8 @@ def _script(ctx: Context, script: str, *args: str) -> tuple[dict, str]:
 
 def overhead(ctx: Context) -> Record:
     """Time 1-epoch MNIST trials with and without the sweep around them; return the overhead share."""
-    _, command = _script(ctx, "overhead.py", "--repeats", "1" if ctx.quick else "3")
+    _, command = _script(ctx, "overhead.py", "--repeats", "1" if ctx.quick else "5",
+                          "--trials", "2" if ctx.quick else "5")
     result = json.loads((suite.RESULTS / "overhead.json").read_text())
     record = Record("overhead", suite.machine(), [], result)
     record.figures += [

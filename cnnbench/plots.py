@@ -1,7 +1,8 @@
 """Per-run figures: learning curves, a confusion matrix and a grid of misclassified images.
 
-Figures are drawn with matplotlib's object API (no pyplot state), so they may be drawn from any
-thread; the image grid is composed with Pillow, which is much faster than one axes per image.
+The curves are drawn with matplotlib's object API (no pyplot state), so they may be drawn from any
+thread; the confusion matrix and the image grid are composed with Pillow, which draws them about
+ten times faster than matplotlib (every trial of a sweep draws them; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -42,22 +43,62 @@ def learning_curves(history: Sequence, path: str | os.PathLike, title: str) -> P
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: Sequence[str],
                      path: str | os.PathLike, title: str) -> Path:
-    """Draw the confusion matrix of ``predicted`` against ``truth`` (counts, rows = true class) to ``path``."""
+    """Draw the confusion matrix of ``predicted`` against ``truth`` (counts, rows = true class) to ``path``.
+
+    Cells are shaded by the logarithm of their count, so the few errors show beside the large diagonal;
+    counts are written in the cells while they fit. Returns the path.
+    """
+    from matplotlib import colormaps
+    from PIL import Image, ImageDraw
+
     n = len(classes)
     counts = np.bincount(truth * n + predicted, minlength=n * n).reshape(n, n)
-    fig = Figure(figsize=(5.4, 4.8), dpi=DPI)
-    ax = fig.subplots()
-    shown = np.log1p(counts)
-    ax.imshow(shown, cmap="Blues")
-    for i, j in zip(*np.nonzero(counts)):
-        dark = shown[i, j] > 0.6 * shown.max()
-        ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=7, color="white" if dark else "black")
+    font = _font(11)
+    cell = max(6, min(36, 420 // n))
     labels = [c[:10] for c in classes]
-    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=8)
-    ax.set_yticks(range(n), labels, fontsize=8)
-    ax.set(xlabel="predicted class", ylabel="true class", title=title)
-    fig.subplots_adjust(left=0.2, right=0.98, bottom=0.2, top=0.92)
-    return _save(fig, path)
+    margin_left = 26 + (max(int(font.getlength(c)) for c in labels) if cell >= 12 else 0) + 6
+    margin_top, margin_bottom = 28, 24 + (max(int(font.getlength(c)) for c in labels) if cell >= 12 else 0) + 6
+    width = margin_left + n * cell + 12
+    sheet = Image.new("RGB", (max(width, int(font.getlength(title)) + 16), margin_top + n * cell + margin_bottom),
+                      "white")
+    shown = np.log1p(counts) / max(np.log1p(counts).max(), 1e-9)
+    heat = (colormaps["Blues"](shown)[..., :3] * 255).astype(np.uint8)
+    sheet.paste(Image.fromarray(heat).resize((n * cell, n * cell), Image.Resampling.NEAREST), (margin_left, margin_top))
+    draw = ImageDraw.Draw(sheet)
+    draw.text((8, 6), title, fill="black", font=font)
+    if cell >= 12:
+        small = _font(max(7, min(11, cell // 3)))
+        for i, j in zip(*np.nonzero(counts)):
+            draw.text((margin_left + j * cell + cell / 2, margin_top + i * cell + cell / 2), str(counts[i, j]),
+                      fill="white" if shown[i, j] > 0.6 else "black", font=small, anchor="mm")
+        for k, label in enumerate(labels):
+            draw.text((margin_left - 6, margin_top + k * cell + cell / 2), label, fill="black", font=font, anchor="rm")
+            _vertical_text(sheet, label, (margin_left + k * cell + cell // 2, margin_top + n * cell + 6), font)
+    _vertical_text(sheet, "true class", (8, margin_top + n * cell // 2), font, centre=True)
+    draw.text((margin_left + n * cell / 2, sheet.height - 6), "predicted class", fill="black", font=font, anchor="md")
+    path = Path(path)
+    sheet.save(path)
+    return path
+
+
+def _font(size: int):
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+
+
+def _vertical_text(sheet, text: str, at: tuple[int, int], font, centre: bool = False) -> None:
+    """Write ``text`` on ``sheet`` reading upwards, its end at ``at`` (its middle with ``centre``)."""
+    from PIL import Image, ImageDraw
+
+    box = font.getbbox(text)
+    label = Image.new("L", (box[2] + 2, box[3] + 2), 0)
+    ImageDraw.Draw(label).text((1, 1), text, fill=255, font=font)
+    label = label.rotate(90, expand=True)
+    x = at[0] - label.width // 2
+    y = at[1] - label.height // 2 if centre else at[1]
+    sheet.paste(Image.new("RGB", label.size, "black"), (x, y), label)
 
 
 def misclassified(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
@@ -67,10 +108,9 @@ def misclassified(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, 
 
     Each tile is captioned ``true→predicted confidence%``.
     """
-    from matplotlib import font_manager
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    font = ImageFont.truetype(font_manager.findfont("DejaVu Sans"), 11)
+    font = _font(11)
     wrong = np.flatnonzero(truth != predicted)
     wrong = wrong[np.argsort(-confidence[wrong])][:limit]
     _, _, h, w = images.shape

@@ -6,6 +6,7 @@ The one place where Optuna, the trainer and tracking meet.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -16,6 +17,7 @@ import tempfile
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -153,10 +155,12 @@ class Objective:
     """Runs one trial: samples a configuration, trains it, and records everything in MLflow."""
 
     def __init__(self, sweep: Sweep, data: datamod.Data, tracker: Tracker, parent: str, *, device: str | None,
-                 progress: bool):
+                 progress: bool, figures: ThreadPoolExecutor | None = None):
         self.sweep, self.data, self.tracker, self.parent = sweep, data, tracker, parent
         self.device, self.progress = device, progress
         self.metric = sweep.objectives[0]
+        # Figures are drawn here, in the background while the next trial trains, or inline without an executor.
+        self.figures = figures
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         baseline = trial.user_attrs.get("baseline")
@@ -242,22 +246,39 @@ class Objective:
         from safetensors.torch import save_file
 
         model = copy_model(result.model).eval()
-        spec, split = self.data.spec, self.data.test
-        title = f"{self.sweep.study_name} trial {trial.number}: {config.arch}"
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
             (folder / "config.json").write_text(json.dumps(config.params(), indent=1))
-            if self.sweep.tracking.plots:
+            self.tracker.log_artifacts(run_id, folder)
+        if self.sweep.tracking.plots:
+            title = f"{self.sweep.study_name} trial {trial.number}: {config.arch}"
+            draw = functools.partial(self._figures, run_id, title, result.history, test)
+            if self.figures is None:
+                draw()
+            else:
+                self.figures.submit(draw)
+        if self.sweep.tracking.log_model == "all":
+            log_model(self.tracker, run_id, model, self.data)
+
+    def _figures(self, run_id: str, title: str, history, test) -> None:
+        """Draw a trial's learning curves, confusion matrix and misclassified test images, and log them to its run.
+
+        Nothing a resumed sweep or an export needs is drawn here, so a failure only warns.
+        """
+        spec, split = self.data.spec, self.data.test
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                folder = Path(tmp)
                 truth, pred = split.y.cpu().numpy(), test.predictions.numpy()
-                plots.learning_curves(result.history, folder / "learning_curves.png", title)
+                plots.learning_curves(history, folder / "learning_curves.png", title)
                 plots.confusion_matrix(truth, pred, spec.classes, folder / "confusion_matrix.png",
                                        f"{title}: test set")
                 plots.misclassified(split.x.cpu().numpy(), truth, pred, test.confidences.numpy(), spec.classes,
                                     folder / "misclassified.png", title)
-            self.tracker.log_artifacts(run_id, folder)
-        if self.sweep.tracking.log_model == "all":
-            log_model(self.tracker, run_id, model, self.data)
+                self.tracker.log_artifacts(run_id, folder)
+        except Exception as err:  # noqa: BLE001 - a figure never fails a trained, recorded trial
+            print(f"warning: the figures of {title} were not logged: {type(err).__name__}: {err}", file=sys.stderr)
 
 
 def log_model(tracker: Tracker, run_id: str, model: torch.nn.Module, data: datamod.Data) -> None:
@@ -436,7 +457,10 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
     data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
     study = _patiently(sweep, lambda: open_study(sweep))
     tracker = Tracker(sweep.study_name)
-    objective = Objective(sweep, data, tracker, study.user_attrs[PARENT_ATTR], device=device, progress=progress)
+    # One thread draws each finished trial's figures while the next trial trains (docs/benchmarks.md: overhead).
+    figures = ThreadPoolExecutor(1, thread_name_prefix="cnnbench-figures")
+    objective = Objective(sweep, data, tracker, study.user_attrs[PARENT_ATTR], device=device, progress=progress,
+                          figures=figures)
     deadline = time.monotonic() + sweep.timeout if sweep.timeout else None
     bar = _SweepBar(study, sweep.trials, progress)
     failures = 0
@@ -476,6 +500,7 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
             with contextlib.suppress(Exception):
                 bar(study)
     finally:
+        figures.shutdown(wait=True)
         bar.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 from typing import Callable
 
@@ -87,6 +88,7 @@ def create_model(
     return builder(in_channels=in_channels, num_classes=num_classes, input_size=tuple(input_size), **given)
 
 
+@functools.lru_cache(maxsize=512)  # a sweep checks the same few shapes again and again
 def check_model(name: str, *, in_channels: int, num_classes: int, input_size: tuple[int, int], **hparams) -> int:
     """Build ``name`` on the meta device, run one forward pass there, and return its parameter count.
 

@@ -1,0 +1,68 @@
+"""The per-trial figures: what they show, and that a figure that fails to draw never fails a trial."""
+
+import numpy as np
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from cnnbench import plots
+from cnnbench.train import EpochMetrics
+
+
+def _darkness(path) -> float:
+    return 255 - float(np.asarray(Image.open(path).convert("L")).mean())
+
+
+def test_the_confusion_matrix_is_shaded_by_count_and_sized_by_classes(tmp_path):
+    truth = np.repeat(np.arange(10), 50)
+    right = plots.confusion_matrix(truth, truth, [str(i) for i in range(10)], tmp_path / "right.png", "all right")
+    wrong = plots.confusion_matrix(truth, np.zeros_like(truth), [str(i) for i in range(10)], tmp_path / "wrong.png",
+                                   "all class 0")
+    with Image.open(right) as a, Image.open(wrong) as b:
+        assert a.size == b.size and a.mode == "RGB"
+        # Ten dark cells on the diagonal, or ten in the first column: the same ink, in other places.
+        assert np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).sum() > 0
+    assert _darkness(right) == pytest.approx(_darkness(wrong), rel=0.05)
+    many = plots.confusion_matrix(np.arange(100), np.arange(100), [f"c{i}" for i in range(100)],
+                                  tmp_path / "many.png", "a hundred classes")
+    with Image.open(many) as c, Image.open(right) as a:
+        assert c.width > a.width and c.height > a.height
+
+
+def test_learning_curves_and_the_misclassified_grid_are_drawn(tmp_path):
+    history = [EpochMetrics(e, 1 / e, 0.9, 1 / e, 0.9, 0.1, 1.0, 100.0) for e in (1, 2, 3)]
+    curves = plots.learning_curves(history, tmp_path / "curves.png", "three epochs")
+    images = np.zeros((4, 1, 28, 28), dtype=np.uint8)
+    grid = plots.misclassified(images, np.array([0, 1, 2, 3]), np.array([0, 2, 2, 0]), np.full(4, 0.9),
+                               [str(i) for i in range(10)], tmp_path / "grid.png", "two wrong")
+    none = plots.misclassified(images, np.arange(4), np.arange(4), np.full(4, 0.9), [str(i) for i in range(10)],
+                               tmp_path / "none.png", "none wrong")
+    for path in (curves, grid, none):
+        with Image.open(path) as img:
+            assert img.width > 100 and img.height > 50
+    assert _darkness(grid) > _darkness(none)  # two captioned tiles
+
+
+def test_a_figure_that_fails_to_draw_warns_and_the_trial_still_completes(tmp_path, tiny_data, monkeypatch, capsys):
+    from cnnbench import space, sweep
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no ink")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setattr(plots, "learning_curves", broken)
+    definition = space.Sweep(dataset="mnist", study="figures", trials=2, epochs=1, sampler="random", pruner="none",
+                             fixed={"arch": "two_conv", "width": 4, "batch_size": 32, "val_fraction": 0.2,
+                                    "device": "cpu"},
+                             tracking={"log_model": "none"})
+    outcome = sweep.run(definition, data_dir=str(tiny_data), progress=False, echo=lambda _: None)
+    assert outcome.complete == 2
+    assert capsys.readouterr().err.count("warning: the figures of figures trial") == 2
+    client = MlflowClient()
+    study = optuna.load_study(study_name="figures", storage=sweep.open_storage(None))
+    for t in study.trials:
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.info.status == "FINISHED" and run.data.tags["cnnbench.state"] == "COMPLETE"
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} == {"config.json", "model.safetensors"}
