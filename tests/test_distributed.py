@@ -59,6 +59,30 @@ def finish(proc: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
     return proc.returncode, out + err
 
 
+class Watched:
+    """A started command whose output is read while it runs, so that a test can wait for a line of it."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.lines = proc, []
+        self.readers = [threading.Thread(target=self._read, args=(stream,), daemon=True)
+                        for stream in (proc.stdout, proc.stderr)]
+        for reader in self.readers:
+            reader.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line)
+
+    def said(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    def finish(self, timeout: float = 600) -> tuple[int, str]:
+        code = self.proc.wait(timeout=timeout)
+        for reader in self.readers:
+            reader.join(timeout=10)
+        return code, "".join(self.lines)
+
+
 def trials_of(url: str | None, name: str = "dist") -> list[optuna.trial.FrozenTrial]:
     return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
 
@@ -427,8 +451,6 @@ def test_a_checkpoint_write_killed_part_way_leaves_the_previous_one_loadable(tmp
     assert seen == 5
 
 
-# Timing-sensitive: the outage must overlap a call to the server; on a loaded machine it can miss.
-@pytest.mark.slow
 def test_the_mlflow_server_going_away_mid_sweep_delays_the_sweep_and_loses_nothing(tmp_path, tiny_data,
                                                                                   mlflow_server):
     proxy = Proxy(int(mlflow_server.rsplit(":", 1)[1])).start()
@@ -437,11 +459,12 @@ def test_the_mlflow_server_going_away_mid_sweep_delays_the_sweep_and_loses_nothi
     env = {"MLFLOW_TRACKING_URI": uri, "CNNBENCH_PATIENCE_SECONDS": "180"}
     proc = cnnbench(tmp_path, sweep, "--data-dir", str(tiny_data), "--trials", "3", env=env)
     try:
+        watched = Watched(proc)
         wait_for(lambda: running_trial(None))
         proxy.stop()
-        time.sleep(8)
+        wait_for(lambda: watched.said("is unreachable"))  # the outage has met a call, however loaded the machine
         proxy.start()
-        code, output = finish(proc)
+        code, output = watched.finish()
     finally:
         proc.kill()
     assert code == 0, output
@@ -467,8 +490,6 @@ def test_the_mlflow_server_going_away_mid_sweep_delays_the_sweep_and_loses_nothi
     proxy.stop()
 
 
-# Timing-sensitive: the outage must overlap a call to the server; on a loaded machine it can miss.
-@pytest.mark.slow
 def test_postgresql_going_away_mid_sweep_delays_the_sweep_and_loses_nothing(tmp_path, tiny_data, postgres_url):
     proxy = Proxy(5432).start()
     url = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
@@ -476,11 +497,12 @@ def test_postgresql_going_away_mid_sweep_delays_the_sweep_and_loses_nothing(tmp_
     env = {"CNNBENCH_PATIENCE_SECONDS": "180"}
     proc = cnnbench(tmp_path, sweep, "--data-dir", str(tiny_data), "--storage", url, "--trials", "3", env=env)
     try:
+        watched = Watched(proc)
         wait_for(lambda: running_trial(postgres_url))
         proxy.stop()
-        time.sleep(8)
+        wait_for(lambda: watched.said("is unreachable"))  # the outage has met a call, however loaded the machine
         proxy.start()
-        code, output = finish(proc)
+        code, output = watched.finish()
     finally:
         proc.kill()
     assert code == 0, output
