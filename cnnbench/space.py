@@ -103,7 +103,7 @@ class Sweep(_Strict):
     epochs: int = Field(3, gt=0)
     timeout: Optional[float] = Field(None, gt=0)
     sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
-    # Successive halving: only the best third of the trials at epoch 1 (then 3, 9, ...) train on.
+    # Successive halving: only the best quarter of the trials at epoch 1 (then 4, 16, ...) train on.
     pruner: Literal[PRUNERS] = "halving"  # type: ignore[valid-type]
     seed: int = 0
     workers: int = Field(1, gt=0)

@@ -73,7 +73,7 @@ def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
     p = optuna.pruners
     builders = {
         "median": lambda: p.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
-        "halving": lambda: p.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+        "halving": lambda: p.SuccessiveHalvingPruner(min_resource=1, reduction_factor=4),
         "hyperband": lambda: p.HyperbandPruner(min_resource=1, max_resource=sweep.epochs, reduction_factor=3),
         "none": lambda: p.NopPruner(),
     }
