@@ -111,10 +111,22 @@ class Tracker:
         return run_id
 
     def log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        """Log ``params`` (each once; values as strings, URLs without credentials)."""
+        """Log ``params`` (each once; values as strings, URLs without credentials).
+
+        A param that another process logs to the same run at the same moment with the same value (the
+        sweep commands of one study each record its best on the sweep's run) is not an error.
+        """
         items = [Param(k, redact(str(v))[:6000]) for k, v in params.items() if v is not None]
         for i in range(0, len(items), 100):
-            self._call(self.client.log_batch, run_id, params=items[i:i + 100])
+            batch = items[i:i + 100]
+            try:
+                self._call(self.client.log_batch, run_id, params=batch)
+            except mlflow.exceptions.MlflowException as err:
+                if not _duplicate_key(err):
+                    raise
+                # The other insert came between MLflow's check for existing params and its own insert; MLflow
+                # skips params already logged with the same value, so the second attempt inserts only the rest.
+                self._call(self.client.log_batch, run_id, params=batch)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float | None], step: int | None = None) -> None:
         """Log ``metrics`` at ``step`` in one call; ``None`` values are skipped."""
@@ -161,6 +173,13 @@ class Tracker:
     def url(self, run_id: str) -> str:
         """Return where a person finds the run: the UI path under the tracking URI."""
         return f"{redact(tracking_uri())}#/experiments/{self.experiment_id}/runs/{run_id}"
+
+
+def _duplicate_key(err: BaseException) -> bool:
+    """Whether ``err`` is a database's unique-key violation (SQLite, PostgreSQL, MySQL; direct or via a server)."""
+    text = str(err)
+    return any(s in text for s in ("UNIQUE constraint failed", "duplicate key value", "Duplicate entry",
+                                   "IntegrityError"))
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -565,3 +565,31 @@ def test_a_server_started_for_other_machines_warns(tmp_path, monkeypatch):
         with tracking.server("sqlite:///x.db", tmp_path):
             pass
     assert started[1][started[1].index("--host") + 1] == "127.0.0.1"
+
+
+def test_params_another_command_logs_to_the_same_run_at_the_same_moment_are_not_an_error(tmp_path, monkeypatch):
+    # Seen with 16 commands of one study ending together: each records the study's best on the sweep's run.
+    import mlflow
+    import sqlalchemy.exc
+
+    from cnnbench.tracking import Tracker
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker("race")
+    run_id = tracker.start("sweep-race", tags={})
+    other, real = MlflowClient(), tracker.client.log_batch
+    raced = []
+
+    def log_batch(run, **kwargs):
+        if kwargs.get("params") and not raced:
+            raced.append(1)
+            other.log_batch(run, params=kwargs["params"][:1])  # the other command's insert lands first
+            cause = sqlalchemy.exc.IntegrityError("INSERT INTO params", {}, Exception("UNIQUE constraint failed"))
+            raise mlflow.exceptions.MlflowException(f"(sqlite3.IntegrityError) {cause}") from cause
+        return real(run, **kwargs)
+
+    monkeypatch.setattr(tracker.client, "log_batch", log_batch)
+    tracker.log_params(run_id, {"best.lr": 0.01, "best.width": 4})
+    assert raced and MlflowClient().get_run(run_id).data.params == {"best.lr": "0.01", "best.width": "4"}
+    with pytest.raises(mlflow.exceptions.MlflowException, match="Changing param values is not allowed"):
+        tracker.log_params(run_id, {"best.lr": 0.02})  # a real conflict is still an error
