@@ -6,7 +6,6 @@ The one place where Optuna, the trainer and tracking meet.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import math
 import os
@@ -155,12 +154,11 @@ class Objective:
     """Runs one trial: samples a configuration, trains it, and records everything in MLflow."""
 
     def __init__(self, sweep: Sweep, data: datamod.Data, tracker: Tracker, parent: str, *, device: str | None,
-                 progress: bool, figures: ThreadPoolExecutor | None = None):
+                 progress: bool, figures: ThreadPoolExecutor):
         self.sweep, self.data, self.tracker, self.parent = sweep, data, tracker, parent
         self.device, self.progress = device, progress
         self.metric = sweep.objectives[0]
-        # Figures are drawn here, in the background while the next trial trains, or inline without an executor.
-        self.figures = figures
+        self.figures = figures  # draws each finished trial's figures while the next one trains
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         baseline = trial.user_attrs.get("baseline")
@@ -253,11 +251,7 @@ class Objective:
             self.tracker.log_artifacts(run_id, folder)
         if self.sweep.tracking.plots:
             title = f"{self.sweep.study_name} trial {trial.number}: {config.arch}"
-            draw = functools.partial(self._figures, run_id, title, result.history, test)
-            if self.figures is None:
-                draw()
-            else:
-                self.figures.submit(draw)
+            self.figures.submit(self._figures, run_id, title, result.history, test)
         if self.sweep.tracking.log_model == "all":
             log_model(self.tracker, run_id, model, self.data)
 
