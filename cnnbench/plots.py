@@ -56,8 +56,8 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: Sequence
     font = _font(11)
     cell = max(6, min(36, 420 // n))
     labels = [c[:10] for c in classes]
-    margin_left = 26 + (max(int(font.getlength(c)) for c in labels) if cell >= 12 else 0) + 6
-    margin_top, margin_bottom = 28, 24 + (max(int(font.getlength(c)) for c in labels) if cell >= 12 else 0) + 6
+    label_room = max(int(font.getlength(c)) for c in labels) + 6 if cell >= 12 else 6  # class names, if shown
+    margin_left, margin_top, margin_bottom = 26 + label_room, 28, 24 + label_room
     width = margin_left + n * cell + 12
     sheet = Image.new("RGB", (max(width, int(font.getlength(title)) + 16), margin_top + n * cell + margin_bottom),
                       "white")
