@@ -1,7 +1,8 @@
 """Goal 3: the best CIFAR-10 test accuracy reached within 10 minutes of training on this machine.
 
-Trains the ``cifar10_airbench`` preset for :data:`EPOCHS` epochs through the command line. On a GPU the goal is the time
-to 94% against the published airbench94 time; where no GPU is lent that figure is not measured.
+Trains the ``cifar10_airbench`` preset for :data:`EPOCHS` epochs through the command line. On a
+GPU the goal is the time to 94% against the published airbench94 time; where no GPU is lent that
+figure is not measured.
 """
 
 from __future__ import annotations
