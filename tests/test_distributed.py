@@ -38,6 +38,9 @@ space:
   lr: {{low: 1e-3, high: 1e-2, log: true}}
 tracking: {{log_model: none, plots: false}}
 """
+# Epochs of a trial that a test must catch running: on the tiny data one epoch takes about 0.1 s and a look at
+# the study up to 0.1 s, so a trial of LONG epochs lasts for many looks, however fast the machine.
+LONG = 30
 
 
 def write_sweep(folder: Path, epochs: int = 1, batch: int = 32) -> Path:
@@ -134,6 +137,12 @@ class Proxy:
     def stop(self) -> None:
         with self.lock:
             if self.listener is not None:
+                # close() alone leaves the socket listening while the accept thread is blocked on it (Linux),
+                # so the port would still take connections and refuse a new bind; shutdown() wakes accept().
+                try:
+                    self.listener.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
                 self.listener.close()
                 self.listener = None
             for conn in self.conns:
@@ -214,9 +223,13 @@ def mlflow_server(tmp_path, postgres_url):
             admin.execute(f"DROP DATABASE IF EXISTS {backend.rsplit('/', 1)[1]} WITH (FORCE)")
 
 
-def wait_for(predicate, timeout: float = 300, every: float = 0.3):
+def wait_for(predicate, timeout: float = 300, every: float = 0.3, proc: subprocess.Popen | None = None):
+    """Poll ``predicate`` until it holds; with ``proc``, fail at once (with its output) should it end first."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            code, output = finish(proc)
+            raise AssertionError(f"the command ended (exit {code}) before {predicate} held:\n{output}")
         try:
             value = predicate()
         except Exception:
@@ -270,10 +283,10 @@ def test_threads_are_shared_out_between_workers(monkeypatch):
 
 
 def test_a_running_study_is_refused_to_a_second_sweep_unless_it_joins(tmp_path, tiny_data):
-    sweep = write_sweep(tmp_path, epochs=6, batch=4)
+    sweep = write_sweep(tmp_path, epochs=LONG, batch=4)
     first = cnnbench(tmp_path, sweep, "--data-dir", str(tiny_data), "--trials", "2")
     try:
-        wait_for(lambda: running_trial(None))
+        wait_for(lambda: running_trial(None), proc=first)
         res = CliRunner().invoke(main, ["sweep", str(sweep), "--data-dir", str(tiny_data), "--trials", "2"])
         assert res.exit_code == 2, res.output
         assert f"is being run right now by {socket.gethostname()}:{first.pid}" in res.output
@@ -379,7 +392,7 @@ def test_a_sweep_with_several_workers_against_postgresql_and_an_mlflow_server(tm
 @pytest.mark.parametrize("storage", ["journal", "postgresql"])
 def test_killed_workers_are_replaced_and_their_trials_retried(tmp_path, tiny_data, storage, request):
     url = request.getfixturevalue("postgres_url") if storage == "postgresql" else None
-    sweep = write_sweep(tmp_path, epochs=4, batch=4)
+    sweep = write_sweep(tmp_path, epochs=LONG, batch=4)
     args = ["--data-dir", str(tiny_data), "--workers", "2", "--trials", "3"] + (["--storage", url] if url else [])
     proc = cnnbench(tmp_path, sweep, *args)
     killed = []
@@ -455,7 +468,7 @@ def test_the_mlflow_server_going_away_mid_sweep_delays_the_sweep_and_loses_nothi
                                                                                   mlflow_server):
     proxy = Proxy(int(mlflow_server.rsplit(":", 1)[1])).start()
     uri = f"http://127.0.0.1:{proxy.port}"
-    sweep = write_sweep(tmp_path, epochs=3, batch=4)
+    sweep = write_sweep(tmp_path, epochs=LONG, batch=4)
     env = {"MLFLOW_TRACKING_URI": uri, "CNNBENCH_PATIENCE_SECONDS": "180"}
     proc = cnnbench(tmp_path, sweep, "--data-dir", str(tiny_data), "--trials", "3", env=env)
     try:
@@ -475,9 +488,9 @@ def test_the_mlflow_server_going_away_mid_sweep_delays_the_sweep_and_loses_nothi
     check_one_to_one(trials, MlflowClient(uri))
 
     # Down for longer than the worker waits: it stops with the reason; the study completes once it is back.
-    more = ["--data-dir", str(tiny_data), "--trials", "4"]
+    more = ["--data-dir", str(tiny_data), "--trials", "6"]
     proc = cnnbench(tmp_path, sweep, *more, env={**env, "CNNBENCH_PATIENCE_SECONDS": "4"})
-    wait_for(lambda: running_trial(None))
+    wait_for(lambda: running_trial(None), proc=proc)
     proxy.stop()
     code, output = finish(proc)
     assert code == 1 and "was unreachable for 4 s" in output, output
@@ -485,7 +498,7 @@ def test_the_mlflow_server_going_away_mid_sweep_delays_the_sweep_and_loses_nothi
     code, output = finish(cnnbench(tmp_path, sweep, *more, env=env))
     assert code == 0, output
     trials = trials_of(None)
-    assert finished(trials) == 4 and "RUNNING" not in {t.state.name for t in trials}
+    assert finished(trials) == 6 and "RUNNING" not in {t.state.name for t in trials}
     check_one_to_one(trials, MlflowClient(uri))
     proxy.stop()
 
@@ -493,7 +506,7 @@ def test_the_mlflow_server_going_away_mid_sweep_delays_the_sweep_and_loses_nothi
 def test_postgresql_going_away_mid_sweep_delays_the_sweep_and_loses_nothing(tmp_path, tiny_data, postgres_url):
     proxy = Proxy(5432).start()
     url = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-    sweep = write_sweep(tmp_path, epochs=3, batch=4)
+    sweep = write_sweep(tmp_path, epochs=LONG, batch=4)
     env = {"CNNBENCH_PATIENCE_SECONDS": "180"}
     proc = cnnbench(tmp_path, sweep, "--data-dir", str(tiny_data), "--storage", url, "--trials", "3", env=env)
     try:
@@ -513,9 +526,9 @@ def test_postgresql_going_away_mid_sweep_delays_the_sweep_and_loses_nothing(tmp_
     check_one_to_one(trials, MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"))
 
     # Down for longer than the worker waits: it stops with the reason; the study completes once it is back.
-    sweep_more = ["--data-dir", str(tiny_data), "--storage", url, "--trials", "4"]
+    sweep_more = ["--data-dir", str(tiny_data), "--storage", url, "--trials", "6"]
     proc = cnnbench(tmp_path, sweep, *sweep_more, env={"CNNBENCH_PATIENCE_SECONDS": "4"})
-    wait_for(lambda: running_trial(postgres_url))
+    wait_for(lambda: running_trial(postgres_url), proc=proc)
     proxy.stop()
     code, output = finish(proc)
     assert code == 1 and "was unreachable for 4 s" in output, output
@@ -523,7 +536,7 @@ def test_postgresql_going_away_mid_sweep_delays_the_sweep_and_loses_nothing(tmp_
     code, output = finish(cnnbench(tmp_path, sweep, *sweep_more))
     assert code == 0, output
     trials = trials_of(postgres_url)
-    assert finished(trials) == 4 and "RUNNING" not in {t.state.name for t in trials}
+    assert finished(trials) == 6 and "RUNNING" not in {t.state.name for t in trials}
     check_one_to_one(trials, MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}"))
     proxy.stop()
 
