@@ -1,13 +1,15 @@
 """Per-run figures: learning curves, a confusion matrix and a grid of misclassified images.
 
-The curves are drawn with matplotlib's object API (no pyplot state), so they may be drawn from any
-thread; the confusion matrix and the image grid are composed with Pillow, which draws them about
-ten times faster than matplotlib (every trial of a sweep draws them; docs/benchmarks.md).
+Every trial of a sweep draws all three, so they are made cheap (docs/benchmarks.md, overhead): the
+curves with matplotlib's object API (no pyplot state), on a figure each thread keeps and redraws;
+the confusion matrix and the image grid composed with Pillow, about ten times faster than
+matplotlib. PNGs are written with light compression: a few KB larger, twice as fast to write.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -22,23 +24,48 @@ DPI = 80
 
 def learning_curves(history: Sequence, path: str | os.PathLike, title: str) -> Path:
     """Draw loss and accuracy per epoch (train and validation) to the PNG ``path``; return it."""
+    with_val = bool(history) and history[0].val_loss is not None
+    # Each thread keeps its figure and redraws it with new data: a fresh one costs twice the time, most
+    # of it making axes and ticks (every trial of a sweep draws one; docs/benchmarks.md).
+    templates = _templates.__dict__.setdefault("curves", {})
+    if with_val not in templates:
+        templates[with_val] = _curves_template(with_val)
+    fig, canvas, axes, lines = templates[with_val]
     epochs = [m.epoch for m in history]
+    series = [[m.train_loss for m in history], [100 * m.train_acc for m in history]]
+    if with_val:
+        series += [[m.val_loss for m in history], [100 * m.val_acc for m in history]]
+    for line, values in zip(lines, series):
+        line.set_data(epochs, values)
+    for ax in axes:
+        ax.relim()
+        ax.autoscale_view()
+    fig.suptitle(title)
+    path = Path(path)
+    canvas.print_png(str(path), pil_kwargs={"compress_level": 1})
+    return path
+
+
+_templates = threading.local()
+
+
+def _curves_template(with_val: bool):
     fig = Figure(figsize=(8, 3.2), dpi=DPI)
+    canvas = FigureCanvasAgg(fig)
     ax_loss, ax_acc = fig.subplots(1, 2)
-    ax_loss.plot(epochs, [m.train_loss for m in history], "o-", color=PALETTE[0], label="train")
-    ax_acc.plot(epochs, [100 * m.train_acc for m in history], "o-", color=PALETTE[0], label="train")
-    if history and history[0].val_loss is not None:
-        ax_loss.plot(epochs, [m.val_loss for m in history], "s--", color=PALETTE[1], label="validation")
-        ax_acc.plot(epochs, [100 * m.val_acc for m in history], "s--", color=PALETTE[1], label="validation")
+    lines = [ax_loss.plot([], [], "o-", color=PALETTE[0], label="train")[0],
+             ax_acc.plot([], [], "o-", color=PALETTE[0], label="train")[0]]
+    if with_val:
+        lines += [ax_loss.plot([], [], "s--", color=PALETTE[1], label="validation")[0],
+                  ax_acc.plot([], [], "s--", color=PALETTE[1], label="validation")[0]]
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy loss", title="Loss")
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.suptitle(title)
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.82, wspace=0.28)
-    return _save(fig, path)
+    return fig, canvas, (ax_loss, ax_acc), lines
 
 
 def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: Sequence[str],
@@ -77,7 +104,7 @@ def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, classes: Sequence
     _vertical_text(sheet, "true class", (8, margin_top + n * cell // 2), font, centre=True)
     draw.text((margin_left + n * cell / 2, sheet.height - 6), "predicted class", fill="black", font=font, anchor="md")
     path = Path(path)
-    sheet.save(path)
+    sheet.save(path, compress_level=1)
     return path
 
 
@@ -131,7 +158,7 @@ def misclassified(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, 
     if not len(wrong):
         draw.text((pad, 30), "no misclassified images", fill="black", font=font)
     path = Path(path)
-    sheet.save(path)
+    sheet.save(path, compress_level=1)
     return path
 
 
