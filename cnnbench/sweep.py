@@ -16,7 +16,6 @@ import tempfile
 import threading
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -154,11 +153,10 @@ class Objective:
     """Runs one trial: samples a configuration, trains it, and records everything in MLflow."""
 
     def __init__(self, sweep: Sweep, data: datamod.Data, tracker: Tracker, parent: str, *, device: str | None,
-                 progress: bool, figures: ThreadPoolExecutor):
+                 progress: bool):
         self.sweep, self.data, self.tracker, self.parent = sweep, data, tracker, parent
         self.device, self.progress = device, progress
         self.metric = sweep.objectives[0]
-        self.figures = figures  # draws each finished trial's figures while the next one trains
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
         baseline = trial.user_attrs.get("baseline")
@@ -244,35 +242,31 @@ class Objective:
         from safetensors.torch import save_file
 
         model = copy_model(result.model).eval()
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:  # one upload: each is a store round trip
             folder = Path(tmp)
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
             (folder / "config.json").write_text(json.dumps(config.params(), indent=1))
+            if self.sweep.tracking.plots:
+                self._figures(folder, f"{self.sweep.study_name} trial {trial.number}: {config.arch}",
+                              result.history, test)
             self.tracker.log_artifacts(run_id, folder)
-        if self.sweep.tracking.plots:
-            title = f"{self.sweep.study_name} trial {trial.number}: {config.arch}"
-            self.figures.submit(self._figures, run_id, title, result.history, test)
         if self.sweep.tracking.log_model == "all":
             log_model(self.tracker, run_id, model, self.data)
 
-    def _figures(self, run_id: str, title: str, history, test) -> None:
-        """Draw a trial's learning curves, confusion matrix and misclassified test images, and log them to its run.
+    def _figures(self, folder: Path, title: str, history, test) -> None:
+        """Draw a trial's learning curves, confusion matrix and misclassified test images into ``folder``.
 
         Nothing a resumed sweep or an export needs is drawn here, so a failure only warns.
         """
         spec, split = self.data.spec, self.data.test
+        truth, pred = split.y.cpu().numpy(), test.predictions.numpy()
         try:
-            with tempfile.TemporaryDirectory() as tmp:
-                folder = Path(tmp)
-                truth, pred = split.y.cpu().numpy(), test.predictions.numpy()
-                plots.learning_curves(history, folder / "learning_curves.png", title)
-                plots.confusion_matrix(truth, pred, spec.classes, folder / "confusion_matrix.png",
-                                       f"{title}: test set")
-                plots.misclassified(split.x.cpu().numpy(), truth, pred, test.confidences.numpy(), spec.classes,
-                                    folder / "misclassified.png", title)
-                self.tracker.log_artifacts(run_id, folder)
+            plots.learning_curves(history, folder / "learning_curves.png", title)
+            plots.confusion_matrix(truth, pred, spec.classes, folder / "confusion_matrix.png", f"{title}: test set")
+            plots.misclassified(split.x.cpu().numpy(), truth, pred, test.confidences.numpy(), spec.classes,
+                                folder / "misclassified.png", title)
         except Exception as err:  # noqa: BLE001 - a figure never fails a trained, recorded trial
-            print(f"warning: the figures of {title} were not logged: {type(err).__name__}: {err}", file=sys.stderr)
+            print(f"warning: the figures of {title} were not all drawn: {type(err).__name__}: {err}", file=sys.stderr)
 
 
 def log_model(tracker: Tracker, run_id: str, model: torch.nn.Module, data: datamod.Data) -> None:
@@ -451,10 +445,7 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
     data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
     study = _patiently(sweep, lambda: open_study(sweep))
     tracker = Tracker(sweep.study_name)
-    # One thread draws each finished trial's figures while the next trial trains (docs/benchmarks.md: overhead).
-    figures = ThreadPoolExecutor(1, thread_name_prefix="cnnbench-figures")
-    objective = Objective(sweep, data, tracker, study.user_attrs[PARENT_ATTR], device=device, progress=progress,
-                          figures=figures)
+    objective = Objective(sweep, data, tracker, study.user_attrs[PARENT_ATTR], device=device, progress=progress)
     deadline = time.monotonic() + sweep.timeout if sweep.timeout else None
     bar = _SweepBar(study, sweep.trials, progress)
     failures = 0
@@ -494,7 +485,6 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
             with contextlib.suppress(Exception):
                 bar(study)
     finally:
-        figures.shutdown(wait=True)
         bar.close()
 
 
