@@ -253,6 +253,9 @@ def export_run_info(tracker: Tracker, run_id: str) -> dict[str, Any]:
 
 def download_artifact(run_id: str, path: str, dst: str | os.PathLike) -> Path:
     """Download one artifact of a run into ``dst``; return its local path."""
+    # MLflow draws a progress bar for every download, even of one small file, in the middle of a sweep's
+    # summary; a user who sets the variable keeps their choice.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
 
 
