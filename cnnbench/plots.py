@@ -20,6 +20,8 @@ from matplotlib.figure import Figure
 #: Okabe-Ito colours: distinguishable with every common colour-vision deficiency.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 DPI = 80
+#: Per thread, the learning-curve figures :func:`learning_curves` redraws (matplotlib figures are not thread-safe).
+_templates = threading.local()
 
 
 def learning_curves(history: Sequence, path: str | os.PathLike, title: str) -> Path:
@@ -44,9 +46,6 @@ def learning_curves(history: Sequence, path: str | os.PathLike, title: str) -> P
     path = Path(path)
     canvas.print_png(str(path), pil_kwargs={"compress_level": 1})
     return path
-
-
-_templates = threading.local()
 
 
 def _curves_template(with_val: bool):
@@ -159,10 +158,4 @@ def misclassified(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, 
         draw.text((pad, 30), "no misclassified images", fill="black", font=font)
     path = Path(path)
     sheet.save(path, compress_level=1)
-    return path
-
-
-def _save(fig: Figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    FigureCanvasAgg(fig).print_png(str(path))
     return path
