@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -104,12 +105,24 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         if precision == "fp16" and device.type == "cpu":
             raise ConfigError("fp16 autocast is not supported on the CPU", hint="use --precision bf16 or fp32")
+        if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+            warnings.warn("bf16 on a CPU without AMX or AVX512-BF16 is emulated: training is several times slower "
+                          "than in fp32 here (--precision auto picks fp32)", stacklevel=2)
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     if device.type == "cpu" and cpu_has_fast_bf16():
         return "bf16"
     return "fp32"
+
+
+def uses_channels_last(device: torch.device, precision: str) -> bool:
+    """Return whether to train and evaluate in channels_last: on the CPU always, on CUDA with autocast.
+
+    oneDNN's CPU convolutions ran faster in it in fp32 too (1.1-1.75x a training step on an AVX2-only
+    CPU, docs/benchmarks.md), and bf16 autocast there needs it to pay off.
+    """
+    return device.type == "cpu" or (device.type == "cuda" and precision != "fp32")
 
 
 #: glibc's malloc hands large freed blocks back to the system and maps fresh ones, so each step's
@@ -188,7 +201,7 @@ def fit(
     """
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
-    channels_last = precision != "fp32" and device.type in ("cuda", "cpu")
+    channels_last = uses_channels_last(device, precision)
     if device.type == "cpu":
         keep_freed_memory()
     torch.manual_seed(config.seed)
@@ -305,7 +318,7 @@ def evaluate(
     split = split.to(device)
     mean, std = datamod.normalisation(spec, device)
     batches = datamod.Batches(split, config.eval_batch_size, mean, std,
-                              channels_last=precision != "fp32" and device.type in ("cuda", "cpu"))
+                              channels_last=uses_channels_last(device, precision))
     model.eval()
     loss_sum = torch.zeros((), device=device)
     preds, confs = [], []

@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from cnnbench import data
+from cnnbench import data, train
 from cnnbench.config import validate
 from cnnbench.errors import CheckpointError, ConfigError, DivergedError
 from cnnbench.train import check, evaluate, fit, load_checkpoint, resolve_device, resolve_precision, save_checkpoint
@@ -36,6 +36,13 @@ def test_same_seed_gives_the_same_metrics(tiny_data, precision):
     a, b = fit(cfg, d), fit(cfg, d)
     assert [m.train_loss for m in a.history] == [m.train_loss for m in b.history]
     assert [m.val_acc for m in a.history] == [m.val_acc for m in b.history]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_the_cpu_trains_in_channels_last_in_every_precision(tiny_data, precision):
+    result = fit(validate(dict(FAST, epochs=1, precision=precision)), data.load("mnist", tiny_data))
+    conv = [p for p in result.model.parameters() if p.dim() == 4][-1]  # the first has one input channel: both layouts
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
 
 
 def test_a_diverging_run_stops_with_a_clear_error(tiny_data):
@@ -137,6 +144,15 @@ def test_device_and_precision_resolution():
             resolve_device("cuda")
     with pytest.raises(ConfigError):
         resolve_precision("fp16", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_bf16_asked_for_on_a_cpu_without_bf16_hardware_warns_and_is_kept(monkeypatch, recwarn, fast):
+    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: fast)
+    assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
+    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if fast else "fp32")
+    assert [str(w.message).split(":")[0] for w in recwarn] == ([] if fast else
+                                                               ["bf16 on a CPU without AMX or AVX512-BF16 is emulated"])
 
 
 def test_keep_freed_memory_tunes_glibc_malloc_unless_told_not_to(monkeypatch):
