@@ -13,7 +13,7 @@ import shlex
 import click
 
 #: In the order they run: the cheap ones first, the sweeps last.
-NAMES = ("startup", "mnist_fast", "mnist_best", "seeds", "throughput", "time_to_99", "cifar10", "overhead",
+NAMES = ("startup", "layout", "mnist_fast", "mnist_best", "seeds", "throughput", "time_to_99", "cifar10", "overhead",
          "efficiency", "sweep")
 FORMATS = {"images/s": "{:,.0f}", "%": "{:.2f}", "s": "{:.2f}", "x": "{:.2f}", "points": "{:.2f}",
            "epochs": "{:.0f}"}
@@ -45,6 +45,7 @@ def main(quick: bool, only: tuple[str, ...], report: bool, data_dir: str | None)
 
     import cifar
     import efficiency
+    import layout
     import presets
     import startup
     import throughput
@@ -60,6 +61,7 @@ def main(quick: bool, only: tuple[str, ...], report: bool, data_dir: str | None)
         else:
             record = {
                 "startup": lambda: startup.run(ctx),
+                "layout": lambda: layout.run(ctx),
                 "throughput": lambda: throughput.run(ctx, command),
                 "cifar10": lambda: cifar.run(ctx),
                 "efficiency": lambda: efficiency.run(ctx),

@@ -2,13 +2,16 @@
 
 Both run in one benchmark run, one epoch each in turn (the seed's epoch runs, in a plain child
 process of its own, from the trainer's ``on_epoch_end`` hook), so a shared machine's load falls
-on both alike.
+on both alike. Between epochs, a large matrix product is timed: at its rate, the best a convolution
+gets on this machine, the net's FLOPs give a ceiling for any trainer that computes them.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 import sys
+import time
 from dataclasses import dataclass
 from statistics import median
 
@@ -48,6 +51,8 @@ def compare(pair: Pair, ctx: Context, epochs: int) -> dict:
     """
     config, _ = cfg.resolve(cfg.Layer.preset(pair.preset), cfg.Layer.flags({"epochs": epochs}))
     data = datamod.load(config.dataset, ctx.data_root, val_fraction=config.val_fraction)
+    precision = train.resolve_precision(config.precision, train.resolve_device(config.device))
+    rates = []  # the matrix-product rate after each pair of epochs: the machine's ceiling is the best of them
     loop = baseline.SeedProcess(pair.preset, ctx.data_root, batch_size=config.batch_size, lr=config.lr,
                                 seed=config.seed, threads=THREADS)
     seed_epochs, seed_test, load = [], [], []
@@ -56,6 +61,7 @@ def compare(pair: Pair, ctx: Context, epochs: int) -> dict:
         seed_epochs.append(loop.epoch())
         seed_test.append(loop.test_accuracy())  # not timed: gives the seed recipe's time to 99%
         load.append(os.getloadavg()[0])
+        rates.append(matmul_rate(precision))
         images, seconds = seed_epochs[-1]
         print(f"{pair.preset} epoch {metrics.epoch}/{epochs}: cnnbench {metrics.images_per_sec:,.0f} images/s, "
               f"seed way {images / seconds:,.0f} images/s (test {seed_test[-1]:.4f}), load {load[-1]:.1f}",
@@ -66,6 +72,7 @@ def compare(pair: Pair, ctx: Context, epochs: int) -> dict:
     finally:
         loop.close()
     test = train.evaluate(result.model, data.test, data.spec, config)
+    per_image = flops_per_image(result.model, data.spec.shape, config.batch_size)
     ours = [(m.images_per_sec * m.epoch_seconds, m.epoch_seconds) for m in result.history]
     speedups = [(n / s) / (n_seed / s_seed) for (n, s), (n_seed, s_seed) in zip(ours, seed_epochs)]
     return {
@@ -77,7 +84,33 @@ def compare(pair: Pair, ctx: Context, epochs: int) -> dict:
         "epoch_speedups": speedups,
         "median_epoch_speedup": median(speedups),
         "load_average": load,
+        "ceiling": {"flops_per_image": per_image, "matmul_flops_per_sec": rates,
+                    "images_per_sec": max(rates) / per_image},
     }
+
+
+def flops_per_image(model: torch.nn.Module, shape: tuple[int, ...], batch_size: int) -> float:
+    """Return the floating-point operations of one training step of ``model`` (forward and backward), per image."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = copy.deepcopy(model).train()
+    x, y = torch.randn(batch_size, *shape), torch.zeros(batch_size, dtype=torch.long)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() / batch_size
+
+
+def matmul_rate(precision: str, seconds: float = 1.0) -> float:
+    """Return the FLOP/s of a 1024x1024 matrix product in ``precision``: near the best a convolution gets here."""
+    n = 1024
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    with torch.autocast("cpu", torch.bfloat16, enabled=precision == "bf16"):
+        a @ b
+        start, count = time.perf_counter(), 0
+        while time.perf_counter() - start < seconds:
+            a @ b
+            count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start)
 
 
 def _seconds_to(target: float, epochs: list[tuple[int, float]], test_acc: list[float]) -> float | None:
@@ -100,6 +133,7 @@ def figures(pair: Pair, ctx: Context, epochs: int, run: dict, command: str) -> l
     lost = 100 * (run["seed"]["test_acc"] - run["cnnbench"]["test_acc"])  # negative: cnnbench is more accurate
     judge = ctx.judge if pair.judged else (lambda ok: None)
     tag = f"{pair.preset}, batch {run['batch_size']}"
+    bound, precision = run["ceiling"], run["cnnbench"]["precision"]
     reached = run["seed_seconds_to_99"]
     extra = [Figure(f"{tag}: seed way, training seconds to 99.0% test accuracy", reached, "s", "", None, command)] \
         if reached is not None else []
@@ -109,6 +143,11 @@ def figures(pair: Pair, ctx: Context, epochs: int, run: dict, command: str) -> l
                command),
         Figure(f"{tag}: speed-up", ours / seed, "x", f">= {MIN_RATIO:g}x" if pair.judged else "",
                judge(ours / seed >= MIN_RATIO), command),
+        Figure(f"{tag}: ceiling, images/s at this machine's {precision} matrix-product rate "
+               f"({max(bound['matmul_flops_per_sec']) / 1e9:,.0f} GFLOP/s, {bound['flops_per_image'] / 1e6:.1f} MFLOP "
+               "an image)", bound["images_per_sec"], "images/s", "", None, command),
+        Figure(f"{tag}: {MIN_RATIO:g}x the seed way, as a share of that ceiling",
+               100 * MIN_RATIO * seed / bound["images_per_sec"], "%", "", None, command),
         Figure(f"{tag}: test accuracy after {epochs} epochs, cnnbench", 100 * run["cnnbench"]["test_acc"], "%", "",
                None, command),
         Figure(f"{tag}: test accuracy after {epochs} epochs, seed way", 100 * run["seed"]["test_acc"], "%", "",
