@@ -119,8 +119,8 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 def uses_channels_last(device: torch.device, precision: str) -> bool:
     """Return whether to train and evaluate in channels_last: on the CPU always, on CUDA with autocast.
 
-    oneDNN's CPU convolutions ran faster in it in fp32 too (1.1-1.75x a training step on an AVX2-only
-    CPU, docs/benchmarks.md), and bf16 autocast there needs it to pay off.
+    oneDNN's CPU convolutions run faster in it in fp32 too (a training step 1.4-1.6x on an AVX2-only CPU,
+    docs/benchmarks.md section 6), and bf16 autocast there needs it to pay off.
     """
     return device.type == "cpu" or (device.type == "cuda" and precision != "fp32")
 
