@@ -285,9 +285,15 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
 
     for arch in options("arch"):
         kernels = [k for k in options("kernel_size") if k is not None] or [None]
+        # One value of every other searched setting that applies, so that a fixed setting that
+        # needs a searched one (nesterov, momentum) is checked with it and not without it.
+        sampled: dict[str, Any] = {"arch": arch}
+        for key, param in sweep.space.items():
+            if key not in sampled and key != "kernel_size" and param.applies(sampled):
+                sampled[key] = options(key)[0]
         errors = []
         for kernel in kernels:
-            values = {**sweep.fixed, "dataset": sweep.dataset, "arch": arch}
+            values = {**sweep.fixed, **sampled, "dataset": sweep.dataset}
             if kernel is not None and "kernel_size" in arch_params(arch):
                 values["kernel_size"] = int(kernel)
             try:

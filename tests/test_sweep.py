@@ -257,6 +257,15 @@ def test_bad_sweep_files_fail_before_anything_is_created(tmp_path, text, expecte
     assert not (tmp_path / "mlruns").exists()
 
 
+def test_a_fixed_setting_that_needs_a_searched_one_is_accepted(tmp_path):
+    from cnnbench.space import load_sweep
+
+    path = tmp_path / "nesterov.yaml"
+    path.write_text("dataset: mnist\nfixed: {arch: vgg, optimizer: sgd, nesterov: true}\n"
+                    "space: {momentum: {low: 0.8, high: 0.95}}\n")
+    assert load_sweep(str(path))[0].fixed["nesterov"] is True
+
+
 def test_bad_value_names_its_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("dataset: mnist\ntrials: 5\nspace:\n  lr: {low: 0.5, high: 0.1}\n")
