@@ -2,7 +2,9 @@
 
 One training step of each net, as the trainer runs it, on a batch already in memory, timed in
 every layout and precision side by side in one process; the figure that matters is how the
-combination ``--precision auto`` picks compares with the fastest one measured.
+combination ``--precision auto`` picks compares with the fastest one measured. The VGG nets are
+also timed with and without ``pool_first`` (max-pool before batch norm and ReLU), in the way
+``auto`` picks.
 """
 
 from __future__ import annotations
@@ -22,13 +24,18 @@ from suite import Context, Figure, Record
 PRESETS = ("seed004", "seed002", "seed003", "mnist_fast", "mnist_best")
 #: (layout, precision) pairs; contiguous bf16 is left out: bf16 autocast needs channels_last to pay off.
 WAYS = (("contiguous", "fp32"), ("channels_last", "fp32"), ("channels_last", "bf16"))
+#: Presets whose net takes ``pool_first``; each is timed with it on and off.
+POOL_FIRST = ("mnist_fast", "mnist_best")
 #: The automatic choice may be this much slower than the fastest way and still count as the fastest (timing noise).
 TOLERANCE = 0.9
 
 
-def images_per_sec(preset: str, layout: str, precision: str, seconds: float) -> float:
-    """Return the images/s of ``preset``'s training step in ``layout`` and ``precision`` on the CPU."""
-    config, _ = cfg.resolve(cfg.Layer.preset(preset), cfg.Layer.flags({"device": "cpu"}))
+def images_per_sec(preset: str, layout: str, precision: str, seconds: float, **settings) -> float:
+    """Return the images/s of ``preset``'s training step in ``layout`` and ``precision`` on the CPU.
+
+    ``settings`` override the preset's (``pool_first=True``, say).
+    """
+    config, _ = cfg.resolve(cfg.Layer.preset(preset), cfg.Layer.flags({**settings, "device": "cpu"}))
     spec = datamod.DATASETS.get(config.dataset)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     torch.manual_seed(0)
@@ -65,4 +72,13 @@ def run(ctx: Context) -> Record:
         record.figures.append(Figure(f"{preset}: the automatic choice ({chosen[0]}, {chosen[1]}) against the fastest",
                                      rates[chosen] / best, "x", f">= {TOLERANCE:g}",
                                      ctx.judge(rates[chosen] >= TOLERANCE * best), command))
+    record.details["pool_first"] = {}
+    for preset in POOL_FIRST[:1] if ctx.quick else POOL_FIRST:
+        rates = {on: images_per_sec(preset, *chosen, seconds, pool_first=on) for on in (False, True)}
+        record.details["pool_first"][preset] = {"off": rates[False], "on": rates[True]}
+        for on, rate in rates.items():
+            record.figures.append(Figure(f"{preset}: training step, pool_first {'on' if on else 'off'}", rate,
+                                         "images/s", "", None, command))
+        record.figures.append(Figure(f"{preset}: pool_first on against off", rates[True] / rates[False], "x", "",
+                                     None, command))
     return record

@@ -69,6 +69,8 @@ def _train_options(f):
         click.option("--width", type=int, help="Channels of the first convolution."),
         click.option("--depth", type=int, help="Blocks or layers per stage (resnet, vgg)."),
         click.option("--dropout", type=float, help="Dropout rate."),
+        click.option("--pool-first/--no-pool-first", default=None,
+                     help="Max-pool right after each stage's first conv (vgg): a quarter of the work after it."),
         click.option("--scheduler", help="Learning-rate schedule name."),
         click.option("--augment", help="Augmentation name (default: the dataset's)."),
         click.option("--val-fraction", type=float, help="Share of the training set held out for validation."),

@@ -30,6 +30,7 @@ class TrainConfig(BaseModel):
     width: Optional[int] = Field(None, gt=0)
     depth: Optional[int] = Field(None, gt=0)
     dropout: Optional[float] = Field(None, ge=0, lt=1)
+    pool_first: Optional[bool] = None
     # Optimisation.
     optimizer: str = "adam"
     lr: float = Field(1e-3, gt=0)
@@ -61,7 +62,7 @@ class TrainConfig(BaseModel):
 
     def arch_kwargs(self) -> dict[str, Any]:
         """Return the architecture hyper-parameters that are set."""
-        return {k: getattr(self, k) for k in ("kernel_size", "width", "depth", "dropout") if getattr(self, k) is not None}
+        return {k: getattr(self, k) for k in ARCH_FIELDS if getattr(self, k) is not None}
 
     def params(self) -> dict[str, Any]:
         """Return every field with a value, as plain values (for logging and export)."""
@@ -69,6 +70,8 @@ class TrainConfig(BaseModel):
 
 
 FIELDS = tuple(TrainConfig.model_fields)
+#: The fields that are architecture hyper-parameters, passed to the architecture's builder.
+ARCH_FIELDS = ("kernel_size", "width", "depth", "dropout", "pool_first")
 
 
 class Preset:

@@ -13,7 +13,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cnnbench.config import FIELDS, PRESETS, Layer, TrainConfig, load_yaml, schema_error, validate
+from cnnbench.config import ARCH_FIELDS, FIELDS, PRESETS, Layer, TrainConfig, load_yaml, schema_error, validate
 from cnnbench.errors import ConfigError
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "nsga2")
@@ -267,9 +267,8 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
             return p.values() if p.choices is not None else [p.low]
         return [sweep.fixed.get(key, TrainConfig.model_fields[key].default)]
 
-    for key, owner, takes in (("kernel_size", "arch", arch_params), ("width", "arch", arch_params),
-                              ("depth", "arch", arch_params), ("dropout", "arch", arch_params),
-                              ("momentum", "optimizer", optimizer_params), ("nesterov", "optimizer", optimizer_params)):
+    for key, owner, takes in ([(k, "arch", arch_params) for k in ARCH_FIELDS]
+                              + [("momentum", "optimizer", optimizer_params), ("nesterov", "optimizer", optimizer_params)]):
         if key not in sweep.space and sweep.fixed.get(key) is None:
             continue
         allowed = sweep.space[key].when.get(owner) if key in sweep.space else None

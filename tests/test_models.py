@@ -84,3 +84,14 @@ def test_an_architecture_rejects_a_parameter_it_does_not_take():
 def test_unknown_torchvision_model_suggests_a_name():
     with pytest.raises(ConfigError, match="did you mean 'tv:resnet18'"):
         check_model("tv:resnet81", in_channels=1, num_classes=10, input_size=(28, 28))
+
+
+def test_vgg_pool_first_normalises_pooled_maps_with_the_same_weights():
+    plain = create_model("vgg", in_channels=1, num_classes=10, input_size=28, width=8, depth=2)
+    early = create_model("vgg", in_channels=1, num_classes=10, input_size=28, width=8, depth=2, pool_first=True)
+    assert [p.shape for p in plain.parameters()] == [p.shape for p in early.parameters()]
+    sizes = []
+    for bn in (m for m in early.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.register_forward_hook(lambda m, args, out: sizes.append(out.shape[-1]))
+    assert early(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert sizes == [14, 14, 7, 7, 3, 3]  # the first conv of each stage pools; the second works at that size

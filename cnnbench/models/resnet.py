@@ -54,16 +54,22 @@ def resnet(
 def vgg(
     *, in_channels: int, num_classes: int, input_size: tuple[int, int],
     kernel_size: int = 3, width: int = 32, depth: int = 2, stages: int = 3, dropout: float = 0.0,
+    pool_first: bool = False,
 ) -> nn.Module:
-    """VGG-style net with BatchNorm: ``stages`` stages of ``depth`` conv-BN-ReLU layers and a max-pool."""
+    """VGG-style net with BatchNorm: ``stages`` stages of ``depth`` conv-BN-ReLU layers and a max-pool.
+
+    ``pool_first`` moves each stage's max-pool to right after its first conv, before its batch norm
+    and ReLU (as airbench does): they, and the stage's later convs, work on a quarter of the values.
+    """
     layers: list[nn.Module] = []
     c = in_channels
     for stage in range(stages):
         c_out = width * 2**stage
-        for _ in range(depth):
-            layers.append(conv_bn(c, c_out, kernel_size))
+        for i in range(depth):
+            layers.append(conv_bn(c, c_out, kernel_size, pool=pool_first and i == 0))
             c = c_out
-        layers.append(nn.MaxPool2d(2))
+        if not pool_first:
+            layers.append(nn.MaxPool2d(2))
     return _pooled_head(nn.Sequential(*layers), in_channels, input_size, num_classes, dropout)
 
 
