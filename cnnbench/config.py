@@ -106,9 +106,11 @@ PRESETS.add("seed004", Preset(
     "seed 004: two-conv net, Adam lr 1e-3, batch 64, 10 epochs",
     dataset="mnist", arch="two_conv", optimizer="adam", lr=1e-3, batch_size=64, epochs=10))
 PRESETS.add("mnist_fast", Preset(
-    "fastest to 99% on MNIST: a small BatchNorm VGG with 5x5 kernels, one-cycle SGD, batch 128, 1 epoch",
-    dataset="mnist", arch="vgg", width=16, depth=1, kernel_size=5, optimizer="sgd", lr=0.2, momentum=0.9,
-    nesterov=True, weight_decay=5e-4, batch_size=128, scheduler="onecycle", label_smoothing=0.1, epochs=1))
+    "fastest to 99% on MNIST: a narrow BatchNorm VGG (8-16-32, two 3x3 convs per stage, pool first), "
+    "one-cycle SGD, batch 64, 1 epoch",
+    dataset="mnist", arch="vgg", width=8, depth=2, kernel_size=3, pool_first=True, optimizer="sgd", lr=0.2,
+    momentum=0.9, nesterov=True, weight_decay=5e-4, batch_size=64, scheduler="onecycle", label_smoothing=0.1,
+    epochs=1))
 PRESETS.add("mnist_best", Preset(
     "99.5%+ on MNIST: BatchNorm VGG (two convs per stage), light affine augmentation, one-cycle SGD, 4 epochs",
     dataset="mnist", arch="vgg", width=16, depth=2, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
