@@ -288,7 +288,7 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
         # needs a searched one (nesterov, momentum) is checked with it and not without it.
         sampled: dict[str, Any] = {"arch": arch}
         for key, param in sweep.space.items():
-            if key not in sampled and key != "kernel_size" and param.applies(sampled):
+            if key not in ("arch", "kernel_size") and param.applies(sampled):
                 sampled[key] = options(key)[0]
         errors = []
         for kernel in kernels:

@@ -114,7 +114,7 @@ def conv_bn(c_in: int, c_out: int, kernel_size: int, stride: int = 1, pool: bool
     """Return a conv (padded to keep the size), batch norm and ReLU.
 
     With ``pool``, a 2x2 max-pool comes right after the conv, so that batch norm and ReLU (memory-bound,
-    and on a CPU as slow as the conv itself) work on a quarter of the values.
+    and on a CPU often as slow as a small conv) work on a quarter of the values.
     """
     conv = nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
     return nn.Sequential(conv, *([nn.MaxPool2d(2)] if pool else []), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
