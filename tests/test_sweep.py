@@ -266,6 +266,20 @@ def test_a_fixed_setting_that_needs_a_searched_one_is_accepted(tmp_path):
     assert load_sweep(str(path))[0].fixed["nesterov"] is True
 
 
+def test_the_shipped_mnist_sweep_pools_first_in_its_vgg_trials_only():
+    from cnnbench.space import load_sweep, suggest, trial_config
+    from cnnbench.train import check
+
+    sweep_def, _ = load_sweep("mnist")
+    common = {"kernel_size": 5, "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True,
+              "weight_decay": 1e-4, "batch_size": 128, "scheduler": "onecycle"}
+    vgg = suggest(optuna.trial.FixedTrial({**common, "arch": "vgg", "depth": 2, "pool_first": True}), sweep_def)
+    other = suggest(optuna.trial.FixedTrial({**common, "arch": "two_conv"}), sweep_def)
+    assert vgg["pool_first"] is True and "pool_first" not in other
+    for sampled in (vgg, other):
+        check(trial_config(sweep_def, sampled))
+
+
 def test_bad_value_names_its_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("dataset: mnist\ntrials: 5\nspace:\n  lr: {low: 0.5, high: 0.1}\n")
