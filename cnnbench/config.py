@@ -115,7 +115,8 @@ PRESETS.add("mnist_best", Preset(
     "99.5%+ on MNIST: BatchNorm VGG (two convs per stage, pool first), light affine augmentation, one-cycle SGD, "
     "4 epochs",
     dataset="mnist", arch="vgg", width=16, depth=2, pool_first=True, optimizer="sgd", lr=0.1, momentum=0.9,
-    nesterov=True, weight_decay=5e-4, batch_size=128, scheduler="onecycle", augment="affine", label_smoothing=0.1, epochs=4))
+    nesterov=True, weight_decay=5e-4, batch_size=128, scheduler="onecycle", augment="affine", label_smoothing=0.1,
+    epochs=4))
 PRESETS.add("cifar10_airbench", Preset(
     "fast CIFAR-10 net in the airbench style, Nesterov SGD, label smoothing, crop+flip, 10 epochs",
     dataset="cifar10", arch="airbench", optimizer="sgd", lr=0.2, momentum=0.85, nesterov=True, weight_decay=5e-4,
