@@ -24,13 +24,11 @@ def epochs_within(seconds_per_epoch: float, budget: float = MAX_SECONDS) -> int:
 
 def run(ctx: Context) -> Record:
     """Time one epoch, train the preset for the epochs that fit; return its test accuracy and time against the goal."""
-    probe, command = suite.train_cli(ctx, PRESET, "--epochs", "1")
-    runs = [probe]
+    summary, command = suite.train_cli(ctx, PRESET, "--epochs", "1")
+    runs = [summary]
     if not ctx.quick:
-        epochs = epochs_within(probe["train_seconds"])
-        summary, command = suite.train_cli(ctx, PRESET, "--epochs", str(epochs))
+        summary, command = suite.train_cli(ctx, PRESET, "--epochs", str(epochs_within(summary["train_seconds"])))
         runs.append(summary)
-    summary = runs[-1]
     acc, seconds = summary["test_acc"], summary["train_seconds"]
     record = Record("cifar10", suite.machine(), [], {"runs": runs})
     record.figures += [
