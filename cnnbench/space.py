@@ -183,8 +183,9 @@ def load_sweep(name: str, overrides: dict[str, Any] | None = None) -> tuple[Swee
     except ValidationError as err:
         first = err.errors()[0]["loc"]
         where = lines.get(tuple(first[:2])) or lines.get(tuple(first[:1]))
-        src = {k: (f"{path}:{where}" if where and k == str(first[0]) else v) for k, v in sources.items()}
-        raise schema_error(err, src, Sweep) from None
+        if where and str(first[0]) not in flags.sources:
+            sources = {**sources, str(first[0]): f"{path}:{where}"}
+        raise schema_error(err, sources, Sweep) from None
     check_sweep(sweep, path, lines, sources)
     return sweep, sources
 

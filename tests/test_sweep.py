@@ -287,6 +287,14 @@ def test_bad_value_names_its_line(tmp_path):
     assert res.exit_code == 2 and f"{path}:4" in res.output
 
 
+def test_a_bad_flag_is_blamed_on_the_flag_not_on_the_file_it_overrides(tmp_path):
+    path = tmp_path / "ok.yaml"
+    path.write_text("dataset: mnist\ntrials: 5\n")
+    res = CliRunner().invoke(main, ["sweep", str(path), "--trials", "0"])
+    assert res.exit_code == 2 and "--trials" in res.output, res.output
+    assert f"{path}:" not in res.output
+
+
 def test_best_export_matches_the_reported_accuracy_with_plain_torch(swept, tmp_path, tiny_data):
     res = CliRunner().invoke(main, ["best", "--export", str(tmp_path / "out"), "--register", "tiny-best"],
                              catch_exceptions=False)
