@@ -105,14 +105,15 @@ def load(export_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     """Return the model of an export (on the CPU, in eval mode) and its preprocessing settings.
 
     The network is rebuilt from ``config.yaml`` and its weights read from safetensors, so nothing
-    is unpickled. Raises :class:`CheckpointError` for a folder that is not a complete export.
+    is unpickled. Raises :class:`ConfigError` for a path that is not an export (bad input) and
+    :class:`CheckpointError` for an export that cannot be read.
     """
     export_dir = Path(export_dir)
     if not export_dir.is_dir():
-        raise CheckpointError(f"{export_dir} is not a folder", hint="give the folder that `export` wrote")
+        raise ConfigError(f"{export_dir} is not a folder", hint="give the folder that `export` wrote")
     missing = [name for name in REQUIRED if not (export_dir / name).is_file()]
     if missing:
-        raise CheckpointError(f"{export_dir} is not a cnnbench export: it lacks {', '.join(missing)}",
+        raise ConfigError(f"{export_dir} is not a cnnbench export: it lacks {', '.join(missing)}",
                               hint="give the folder that `export` wrote")
     preprocess = _read_preprocess(export_dir / PREPROCESS)
     try:

@@ -71,6 +71,15 @@ def test_click_usage_errors_exit_2():
     assert res.exit_code == 2 and "batch-size" in res.output
 
 
+def test_predict_from_a_folder_that_is_no_export_exits_2(tmp_path):
+    image = tmp_path / "digit.png"
+    image.write_bytes(b"")
+    for folder in (tmp_path / "nowhere", tmp_path):
+        res = CliRunner().invoke(main, ["predict", str(folder), str(image)])
+        assert res.exit_code == 2, res.output
+        assert str(folder) in res.output and "Traceback" not in res.output
+
+
 def test_list_shows_every_registry():
     res = run("list")
     assert res.exit_code == 0

@@ -211,12 +211,12 @@ def test_predict_refuses_what_is_not_an_image(mnist, tmp_path):
 
 
 def test_load_refuses_a_folder_that_is_not_an_export(mnist, tmp_path):
-    with pytest.raises(CheckpointError, match="not a folder"):
+    with pytest.raises(ConfigError, match="not a folder"):
         load(tmp_path / "nowhere")
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "config.yaml").write_text((mnist.dir / "config.yaml").read_text())
-    with pytest.raises(CheckpointError, match="lacks model.safetensors, preprocess.json"):
+    with pytest.raises(ConfigError, match="lacks model.safetensors, preprocess.json"):
         load(partial)
     bad = tmp_path / "bad"
     bad.mkdir()
