@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import math
 import os
 import pickle
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -155,11 +157,15 @@ def _read_files(spec: DatasetSpec, root: Path, download: bool) -> tuple[Split, S
         import torchvision.datasets
 
         cls = getattr(torchvision.datasets, spec.torchvision_class)
+        made = [p for p in (root / spec.folder / "raw", root / spec.folder, root, *root.parents) if not p.exists()]
         try:
             for train in (True, False):
                 cls(root=str(root), train=train, download=True)
         except Exception as err:
-            reason = " ".join(str(err).split())[:160]
+            for folder in made:  # deepest first; a folder holding anything is kept
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+            reason = textwrap.shorten(str(err), 160, placeholder=" ...")
             raise DataError(f"{spec.name} is not in {root} and downloading it failed ({reason})",
                             hint=_offline_hint(spec)) from None
     reader = _read_idx_split if spec.folder.endswith("MNIST") else _read_cifar_split

@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,6 +51,36 @@ def test_loaded_tensors_are_cached_on_disk(tiny_data, tmp_path):
 def test_missing_dataset_without_download_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="CNNBENCH_DATA_DIR"):
         data.load("cifar10", tmp_path / "empty", download=False)
+
+
+def test_a_missing_dataset_is_downloaded_through_torchvision_into_the_data_folder(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    class FakeMNIST:  # what torchvision's MNIST(download=True) leaves on disk, without the network
+        def __init__(self, root, train, download):
+            assert download
+            write_mnist(Path(root), n_train=20, n_test=10)
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
+    loaded = data.load("mnist", tmp_path / "new", val_fraction=0.0)
+    assert (len(loaded.train), len(loaded.test)) == (20, 10)
+
+
+def test_a_failed_download_is_one_line_and_leaves_no_empty_folders(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    class Offline:
+        def __init__(self, root, train, download):
+            (Path(root) / "MNIST" / "raw").mkdir(parents=True)
+            raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\nTried https://example.org/mnist/, got:\n"
+                               + "<urlopen error [Errno -2] Name or service not known> " * 5)
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Offline)
+    with pytest.raises(DataError) as info:
+        data.load("mnist", tmp_path / "new" / "deeper")
+    assert "downloading it failed" in info.value.message and "\n" not in info.value.message
+    assert info.value.message.endswith("...)")
+    assert not (tmp_path / "new").exists()
 
 
 def test_truncated_idx_file_is_refused(tmp_path):
