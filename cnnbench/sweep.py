@@ -13,6 +13,7 @@ import re
 import socket
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import warnings
@@ -335,7 +336,7 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
         with _holding(study, sweep):
             reconcile(study, tracker)
             if sweep.workers == 1:
-                work(sweep, data_dir=data_dir, device=devices[0], progress=progress)
+                work(sweep, data_dir=data_dir, device=devices[0], progress=progress, echo=echo)
             else:
                 _spawn(sweep, data_dir, devices, progress, echo)
             return _patiently(sweep, lambda: _summarise(sweep, study, tracker, parent, data))
@@ -431,8 +432,11 @@ def _every(seconds: float, action: Callable[[], None], name: str):
 
 
 def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None, progress: bool = False,
-         threads: int | None = None, parent_pid: int | None = None) -> None:
+         echo: Callable[[str], None] | None = None, threads: int | None = None, parent_pid: int | None = None) -> None:
     """Run trials of the sweep's (existing) study in this process until its budget or timeout is used up.
+
+    With ``progress`` a bar shows the study's progress; else ``echo``, where given, gets a line per
+    finished trial.
 
     Storage and tracking calls that find their server unreachable are retried for a while, saying so;
     after that :class:`~cnnbench.errors.Unavailable` is raised. With ``parent_pid``, the worker stops
@@ -447,7 +451,7 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
     tracker = Tracker(sweep.study_name)
     objective = Objective(sweep, data, tracker, study.user_attrs[PARENT_ATTR], device=device, progress=progress)
     deadline = time.monotonic() + sweep.timeout if sweep.timeout else None
-    bar = _SweepBar(study, sweep.trials, progress)
+    bar = _SweepBar(study, sweep, progress, echo)
     failures = 0
     try:
         while deadline is None or time.monotonic() < deadline:
@@ -480,10 +484,10 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
             else:
                 more = _tell(sweep, study, trial, values)
                 failures = 0
-            if not more:
-                break
             with contextlib.suppress(Exception):
                 bar(study)
+            if not more:
+                break
     finally:
         bar.close()
 
@@ -674,7 +678,7 @@ def _spawn(sweep: Sweep, data_dir: str | None, devices: list[str | None], progre
     done_at_start = [finished(study)] * len(procs)
     strikes = [0] * len(procs)
     given_up: list[int] = []  # pids of workers killed and not replaced
-    bar = _SweepBar(study, sweep.trials, progress)
+    bar = _SweepBar(study, sweep, progress, echo)
     ours = (-signal.SIGTERM, -signal.SIGINT)
     try:
         while any(p.is_alive() for p in procs):
@@ -727,26 +731,48 @@ def _worker_main(sweep: Sweep, data_dir: str | None, device: str | None, threads
 
 
 class _SweepBar:
-    """One progress bar for the sweep: trials done, pruned, best so far."""
+    """The sweep's progress: a bar (trials done, pruned, best so far), or a line per finished trial to ``echo``.
 
-    def __init__(self, study: optuna.Study, total: int, enabled: bool):
-        self.bar = None
-        if enabled:
+    The lines are for logs and pipes, where a bar would be one endless line; with neither a bar
+    nor ``echo`` (a worker process, whose parent shows the progress) it shows nothing.
+    """
+
+    def __init__(self, study: optuna.Study, sweep: Sweep, bar: bool, echo: Callable[[str], None] | None = None):
+        self.total, self.objectives, self.bar = sweep.trials, sweep.objectives, None
+        self.echo = None if bar else echo
+        self.told = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()} if self.echo else set()
+        if bar:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=finished(study), unit="trial", position=0, dynamic_ncols=True)
+            self.bar = tqdm(total=sweep.trials, initial=finished(study), unit="trial", position=0, dynamic_ncols=True)
 
     def __call__(self, study: optuna.Study) -> None:
-        if self.bar is None:
+        if self.bar is None and self.echo is None:
             return
-        states = [t.state for t in study.get_trials(deepcopy=False)]
-        pruned = states.count(optuna.trial.TrialState.PRUNED)
+        trials = study.get_trials(deepcopy=False)
+        pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+        done = sum(t.state in FINISHED_STATES for t in trials)
         try:
-            best = f"{study.best_value:.4f}" if len(study.directions) == 1 else "pareto"
+            best = (f"{study.best_value:.4f} (trial {study.best_trial.number})" if len(study.directions) == 1
+                    else "pareto")
         except ValueError:
             best = "-"
-        self.bar.n = sum(s in FINISHED_STATES for s in states)
-        self.bar.set_postfix_str(f"pruned {pruned}, best {best}")
+        if self.bar is not None:
+            self.bar.n = done
+            self.bar.set_postfix_str(f"pruned {pruned}, best {best.split()[0]}")
+            return
+        for trial in sorted((t for t in trials if t.state.is_finished() and t.number not in self.told),
+                            key=lambda t: t.number):
+            self.told.add(trial.number)
+            self.echo(f"trial {trial.number} {self._outcome(trial)}; {done} of {self.total} done, best {best}")
+
+    def _outcome(self, trial: optuna.trial.FrozenTrial) -> str:
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            values = ", ".join(f"{name} {value:.4f}" for name, value in zip(self.objectives, trial.values))
+            return f"complete: {values}"
+        word = "pruned" if trial.state == optuna.trial.TrialState.PRUNED else "failed"
+        reason = textwrap.shorten(trial.user_attrs.get("reason", ""), 200, placeholder=" ...")
+        return reason if reason.startswith(word) else f"{word}: {reason}" if reason else word
 
     def close(self) -> None:
         if self.bar is not None:

@@ -30,6 +30,19 @@ space:
 tracking: {log_model: best}
 """
 
+#: four_conv with a kernel size that builds and one that does not.
+GRID = """
+dataset: mnist
+study: tiny
+trials: 2
+epochs: 1
+sampler: grid
+fixed: {batch_size: 32, device: cpu}
+space:
+  arch: {choices: [four_conv]}
+  kernel_size: {choices: [3, 7]}
+"""
+
 
 def sweep(tmp_path, text, *args):
     path = tmp_path / "tiny.yaml"
@@ -134,18 +147,7 @@ def test_diverging_trials_are_pruned_and_the_sweep_goes_on(tmp_path, tiny_data):
 
 
 def test_unbuildable_configuration_is_pruned_before_training(tmp_path, tiny_data):
-    text = """
-    dataset: mnist
-    study: tiny
-    trials: 2
-    epochs: 1
-    sampler: grid
-    fixed: {batch_size: 32, device: cpu}
-    space:
-      arch: {choices: [four_conv]}
-      kernel_size: {choices: [3, 7]}
-    """
-    res = sweep(tmp_path, text, "--data-dir", str(tiny_data))
+    res = sweep(tmp_path, GRID, "--data-dir", str(tiny_data))
     assert res.exit_code == 0, res.output
     trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
     by_kernel = {t.params["kernel_size"]: t for t in trials}
@@ -153,6 +155,20 @@ def test_unbuildable_configuration_is_pruned_before_training(tmp_path, tiny_data
     assert by_kernel[7].state == optuna.trial.TrialState.PRUNED
     assert by_kernel[7].user_attrs["reason"].startswith("unbuildable")
     assert by_kernel[7].intermediate_values == {}
+
+
+def test_without_a_terminal_the_sweep_prints_a_line_per_finished_trial(tmp_path, tiny_data):
+    res = sweep(tmp_path, GRID, "--data-dir", str(tiny_data))
+    assert res.exit_code == 0, res.output
+    lines = [line for line in res.output.splitlines() if line.startswith("trial ")]
+    study = optuna.load_study(study_name="tiny", storage=journal())
+    best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
+    assert len(lines) == 2 and lines[1].endswith(f"2 of 2 done, {best}")
+    for line, trial in zip(lines, study.trials):
+        if trial.state == optuna.trial.TrialState.COMPLETE:
+            assert line.startswith(f"trial {trial.number} complete: val_acc {trial.value:.4f}; ")
+        else:
+            assert line.startswith(f"trial {trial.number} pruned: unbuildable: ")
 
 
 def test_median_pruner_stops_poor_trials_early(tmp_path, tiny_data):
