@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import optuna
 import torch
 
@@ -51,10 +52,16 @@ MAX_RESTARTS_WITHOUT_PROGRESS = 3
 FINISHED_STATES = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
-    """Return the Optuna sampler the sweep names, seeded."""
+def make_sampler(sweep: Sweep, draw: int = 0) -> optuna.samplers.BaseSampler:
+    """Return the Optuna sampler the sweep names, seeded for the study's ``draw``-th ask.
+
+    Every ask gets its own seed, derived from the sweep's and ``draw``: workers sharing a study, and
+    a resumed study, then never draw the first points again, and one worker's sweep stays
+    reproducible. QMC keeps the sweep's seed: its points are one scrambled sequence, indexed in the study.
+    """
     s = optuna.samplers
-    seed = sweep.seed
+    seed = sweep.seed if sweep.sampler == "qmc" else int(
+        np.random.SeedSequence((sweep.seed & 0xFFFFFFFF, draw)).generate_state(1)[0])
     builders: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
         "tpe": lambda: s.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8),
         "random": lambda: s.RandomSampler(seed=seed),
@@ -639,9 +646,10 @@ def _next_trial(study: optuna.Study, sweep: Sweep, tracker: Tracker) -> optuna.T
     # Counting and asking under the study's lock keeps the budget exact across the workers that share it.
     with study_lock(sweep.study_name, sweep.storage):
         recover(study, tracker)
-        states = FINISHED_STATES + (optuna.trial.TrialState.RUNNING,)
-        if len(study.get_trials(deepcopy=False, states=states)) >= sweep.trials:
+        trials = study.get_trials(deepcopy=False)
+        if sum(t.state in FINISHED_STATES + (optuna.trial.TrialState.RUNNING,) for t in trials) >= sweep.trials:
             return None
+        study.sampler = make_sampler(sweep, draw=len(trials))
         trial = study.ask()
         trial.set_user_attr(WORKER_ATTR, worker_id())
         return trial

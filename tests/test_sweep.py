@@ -114,12 +114,25 @@ def test_rerun_resumes_and_trials_is_a_total(swept, tmp_path, tiny_data):
     study = optuna.load_study(study_name="tiny", storage=journal())
     assert len(study.get_trials()) == 6
     assert sum(t.user_attrs.get("baseline") == "seed004" for t in study.get_trials()) == 1
+    drawn = [t.params["lr"] for t in study.get_trials() if t.params]
+    assert len(set(drawn)) == len(drawn) == 5  # the resumed sampler does not draw the first run's points again
     res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "6")
     assert "6 of 6 trials done" in res.output
     assert len(optuna.load_study(study_name="tiny", storage=journal()).get_trials()) == 6
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert sum(r.data.tags.get("cnnbench.role") == "sweep" for r in runs) == 1
+
+
+def test_a_sweep_run_again_from_scratch_with_its_seed_draws_the_same_trials(tmp_path, tiny_data, monkeypatch):
+    drawn = []
+    for folder in (tmp_path / "first", tmp_path / "again"):
+        folder.mkdir()
+        monkeypatch.chdir(folder)
+        res = sweep(folder, TINY, "--data-dir", str(tiny_data), "--epochs", "1")
+        assert res.exit_code == 0, res.output
+        drawn.append([t.params for t in optuna.load_study(study_name="tiny", storage=journal()).get_trials()])
+    assert drawn[0] == drawn[1] and len(drawn[0]) == 4
 
 
 def test_resuming_with_another_space_is_refused_unless_renamed(swept, tmp_path, tiny_data):
@@ -366,6 +379,8 @@ def test_two_workers_share_one_study_and_its_exact_budget(tmp_path, tiny_data):
     assert res.exit_code == 0, res.output
     trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
     assert len(trials) == 5 and all(t.state.is_finished() for t in trials)
+    drawn = [t.params["lr"] for t in trials if t.params]
+    assert len(drawn) == 4 and len(set(drawn)) == 4  # the workers' samplers do not draw the same points
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
