@@ -280,6 +280,9 @@ def _unreadable(err: Exception) -> CnnbenchError:
 
 def cnnbench_experiments() -> dict[str, str]:
     """Return the experiments cnnbench created in the tracking store (tag ``cnnbench=1``): name -> id, by name."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        return {}  # nothing recorded yet; connecting would create the file
     try:
         found = mlflow.search_experiments(filter_string="tags.cnnbench = '1'")
     except mlflow.exceptions.MlflowException as err:

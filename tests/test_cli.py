@@ -120,3 +120,4 @@ def test_report_on_an_empty_store_says_so_and_bad_flags_exit_2(tmp_path):
     assert res.exit_code == 0, res.output
     assert "Nothing is recorded yet" in res.output
     assert (tmp_path / "rep" / "report.html").exists()
+    assert not (tmp_path / "mlflow.db").exists()  # reading creates no store
