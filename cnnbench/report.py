@@ -257,12 +257,10 @@ class _Dataset:
 def _analyse(name: str, trials: pd.DataFrame) -> _Dataset:
     """Rank the complete runs of one dataset and find the config fields that tell them apart."""
     complete = trials[(trials["state"] == "COMPLETE") & trials["test_acc"].notna()].copy()
-    # The sweeps optimise validation accuracy; ranking on it keeps the test accuracy an honest estimate.
+    # The sweeps optimise validation accuracy; ranking on it keeps the test accuracy an honest estimate. Ties go
+    # to the earlier run, as in Optuna's best trial: the one `cnnbench best --export` exports.
     score = "best_val_acc" if len(complete) and complete["best_val_acc"].notna().all() else "test_acc"
-    complete["_params"] = complete["params"].fillna(float("inf"))
-    complete["_seconds"] = complete["train_seconds"].fillna(float("inf"))
-    ranked = complete.sort_values([score, "test_acc", "_params", "_seconds"], ascending=[False, False, True, True],
-                                  kind="stable").drop(columns=["_params", "_seconds"]).reset_index(drop=True)
+    ranked = complete.sort_values(score, ascending=False, kind="stable").reset_index(drop=True)
     ranked.insert(0, "rank", range(1, len(ranked) + 1))
     ranked["pareto_params"] = _pareto(ranked, "params")
     ranked["pareto_seconds"] = _pareto(ranked, "train_seconds")

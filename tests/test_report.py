@@ -329,8 +329,8 @@ def test_runs_rank_by_validation_accuracy_and_the_verdict_weighs_the_baseline(tm
     for name, arch, optimizer, state, metrics in [
         ("a", "two_conv", "adam", "COMPLETE",
          {"best_val_acc": 0.90, "test_acc": 0.95, "params": 1000, "train_seconds": 10}),
-        ("b", "vgg", "sgd", "COMPLETE", {"best_val_acc": 0.95, "test_acc": 0.91, "params": 5000, "train_seconds": 5}),
-        ("c", "vgg", "adam", "COMPLETE", {"best_val_acc": 0.95, "test_acc": 0.93, "params": 8000, "train_seconds": 20}),
+        ("b", "vgg", "adam", "COMPLETE", {"best_val_acc": 0.95, "test_acc": 0.93, "params": 8000, "train_seconds": 20}),
+        ("c", "vgg", "sgd", "COMPLETE", {"best_val_acc": 0.95, "test_acc": 0.94, "params": 5000, "train_seconds": 5}),
         ("seed004", "two_conv", "adam", "COMPLETE",
          {"best_val_acc": 0.92, "test_acc": 0.92, "params": 300_000, "train_seconds": 30}),
         ("pruned", "vgg", "sgd", "PRUNED", {"val_acc": 0.99}),
@@ -349,12 +349,13 @@ def test_runs_rank_by_validation_accuracy_and_the_verdict_weighs_the_baseline(tm
 
     paths = report.build(out_dir=tmp_path / "r", echo=lambda _: None)
     board = read_csv(tmp_path / "r" / "csv" / "leaderboard.csv")
-    # Validation first (b and c tie), then test accuracy; the pruned run's high val_acc counts for nothing.
-    assert [row["run_id"] for row in board] == [ids["c"], ids["b"], ids["seed004"], ids["a"]]
+    # Validation first; b and c tie, and the earlier run ranks first, as in Optuna's best trial (whatever their test
+    # accuracy); the pruned run's high val_acc counts for nothing.
+    assert [row["run_id"] for row in board] == [ids["b"], ids["c"], ids["seed004"], ids["a"]]
     assert {row["run_id"] for row in board if row["pareto_params"] == "True"} == {ids["a"]}
-    assert {row["run_id"] for row in board if row["pareto_seconds"] == "True"} == {ids["a"], ids["b"]}
+    assert {row["run_id"] for row in board if row["pareto_seconds"] == "True"} == {ids["a"], ids["c"]}
     text = "".join(Page(paths["html"].read_text()).text)
-    assert ("mnist: vgg (optimizer adam) won with 93.00% test accuracy (study hand, trial 2), +1.00 points over the "
+    assert ("mnist: vgg (optimizer adam) won with 93.00% test accuracy (study hand, trial 1), +1.00 points over the "
             "best seed baseline, seed004 (92.00%), at a cost of 8,000 parameters (0.027× the baseline's 300,000) and "
             "20.0 s of training (0.67× the baseline's 30.0 s).") in text
     assert "Runs: 4 complete, 1 pruned, 1 failed." in text
