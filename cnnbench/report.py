@@ -684,12 +684,13 @@ class _Report:
             if len(rows) and (rows[cost] > 0).all():
                 ax.set_xscale("log")
                 # 10k, 1M and 3, 30 read at a glance where 10^4 and 3x10^0 do not; the narrower the axis, the
-                # more of its minor ticks are labelled.
+                # more of its minor ticks are labelled (9 only on the narrowest: it crowds the power of ten).
                 low, high = ax.get_xlim()
                 span = math.log10(high / low)
                 ax.xaxis.set_major_formatter(FuncFormatter(_log_tick(cost == "params", "123456789")))
                 ax.xaxis.set_minor_formatter(FuncFormatter(_log_tick(
-                    cost == "params", "23456789" if span < 1 else "25" if span < 2 else "")))
+                    cost == "params", "23456789" if span < 0.6 else "2345678" if span < 1 else "25" if span < 2
+                    else "")))
             ax.set_xlabel(label)
             ax.set_title("against " + ("model size" if cost == "params" else "training time"))
             ax.grid(alpha=0.3)
