@@ -108,11 +108,10 @@ def mlflow_trials(study: str) -> list:
 
 
 def expected_order(runs: list) -> list:
-    """Complete runs best first: validation accuracy, then test accuracy, then fewer params, then less time."""
+    """Complete runs best first: validation accuracy, then the earlier run (as Optuna's best trial)."""
     complete = [r for r in runs if r.data.tags["cnnbench.state"] == "COMPLETE"]
-    m = lambda r, k: r.data.metrics[k]  # noqa: E731
-    return sorted(complete, key=lambda r: (-m(r, "best_val_acc"), -m(r, "test_acc"), m(r, "params"),
-                                           m(r, "train_seconds")))
+    return sorted(complete, key=lambda r: (-r.data.metrics["best_val_acc"], r.info.start_time,
+                                           int(r.data.tags["cnnbench.trial"])))
 
 
 def pct(value: float) -> str:
