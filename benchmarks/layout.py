@@ -30,8 +30,9 @@ POOL_FIRST = ("mnist_fast", "mnist_best")
 TOLERANCE = 0.9
 
 
-def images_per_sec(preset: str, layout: str, precision: str, seconds: float, **settings) -> float:
-    """Return the images/s of ``preset``'s training step in ``layout`` and ``precision`` on the CPU.
+def training_step(preset: str, layout: str, precision: str, **settings):
+    """Return ``preset``'s training step as the trainer runs it on the CPU, in ``layout`` and ``precision``, and a
+    batch for it (a step taken once already): ``(step, x, y)``.
 
     ``settings`` override the preset's (``pool_first=True``, say).
     """
@@ -46,11 +47,17 @@ def images_per_sec(preset: str, layout: str, precision: str, seconds: float, **s
     x = torch.randn(config.batch_size, *spec.shape).contiguous(memory_format=fmt)
     y = torch.randint(0, spec.num_classes, (config.batch_size,))
     step(x, y)  # the first step allocates and picks kernels
+    return step, x, y
+
+
+def images_per_sec(preset: str, layout: str, precision: str, seconds: float, **settings) -> float:
+    """Return the images/s of ``preset``'s training step in ``layout`` and ``precision`` on the CPU."""
+    step, x, y = training_step(preset, layout, precision, **settings)
     start, count = time.perf_counter(), 0
     while count < 2 or time.perf_counter() - start < seconds:
         step(x, y)
         count += 1
-    return config.batch_size * count / (time.perf_counter() - start)
+    return len(x) * count / (time.perf_counter() - start)
 
 
 def run(ctx: Context) -> Record:
