@@ -761,13 +761,13 @@ class _SweepBar:
         pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
         done = sum(t.state in FINISHED_STATES for t in trials)
         try:
-            best = (f"{study.best_value:.4f} (trial {study.best_trial.number})" if len(study.directions) == 1
-                    else "pareto")
+            winner = study.best_trial if len(study.directions) == 1 else None
+            best = f"{winner.value:.4f} (trial {winner.number})" if winner else "pareto"
         except ValueError:
             best = "-"
         if self.bar is not None:
             self.bar.n = done
-            self.bar.set_postfix_str(f"pruned {pruned}, best {best.split()[0]}")
+            self.bar.set_postfix_str(f"pruned {pruned}, best {best}")
             return
         for trial in sorted((t for t in trials if t.state.is_finished() and t.number not in self.told),
                             key=lambda t: t.number):
