@@ -21,6 +21,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from cnnbench.errors import CnnbenchError, Unavailable, outlast, redact
+from cnnbench.storage import local_file
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -281,7 +282,8 @@ def _unreadable(err: Exception) -> CnnbenchError:
 def cnnbench_experiments() -> dict[str, str]:
     """Return the experiments cnnbench created in the tracking store (tag ``cnnbench=1``): name -> id, by name."""
     uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    path = local_file(uri) if uri.startswith("sqlite:") else None
+    if path is not None and not path.exists():
         return {}  # nothing recorded yet; connecting would create the file
     try:
         found = mlflow.search_experiments(filter_string="tags.cnnbench = '1'")
