@@ -214,6 +214,7 @@ class Objective:
         except ConfigError as err:
             raise optuna.TrialPruned(f"unbuildable: {err.message}") from None
         single = len(self.sweep.objectives) == 1 and self.metric in ("val_acc", "val_loss")
+        baseline = trial.user_attrs.get("baseline")
 
         def on_epoch_end(m) -> None:
             self.tracker.log_metrics(run_id, {
@@ -222,7 +223,10 @@ class Objective:
             value = getattr(m, self.metric) if single else None
             if value is not None:
                 _patiently(self.sweep, lambda: trial.report(value, m.epoch))
-                if _patiently(self.sweep, trial.should_prune):
+                # A baseline is the yardstick, not a candidate: its values stand at the pruner's rungs
+                # for the trials after it, but it trains every epoch, so the report can set the tuned
+                # best beside every seed recipe at the same budget.
+                if _patiently(self.sweep, trial.should_prune) and not baseline:
                     raise optuna.TrialPruned(f"pruned at epoch {m.epoch} ({self.metric} {value:.4f})")
 
         result = fit(config, self.data, on_epoch_end=on_epoch_end, checkpoint=checkpoint, progress=self.progress)

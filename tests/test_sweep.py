@@ -206,6 +206,21 @@ def test_median_pruner_stops_poor_trials_early(tmp_path, tiny_data):
     assert all(len(t.intermediate_values) < 3 for t in pruned)
 
 
+def test_baselines_train_every_epoch_where_the_pruner_stops_the_sampled_trials(tmp_path, tiny_data, monkeypatch):
+    import cnnbench.sweep
+
+    # A pruner that would stop every trial after its first epoch.
+    monkeypatch.setattr(cnnbench.sweep, "make_pruner", lambda sweep: optuna.pruners.ThresholdPruner(lower=2.0))
+    text = TINY.replace("baselines: [seed004]", "baselines: [seed004, seed002]").replace("trials: 4", "trials: 3")
+    res = sweep(tmp_path, text.replace("tracking: {log_model: best}", "tracking: {log_model: none, plots: false}"),
+                "--data-dir", str(tiny_data))
+    assert res.exit_code == 0, res.output
+    trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
+    assert [t.user_attrs.get("baseline") for t in trials] == ["seed004", "seed002", None]
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.PRUNED]
+    assert [len(t.intermediate_values) for t in trials] == [2, 2, 1]
+
+
 def test_best_prints_the_top_trials(swept):
     res = CliRunner().invoke(main, ["best", "--json", "--top", "2"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
