@@ -17,6 +17,14 @@ from cnnbench.errors import ConfigError
 from cnnbench.registry import Registry
 
 
+#: The decay settings each schedule uses (the others ignore them): what the report shows of a run's
+#: schedule. The keyword arguments of the schedules in cnnbench.optim, which a test holds to this.
+SCHEDULE_SETTINGS: dict[str, tuple[str, ...]] = {
+    "step": ("step_size", "gamma"), "multistep": ("gamma", "milestones"), "exponential": ("gamma",),
+    "plateau": ("step_size", "gamma"),
+}
+
+
 class TrainConfig(BaseModel):
     """Everything that defines one training run. Field names are the YAML keys, flags and MLflow params."""
 
@@ -42,7 +50,8 @@ class TrainConfig(BaseModel):
     epochs: int = Field(10, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     # Learning-rate schedule: a name from `cnnbench list`, a linear warm-up, and the decay settings
-    # used by step (every step_size epochs), multistep (at milestones), exponential and plateau.
+    # used by step (every step_size epochs), multistep (at milestones), exponential and plateau
+    # (SCHEDULE_SETTINGS).
     scheduler: str = "none"
     warmup_epochs: float = Field(0.0, ge=0)
     step_size: int = Field(1, gt=0)

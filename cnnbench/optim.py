@@ -184,7 +184,7 @@ def onecycle(*, steps_per_epoch: int, epochs: int, **_):
 
 
 @SCHEDULERS.register("plateau")
-def plateau(*, steps_per_epoch: int, epochs: int, **_):
+def plateau(*, steps_per_epoch: int, epochs: int, step_size: int, gamma: float, **_):
     """Multiply by ``gamma`` when the validation loss has not improved for ``step_size`` epochs."""
     return lambda s: 1.0
 

@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import pandas as pd
 
-from cnnbench.config import FIELDS, TrainConfig
+from cnnbench.config import FIELDS, SCHEDULE_SETTINGS, TrainConfig
 from cnnbench.errors import ConfigError, StudyError, UnknownNameError
 from cnnbench.plots import PALETTE
 from cnnbench.storage import local_file, read_study
@@ -254,9 +254,19 @@ class _Dataset:
         return rows.iloc[0] if len(rows) else None
 
 
+def _schedule_settings_used(runs: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``runs`` with each decay setting (``step_size``, ``gamma``, ...) blank where the run's schedule
+    ignores it, so that a one-cycle winner is not described by the step schedule's defaults."""
+    runs = runs.copy()
+    for name in {setting for used in SCHEDULE_SETTINGS.values() for setting in used}:
+        used = runs["scheduler"].map(lambda schedule: name in SCHEDULE_SETTINGS.get(schedule, ())).astype(bool)
+        runs[name] = runs[name].astype(object).where(used, None)
+    return runs
+
+
 def _analyse(name: str, trials: pd.DataFrame) -> _Dataset:
     """Rank the complete runs of one dataset and find the config fields that tell them apart."""
-    complete = trials[(trials["state"] == "COMPLETE") & trials["test_acc"].notna()].copy()
+    complete = _schedule_settings_used(trials[(trials["state"] == "COMPLETE") & trials["test_acc"].notna()])
     # The sweeps optimise validation accuracy; ranking on it keeps the test accuracy an honest estimate. Ties go
     # to the earlier run, as in Optuna's best trial: the one `cnnbench best --export` exports.
     score = "best_val_acc" if len(complete) and complete["best_val_acc"].notna().all() else "test_acc"
@@ -465,7 +475,8 @@ class _Report:
         doc.table(self._leaderboard(ds),
                   f"The {min(self.top, len(ds.ranked))} best of {len(ds.ranked):,} complete runs, ranked by "
                   f"{'validation' if ds.score == 'best_val_acc' else 'test'} accuracy. {_DASH} = not set "
-                  f"(the architecture's or optimizer's default). Run: MLflow run id.")
+                  f"(the architecture's or optimizer's default) or not used by the run's schedule. "
+                  f"Run: MLflow run id.")
         doc.heading(3, "Best per architecture and per optimizer")
         for choice in ("arch", "optimizer"):
             doc.table(self._display_choices(ds, choice), f"Best complete run per {choice}.")

@@ -55,3 +55,14 @@ def test_every_optimizer_takes_a_step(name):
 def test_optimizer_rejects_a_setting_it_does_not_have():
     with pytest.raises(ConfigError, match="does not take momentum"):
         create_optimizer("adam", [torch.nn.Parameter(torch.ones(1))], lr=0.1, momentum=0.9)
+
+
+def test_the_report_knows_which_decay_settings_each_schedule_uses():
+    import inspect
+
+    from cnnbench.config import SCHEDULE_SETTINGS
+    from cnnbench.optim import SCHEDULERS
+
+    for name in SCHEDULERS.names():
+        taken = {k for k, p in inspect.signature(SCHEDULERS.get(name)).parameters.items() if p.kind is p.KEYWORD_ONLY}
+        assert taken - {"steps_per_epoch", "epochs"} == set(SCHEDULE_SETTINGS.get(name, ())), name

@@ -325,6 +325,9 @@ def test_runs_rank_by_validation_accuracy_and_the_verdict_weighs_the_baseline(tm
     tracker = Tracker("hand")
     parent = tracker.start("sweep-hand", tags={"cnnbench.study": "hand", "cnnbench.role": "sweep"})
     ids = {}
+    # The winner's schedule takes no decay settings, the baseline's step schedule does; a sweep logs them for both.
+    schedules = {"b": {"scheduler": "onecycle", "step_size": 1, "gamma": 0.1},
+                 "seed004": {"scheduler": "step", "step_size": 1, "gamma": 0.7}}
     for name, arch, optimizer, state, metrics in [
         ("a", "two_conv", "adam", "COMPLETE",
          {"best_val_acc": 0.90, "test_acc": 0.95, "params": 1000, "train_seconds": 10}),
@@ -338,7 +341,7 @@ def test_runs_rank_by_validation_accuracy_and_the_verdict_weighs_the_baseline(tm
         number = len(ids)
         baseline = name if name.startswith("seed") else ""
         ids[name] = run = tracker.start(f"trial-{number}", parent=parent, params={
-            "dataset": "mnist", "arch": arch, "optimizer": optimizer, "lr": 0.01}, tags={
+            "dataset": "mnist", "arch": arch, "optimizer": optimizer, "lr": 0.01, **schedules.get(name, {})}, tags={
             "cnnbench.study": "hand", "cnnbench.trial": number, "cnnbench.dataset": "mnist",
             "cnnbench.baseline": baseline, "cnnbench.state": state, "cnnbench.reason": ""})
         tracker.log_metrics(run, {"val_acc": metrics.get("best_val_acc", metrics.get("val_acc")), "train_loss": 1.0},
@@ -354,11 +357,14 @@ def test_runs_rank_by_validation_accuracy_and_the_verdict_weighs_the_baseline(tm
     assert {row["run_id"] for row in board if row["pareto_params"] == "True"} == {ids["a"]}
     assert {row["run_id"] for row in board if row["pareto_seconds"] == "True"} == {ids["a"], ids["c"]}
     text = "".join(Page(paths["html"].read_text()).text)
-    assert ("mnist: vgg (optimizer adam) won with 93.00% test accuracy (study hand, trial 1), +1.00 points over the "
+    assert ("mnist: vgg (optimizer adam, scheduler onecycle) won with 93.00% test accuracy (study hand, trial 1), +1.00 points over the "
             "best seed baseline, seed004 (92.00%), at a cost of 8,000 parameters (0.027× the baseline's 300,000) and "
             "20.0 s of training (0.67× the baseline's 30.0 s).") in text
     assert "Runs: 4 complete, 1 pruned, 1 failed." in text
     assert "Source of the history: study hand: MLflow run order" in text
+    # Decay settings show only where the run's schedule uses them (c and a logged no schedule).
+    assert [(row["scheduler"], row["step_size"], row["gamma"]) for row in board] == [
+        ("onecycle", "", ""), ("", "", ""), ("step", "1", "0.7"), ("", "", "")]
 
 
 @pytest.mark.parametrize("kwargs,expected", [
