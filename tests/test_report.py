@@ -357,9 +357,9 @@ def test_runs_rank_by_validation_accuracy_and_the_verdict_weighs_the_baseline(tm
     assert {row["run_id"] for row in board if row["pareto_params"] == "True"} == {ids["a"]}
     assert {row["run_id"] for row in board if row["pareto_seconds"] == "True"} == {ids["a"], ids["c"]}
     text = "".join(Page(paths["html"].read_text()).text)
-    assert ("mnist: vgg (optimizer adam, scheduler onecycle) won with 93.00% test accuracy (study hand, trial 1), +1.00 points over the "
-            "best seed baseline, seed004 (92.00%), at a cost of 8,000 parameters (0.027× the baseline's 300,000) and "
-            "20.0 s of training (0.67× the baseline's 30.0 s).") in text
+    assert ("mnist: vgg (optimizer adam, scheduler onecycle) won with 93.00% test accuracy (study hand, trial 1), "
+            "+1.00 points over the best seed baseline, seed004 (92.00%), at a cost of 8,000 parameters (0.027× the "
+            "baseline's 300,000) and 20.0 s of training (0.67× the baseline's 30.0 s).") in text
     assert "Runs: 4 complete, 1 pruned, 1 failed." in text
     assert "Source of the history: study hand: MLflow run order" in text
     # Decay settings show only where the run's schedule uses them (c and a logged no schedule).
