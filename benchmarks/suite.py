@@ -57,7 +57,7 @@ class Record:
 def machine() -> dict:
     """Return the CPU model, core count, torch version, date and load average of this machine."""
     import torch
-    from cnnbench.train import cpu_has_fast_bf16
+    from cnnbench.train import cpu_bf16_speedup, cpu_has_bf16_hardware
 
     model = platform.processor()
     try:
@@ -69,7 +69,8 @@ def machine() -> dict:
         "cpu": model, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "amx_or_avx512_bf16": cpu_has_fast_bf16(),
+        "amx_or_avx512_bf16": cpu_has_bf16_hardware(),
+        "bf16_conv_speedup": round(cpu_bf16_speedup(), 2),
     }
 
 

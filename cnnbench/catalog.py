@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
 
-from cnnbench.paths import cache_dir
+from cnnbench.paths import cached_json
 from cnnbench.registry import Registry
 
 
@@ -33,21 +30,14 @@ def summaries() -> dict[str, list[tuple[str, str]]]:
     Filling the registries imports torch, which takes seconds; the rows only change with
     cnnbench's own source, so they are kept in the cache folder under a fingerprint of it.
     """
-    path = cache_dir() / "catalog" / f"{_fingerprint()}.json"
+    def fill() -> dict[str, list[tuple[str, str]]]:
+        return {name: reg.summaries() for name, reg in registries().items()}
+
+    cached = cached_json(f"catalog/{_fingerprint()}.json", fill)
     try:
-        return {k: [(n, s) for n, s in rows] for k, rows in json.loads(path.read_text()).items()}
-    except (OSError, ValueError, TypeError):
-        pass
-    rows = {name: reg.summaries() for name, reg in registries().items()}
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(rows, f)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs speed
-    return rows
+        return {k: [(n, s) for n, s in v] for k, v in cached.items()}
+    except (AttributeError, TypeError, ValueError):  # a cache file of another shape: fill it anew
+        return fill()
 
 
 def _fingerprint() -> str:

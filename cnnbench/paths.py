@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from pathlib import Path
+from typing import Any, Callable
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -18,3 +21,26 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
 def cache_dir() -> Path:
     """Return the folder for cnnbench's caches: ``$CNNBENCH_CACHE_DIR`` or ``~/.cache/cnnbench``."""
     return Path(os.environ.get("CNNBENCH_CACHE_DIR") or Path.home() / ".cache" / "cnnbench").expanduser()
+
+
+def cached_json(name: str, compute: Callable[[], Any]) -> Any:
+    """Return the JSON value kept in the cache folder under ``name``; compute and keep it when there is none.
+
+    A cached file that cannot be read is computed again; one that cannot be written only costs time. The
+    file is written whole or not at all (a temp file, then a rename), so processes racing on it are safe.
+    """
+    path = cache_dir() / name
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        pass
+    value = compute()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(value, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+    return value

@@ -9,8 +9,10 @@ import contextlib
 import copy
 import ctypes
 import functools
+import hashlib
 import math
 import os
+import platform
 import sys
 import time
 import warnings
@@ -27,6 +29,7 @@ from cnnbench.config import TrainConfig
 from cnnbench.errors import CheckpointError, ConfigError, DivergedError
 from cnnbench.models import check_model, create_model
 from cnnbench.optim import create_optimizer, create_schedule, optimizer_params
+from cnnbench.paths import cached_json
 
 #: How many batches pass between checks for a non-finite loss (one host sync each).
 DIVERGENCE_CHECK_EVERY = 16
@@ -93,25 +96,79 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def cpu_has_fast_bf16() -> bool:
-    """Return whether this CPU has AMX or AVX512-BF16, where bf16 autocast pays off."""
+def cpu_has_bf16_hardware() -> bool:
+    """Return whether this CPU has AMX or AVX512-BF16; without them bf16 is emulated, 5-13x slower than fp32."""
     cpu = getattr(torch, "cpu", None)
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     return any(getattr(cpu, c, lambda: False)() for c in checks)
 
 
+#: ``--precision auto`` trains in bf16 on a CPU whose convolutions run at least this much faster in it than in
+#: fp32 (the rest of a training step gains less, and casts to and from bf16 cost).
+BF16_MIN_SPEEDUP = 1.25
+
+
+@functools.cache
+def cpu_bf16_speedup() -> float:
+    """Return how much faster a convolution trains in bf16 autocast than in fp32 on this CPU (0 without bf16
+    hardware), measured once per CPU, torch version and thread count and kept in the cache folder.
+
+    The hardware alone does not tell: AMX runs bf16 several times faster than fp32 and AMD's AVX512-BF16
+    about twice as fast, but an Intel AVX512-BF16 without AMX (or with AMX hidden by a virtual machine)
+    runs it at about half fp32's rate (docs/benchmarks.md, section 6). Measuring takes about 0.2 s.
+    """
+    if not cpu_has_bf16_hardware():
+        return 0.0
+    return float(cached_json(f"bf16/{_cpu_fingerprint()}.json", _measure_bf16_speedup)["speedup"])
+
+
+def _cpu_fingerprint() -> str:
+    """Return a short hash of what decides this CPU's bf16 speed: its model and flags, torch and its threads."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            first = f.read().split("\n\n", 1)[0]
+        keys = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags")
+        cpu = [line for line in first.splitlines() if line.split(":")[0].strip() in keys]
+    except OSError:
+        cpu = [platform.machine(), platform.processor()]
+    text = "\n".join([*cpu, torch.__version__, str(torch.get_num_threads())])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _measure_bf16_speedup(rounds: int = 5) -> dict[str, float]:
+    """Time a 3x3 convolution's forward and backward (batch 64, 32 to 64 channels, 14x14, channels_last) in fp32
+    and in bf16 autocast, alternating, best of ``rounds`` each; return the fp32 time over the bf16 time."""
+    with torch.random.fork_rng(devices=[]):  # the training that follows draws the same numbers either way
+        torch.manual_seed(0)
+        conv = nn.Conv2d(32, 64, 3, padding=1).to(memory_format=torch.channels_last)
+        x = torch.randn(64, 32, 14, 14).contiguous(memory_format=torch.channels_last)
+
+    def seconds(bf16: bool) -> float:
+        start = time.perf_counter()
+        for _ in range(3):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = conv(x)
+            out.float().sum().backward()
+        return (time.perf_counter() - start) / 3
+
+    seconds(False), seconds(True)  # the first calls pick kernels and allocate
+    best = {bf16: min(seconds(bf16) for _ in range(rounds)) for bf16 in (False, True)}
+    return {"speedup": best[False] / best[True]}
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """Return the precision to train in: ``auto`` is bf16 on CUDA and AMX/AVX512-BF16 CPUs, else fp32."""
+    """Return the precision to train in: ``auto`` is bf16 on CUDA and on CPUs where it was measured faster (see
+    :func:`cpu_bf16_speedup`), else fp32."""
     if precision != "auto":
         if precision == "fp16" and device.type == "cpu":
             raise ConfigError("fp16 autocast is not supported on the CPU", hint="use --precision bf16 or fp32")
-        if precision == "bf16" and device.type == "cpu" and not cpu_has_fast_bf16():
+        if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16_hardware():
             warnings.warn("bf16 on a CPU without AMX or AVX512-BF16 is emulated: training is several times slower "
                           "than in fp32 here (--precision auto picks fp32)", stacklevel=2)
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu" and cpu_has_fast_bf16():
+    if device.type == "cpu" and cpu_bf16_speedup() >= BF16_MIN_SPEEDUP:
         return "bf16"
     return "fp32"
 

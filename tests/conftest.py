@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -71,12 +72,27 @@ def tiny_data(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def _bf16_measured(tmp_path_factory) -> Path:
+    """A cache folder holding this CPU's bf16 speed, measured once for the whole run (cnnbench.train)."""
+    from cnnbench import train
+
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CNNBENCH_CACHE_DIR", str(cache))
+        train.cpu_bf16_speedup()
+    return cache
+
+
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """Keep caches, stores and the working directory of every test under its tmp_path."""
+def _isolated(tmp_path, monkeypatch, _bf16_measured):
+    """Keep caches, stores and the working directory of every test under its tmp_path; the bf16 measurement is
+    copied in, so that the commands a test starts do not each measure it again."""
     from cnnbench import data
 
     monkeypatch.setenv("CNNBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    if (_bf16_measured / "bf16").is_dir():
+        shutil.copytree(_bf16_measured / "bf16", tmp_path / "cache" / "bf16")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     data._load_tensors.cache_clear()

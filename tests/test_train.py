@@ -96,7 +96,7 @@ def test_checkpoint_resumes_where_it_stopped(tiny_data, tmp_path):
 
 
 def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
-    path = tmp_path / "c.ckpt"
+    path = tmp_path / "ckpt" / "c.ckpt"
     save_checkpoint(path, {"w": torch.ones(2)})
 
     def broken_save(obj, f):
@@ -109,7 +109,7 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypat
         save_checkpoint(path, {"w": torch.zeros(2)})
     monkeypatch.undo()
     assert torch.equal(load_checkpoint(path)["w"], torch.ones(2))
-    assert [p.name for p in tmp_path.iterdir()] == ["c.ckpt"]
+    assert [p.name for p in path.parent.iterdir()] == ["c.ckpt"]
 
 
 def test_a_pickled_object_in_a_checkpoint_is_refused_and_runs_no_code(tmp_path):
@@ -146,13 +146,48 @@ def test_device_and_precision_resolution():
         resolve_precision("fp16", torch.device("cpu"))
 
 
-@pytest.mark.parametrize("fast", [True, False])
-def test_bf16_asked_for_on_a_cpu_without_bf16_hardware_warns_and_is_kept(monkeypatch, recwarn, fast):
-    monkeypatch.setattr(train, "cpu_has_fast_bf16", lambda: fast)
+@pytest.mark.parametrize("hardware", [True, False])
+def test_bf16_asked_for_on_a_cpu_without_bf16_hardware_warns_and_is_kept(monkeypatch, recwarn, hardware):
+    monkeypatch.setattr(train, "cpu_has_bf16_hardware", lambda: hardware)
     assert resolve_precision("bf16", torch.device("cpu")) == "bf16"
-    assert resolve_precision("auto", torch.device("cpu")) == ("bf16" if fast else "fp32")
-    assert [str(w.message).split(":")[0] for w in recwarn] == ([] if fast else
+    assert [str(w.message).split(":")[0] for w in recwarn] == ([] if hardware else
                                                                ["bf16 on a CPU without AMX or AVX512-BF16 is emulated"])
+
+
+@pytest.mark.parametrize("speedup, chosen", [(2.4, "bf16"), (1.3, "bf16"), (1.1, "fp32"), (0.55, "fp32")])
+def test_auto_precision_on_the_cpu_follows_the_measured_bf16_speedup_measured_once(monkeypatch, tmp_path, speedup,
+                                                                                    chosen):
+    # AVX512-BF16 alone does not make bf16 faster: on an Intel Xeon without AMX it ran at half fp32's rate
+    monkeypatch.setenv("CNNBENCH_CACHE_DIR", str(tmp_path / "unmeasured"))
+    monkeypatch.setattr(train, "cpu_has_bf16_hardware", lambda: True)
+    measured = []
+    monkeypatch.setattr(train, "_measure_bf16_speedup", lambda: measured.append(1) or {"speedup": speedup})
+    train.cpu_bf16_speedup.cache_clear()
+    try:
+        assert resolve_precision("auto", torch.device("cpu")) == chosen
+        train.cpu_bf16_speedup.cache_clear()  # a new process: the cache folder answers
+        assert resolve_precision("auto", torch.device("cpu")) == chosen
+        assert measured == [1]
+    finally:
+        train.cpu_bf16_speedup.cache_clear()
+
+
+def test_without_bf16_hardware_nothing_is_measured_and_auto_is_fp32(monkeypatch):
+    monkeypatch.setattr(train, "cpu_has_bf16_hardware", lambda: False)
+    monkeypatch.setattr(train, "_measure_bf16_speedup", lambda: pytest.fail("measured without bf16 hardware"))
+    train.cpu_bf16_speedup.cache_clear()
+    try:
+        assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    finally:
+        train.cpu_bf16_speedup.cache_clear()
+
+
+def test_measuring_the_bf16_speedup_leaves_the_random_state_alone():
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    assert train._measure_bf16_speedup(rounds=1)["speedup"] > 0
+    assert torch.equal(torch.rand(4), expected)
 
 
 def test_keep_freed_memory_tunes_glibc_malloc_unless_told_not_to(monkeypatch):
