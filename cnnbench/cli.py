@@ -77,7 +77,8 @@ def _train_options(f):
         click.option("--patience", type=int, help="Stop after this many epochs without a better validation accuracy."),
         click.option("--seed", type=int, help="Random seed."),
         click.option("--device", help="auto, cpu, cuda, cuda:N or mps."),
-        click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), help="Numeric precision."),
+        click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+                     help="Numeric precision; auto: bf16 on CUDA and on CPUs where it measures faster, else fp32."),
     ]
     for opt in reversed(opts):
         f = opt(f)
