@@ -111,7 +111,7 @@ BF16_MIN_SPEEDUP = 1.25
 @functools.cache
 def cpu_bf16_speedup() -> float:
     """Return how much faster a convolution trains in bf16 autocast than in fp32 on this CPU (0 without bf16
-    hardware), measured once per CPU, torch version and thread count and kept in the cache folder.
+    hardware), measured once per CPU and torch version and kept in the cache folder.
 
     The hardware alone does not tell: AMX runs bf16 several times faster than fp32 and AMD's AVX512-BF16
     about twice as fast, but an Intel AVX512-BF16 without AMX (or with AMX hidden by a virtual machine)
@@ -123,7 +123,7 @@ def cpu_bf16_speedup() -> float:
 
 
 def _cpu_fingerprint() -> str:
-    """Return a short hash of what decides this CPU's bf16 speed: its model and flags, torch and its threads."""
+    """Return a short hash of what decides this CPU's bf16 speed: its model and flags, and torch's version."""
     try:
         with open("/proc/cpuinfo") as f:
             first = f.read().split("\n\n", 1)[0]
@@ -131,7 +131,7 @@ def _cpu_fingerprint() -> str:
         cpu = [line for line in first.splitlines() if line.split(":")[0].strip() in keys]
     except OSError:
         cpu = [platform.machine(), platform.processor()]
-    text = "\n".join([*cpu, torch.__version__, str(torch.get_num_threads())])
+    text = "\n".join([*cpu, torch.__version__])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
