@@ -172,6 +172,19 @@ def test_auto_precision_on_the_cpu_follows_the_measured_bf16_speedup_measured_on
         train.cpu_bf16_speedup.cache_clear()
 
 
+def test_a_bf16_cache_file_of_another_shape_is_measured_again(monkeypatch, tmp_path):
+    monkeypatch.setenv("CNNBENCH_CACHE_DIR", str(tmp_path / "odd"))
+    monkeypatch.setattr(train, "cpu_has_bf16_hardware", lambda: True)
+    monkeypatch.setattr(train, "_measure_bf16_speedup", lambda: {"speedup": 2.0})
+    (tmp_path / "odd" / "bf16").mkdir(parents=True)
+    (tmp_path / "odd" / "bf16" / f"{train._cpu_fingerprint()}.json").write_text("[1, 2]")
+    train.cpu_bf16_speedup.cache_clear()
+    try:
+        assert resolve_precision("auto", torch.device("cpu")) == "bf16"
+    finally:
+        train.cpu_bf16_speedup.cache_clear()
+
+
 def test_without_bf16_hardware_nothing_is_measured_and_auto_is_fp32(monkeypatch):
     monkeypatch.setattr(train, "cpu_has_bf16_hardware", lambda: False)
     monkeypatch.setattr(train, "_measure_bf16_speedup", lambda: pytest.fail("measured without bf16 hardware"))
