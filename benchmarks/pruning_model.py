@@ -7,7 +7,8 @@ for the shape of ``benchmarks/efficiency.yaml`` (16 trials of 9 epochs) unless t
 Two samplers are modelled: one whose trials are independent draws (random search), and one
 whose draws get better as the study goes on, as TPE's did in the efficiency benchmark. The
 pruners are those ``cnnbench sweep`` builds, and a few settings of successive halving beside the
-default.
+default; the last row is the least share any pruner could spend on the same curves without ever
+losing the best trial (``record_bound``).
 """
 
 from __future__ import annotations
@@ -45,6 +46,18 @@ def share(pruner: optuna.pruners.BasePruner, quality: np.ndarray, epochs: int, n
     return trained / (len(quality) * epochs)
 
 
+def record_bound(quality: np.ndarray, epochs: int, noise: np.ndarray) -> float:
+    """Return the least share a pruner can spend on these curves without ever losing the best trial.
+
+    A pruner sees no later trial, so it keeps the best trial only by training every trial that
+    ends better than all before it (a record) to the last epoch; any other trial costs at least
+    one epoch.
+    """
+    final = quality - 1 / epochs + noise[:, -1]
+    records = int(np.sum(final > np.maximum.accumulate(np.concatenate([[-np.inf], final[:-1]]))))
+    return (records * epochs + len(quality) - records) / (len(quality) * epochs)
+
+
 @click.command()
 @click.option("--trials", type=int, help="Trials a study; default: benchmarks/efficiency.yaml's.")
 @click.option("--epochs", type=int, help="Epochs a trial; default: benchmarks/efficiency.yaml's.")
@@ -73,12 +86,14 @@ def main(trials: int | None, epochs: int | None, studies: int, improvement: floa
     print(f"{trials} trials of {epochs} epochs, {studies} studies each, epoch noise {noise:g} sd, seed {seed}\n")
     print("| Pruner | " + " | ".join(f"{name}: mean (p10-p90)" for name in samplers) + " |")
     print("|---|" + "---:|" * len(samplers))
-    for name, build in pruners.items():
+    measures = {name: (lambda q, e, n, build=build: share(build(), q, e, n)) for name, build in pruners.items()}
+    measures["least any pruner can spend without losing the best (every record to the end)"] = record_bound
+    for name, measure in measures.items():
         cells = []
         for gain in samplers.values():
             rng = np.random.default_rng(seed)  # every pruner sees the same curves
-            shares = [share(build(), rng.normal(size=trials) + gain * np.linspace(0, 1, trials), epochs,
-                            noise * rng.normal(size=(trials, epochs))) for _ in range(studies)]
+            shares = [measure(rng.normal(size=trials) + gain * np.linspace(0, 1, trials), epochs,
+                              noise * rng.normal(size=(trials, epochs))) for _ in range(studies)]
             low, high = np.percentile(shares, [10, 90])
             cells.append(f"{100 * np.mean(shares):.1f}% ({100 * low:.0f}-{100 * high:.0f}%)")
         print(f"| {name} | " + " | ".join(cells) + " |", flush=True)
