@@ -33,11 +33,8 @@ def summaries() -> dict[str, list[tuple[str, str]]]:
     def fill() -> dict[str, list[tuple[str, str]]]:
         return {name: reg.summaries() for name, reg in registries().items()}
 
-    cached = cached_json(f"catalog/{_fingerprint()}.json", fill)
-    try:
-        return {k: [(n, s) for n, s in v] for k, v in cached.items()}
-    except (AttributeError, TypeError, ValueError):  # a cache file of another shape: fill it anew
-        return fill()
+    return cached_json(f"catalog/{_fingerprint()}.json", fill,
+                       lambda cached: {k: [(n, s) for n, s in v] for k, v in cached.items()})
 
 
 def _fingerprint() -> str:

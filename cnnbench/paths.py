@@ -6,7 +6,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
@@ -23,16 +25,19 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CNNBENCH_CACHE_DIR") or Path.home() / ".cache" / "cnnbench").expanduser()
 
 
-def cached_json(name: str, compute: Callable[[], Any]) -> Any:
-    """Return the JSON value kept in the cache folder under ``name``; compute and keep it when there is none.
+def cached_json(name: str, compute: Callable[[], Any], parse: Callable[[Any], T] = lambda value: value) -> T:
+    """Return ``parse`` of the JSON value kept in the cache folder under ``name``; compute and keep it when there
+    is none.
 
-    A cached file that cannot be read is computed again; one that cannot be written only costs time. The
-    file is written whole or not at all (a temp file, then a rename), so processes racing on it are safe.
+    A cached file that cannot be read, or whose value ``parse`` rejects (a ``KeyError``, ``TypeError``,
+    ``ValueError`` or ``AttributeError``: a file of another shape), is computed and written again; one that
+    cannot be written only costs time. The file is written whole or not at all (a temp file, then a rename), so
+    processes racing on it are safe.
     """
     path = cache_dir() / name
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return parse(json.loads(path.read_text()))
+    except (OSError, KeyError, TypeError, ValueError, AttributeError):
         pass
     value = compute()
     try:
@@ -43,4 +48,4 @@ def cached_json(name: str, compute: Callable[[], Any]) -> Any:
         os.replace(tmp, path)
     except OSError:
         pass
-    return value
+    return parse(value)

@@ -119,10 +119,7 @@ def cpu_bf16_speedup() -> float:
     """
     if not cpu_has_bf16_hardware():
         return 0.0
-    try:
-        return float(cached_json(f"bf16/{_cpu_fingerprint()}.json", _measure_bf16_speedup)["speedup"])
-    except (KeyError, TypeError, ValueError):  # a cache file of another shape
-        return _measure_bf16_speedup()["speedup"]
+    return cached_json(f"bf16/{_cpu_fingerprint()}.json", _measure_bf16_speedup, lambda v: float(v["speedup"]))
 
 
 def _cpu_fingerprint() -> str:
