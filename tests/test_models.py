@@ -38,8 +38,9 @@ def test_every_architecture_builds_or_is_rejected_up_front(name, dataset, kernel
     out = model(x)
     assert out.shape == (3, 10)
     out.square().mean().backward()
-    grads = [p.grad for p in model.parameters()]
-    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert all(p.grad is None for p in model.parameters() if not p.requires_grad)
 
 
 @pytest.mark.parametrize("name", TORCHVISION)
@@ -95,3 +96,55 @@ def test_vgg_pool_first_normalises_pooled_maps_with_the_same_weights():
         bn.register_forward_hook(lambda m, args, out: sizes.append(out.shape[-1]))
     assert early(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert sizes == [14, 14, 7, 7, 3, 3]  # the first conv of each stage pools; the second works at that size
+
+
+def test_patch_whitening_makes_the_patches_of_its_images_uncorrelated_with_unit_variance():
+    from cnnbench.models.resnet import PatchWhitening
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(200, 3, 16, 16, generator=gen)
+    images = base + 0.8 * base.roll(1, dims=3) + 0.5 * base[:, :1]  # neighbours and channels correlated
+    layer = PatchWhitening(3, 2, eps=0.0)
+    layer.init_from_data(images)
+    assert layer.out_channels == 24 and not layer.weight.requires_grad and torch.all(layer.bias == 0)
+    with torch.no_grad():
+        out = layer(images)
+    half = out[:, :12].permute(0, 2, 3, 1).reshape(-1, 12)
+    cov = half.T @ half / len(half)
+    assert torch.allclose(cov, torch.eye(12), atol=2e-3)
+    assert torch.equal(out[:, 12:], -out[:, :12])
+
+
+def test_shift_norm_shift_moves_lr_scale_times_as_far_as_a_batch_norm_bias_under_sgd():
+    from cnnbench.models.resnet import ShiftNorm
+
+    x = torch.randn(8, 4, 5, 5)
+    target = torch.randn(8, 4, 5, 5)
+    plain, scaled = torch.nn.BatchNorm2d(4, affine=True), ShiftNorm(4, lr_scale=64.0)
+    assert [n for n, _ in scaled.named_parameters()] == ["shift"]
+    moved = []
+    for norm, bias in ((plain, lambda: plain.bias), (scaled, lambda: scaled.shift * scaled.root)):
+        before = bias().detach().clone()
+        opt = torch.optim.SGD([p for p in norm.parameters()], lr=1e-3)
+        (norm(x) - target).square().mean().backward()
+        opt.step()
+        moved.append(bias().detach() - before)
+    assert torch.allclose(moved[1], 64 * moved[0], rtol=1e-4, atol=1e-9)
+    with torch.no_grad():  # the same normalisation otherwise
+        scaled.eval(), plain.eval()
+        scaled.running_mean.copy_(plain.running_mean), scaled.running_var.copy_(plain.running_var)
+        scaled.shift.copy_(plain.bias / scaled.root)
+        assert torch.allclose(scaled(x), torch.nn.functional.batch_norm(
+            x, plain.running_mean, plain.running_var, None, plain.bias, eps=scaled.eps), atol=1e-5)
+
+
+def test_airbench94_starts_its_convs_as_identities_and_its_stem_frozen():
+    model = create_model("airbench94", in_channels=3, num_classes=10, input_size=32)
+    convs = [m for m in model.modules() if type(m) is torch.nn.Conv2d]
+    assert len(convs) == 6
+    for conv in convs:
+        c_in = conv.in_channels
+        w = conv.weight[:c_in]
+        assert torch.equal(w[:, :, 1, 1], torch.eye(c_in)) and w.abs().sum() == c_in
+    stem = model[0][0]
+    assert not stem.weight.requires_grad and stem.bias.requires_grad

@@ -118,3 +118,36 @@ def conv_bn(c_in: int, c_out: int, kernel_size: int, stride: int = 1, pool: bool
     """
     conv = nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=kernel_size // 2, bias=False)
     return nn.Sequential(conv, *([nn.MaxPool2d(2)] if pool else []), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class TestTimeAugmented(nn.Module):
+    """``net`` run on several views of each image, its logits averaged (test-time augmentation).
+
+    ``flip``: the image and its mirror image. ``flip_shift``: also both of them shifted by a pixel up-left and
+    down-right (reflect-padded), weighted as airbench's level 2: half on the unshifted pair.
+    """
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, net: nn.Module, tta: str):
+        super().__init__()
+        if tta not in ("flip", "flip_shift"):
+            raise ConfigError(f"unknown test-time augmentation {tta!r}", hint="use none, flip or flip_shift")
+        self.net, self.tta = net, tta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self._mirrored(x)
+        if self.tta == "flip":
+            return logits
+        padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+        fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        views = [padded[:, :, :-2, :-2].contiguous(memory_format=fmt), padded[:, :, 2:, 2:].contiguous(memory_format=fmt)]
+        return 0.5 * logits + 0.25 * (self._mirrored(views[0]) + self._mirrored(views[1]))
+
+    def _mirrored(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * self.net(x).float() + 0.5 * self.net(x.flip(3)).float()
+
+
+def with_tta(net: nn.Module, tta: str) -> nn.Module:
+    """Return ``net`` evaluated with test-time augmentation ``tta`` (``none``: ``net`` itself)."""
+    return net if tta == "none" else TestTimeAugmented(net, tta).train(net.training)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnnbench.models.base import MODELS, conv_bn, feature_shape
@@ -82,13 +86,80 @@ class _Scale(nn.Module):
         return x * self.factor
 
 
-def _conv_group(c_in: int, c_out: int, kernel_size: int) -> nn.Sequential:
-    pad = kernel_size // 2
+class PatchWhitening(nn.Conv2d):
+    """A frozen, unpadded conv whose filters whiten the input's ``kernel_size`` patches: airbench's first layer.
+
+    It makes ``2 * in_channels * kernel_size**2`` channels, each patch's coordinates along the principal axes of
+    the training images' patches, scaled to unit variance, and their negatives. The filters come from data
+    (:meth:`init_from_data`, which the trainer calls before the first epoch); only the bias learns.
+    """
+
+    def __init__(self, in_channels: int, kernel_size: int = 2, eps: float = 5e-4):
+        super().__init__(in_channels, 2 * in_channels * kernel_size**2, kernel_size, bias=True)
+        self.eps = eps
+        self.weight.requires_grad_(False)
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Set the filters from normalised training ``images`` (N, C, H, W), and the bias to zero."""
+        kh, kw = self.kernel_size
+        c = images.shape[1]
+        patches = images.float().unfold(2, kh, 1).unfold(3, kw, 1)  # N, C, H', W', kh, kw
+        flat = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * kh * kw)
+        cov = (flat.T @ flat).double() / len(flat)
+        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        filters = (eigenvectors.T / (eigenvalues + self.eps).sqrt()[:, None]).flip(0).reshape(-1, c, kh, kw)
+        self.weight.copy_(torch.cat([filters, -filters]).to(self.weight))
+        self.bias.zero_()
+
+
+class ShiftNorm(nn.BatchNorm2d):
+    """Batch norm with a learned shift but no learned scale, the shift learning ``lr_scale`` times faster.
+
+    The shift is kept divided by ``sqrt(lr_scale)`` and multiplied back in the forward pass: under SGD that is
+    the same as a ``lr_scale`` times larger learning rate for it (airbench's 64x for its BatchNorm biases) with
+    the same weight decay as every other weight, without a parameter group of its own. Adam-style optimizers,
+    which divide out the gradient's scale, see ``sqrt(lr_scale)`` instead.
+    """
+
+    def __init__(self, num_features: int, lr_scale: float = 64.0, momentum: float = 0.4, eps: float = 1e-12):
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=False)
+        self.root = math.sqrt(lr_scale)
+        self.shift = nn.Parameter(torch.zeros(num_features))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, None, self.shift * self.root,
+                            self.training, self.momentum, self.eps)
+
+
+def _conv(c_in: int, c_out: int, kernel_size: int, dirac: bool) -> nn.Conv2d:
+    conv = nn.Conv2d(c_in, c_out, kernel_size, padding=kernel_size // 2, bias=False)
+    if dirac:  # the first c_in filters start as the identity: an implicit shortcut at the start of training
+        with torch.no_grad():
+            nn.init.dirac_(conv.weight[:c_in])
+    return conv
+
+
+def _conv_group(c_in: int, c_out: int, kernel_size: int, full: bool = False) -> nn.Sequential:
+    norm = ShiftNorm if full else functools.partial(nn.BatchNorm2d, momentum=0.4)
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel_size, padding=pad, bias=False), nn.MaxPool2d(2),
-        nn.BatchNorm2d(c_out, momentum=0.4), nn.GELU(),
-        nn.Conv2d(c_out, c_out, kernel_size, padding=pad, bias=False),
-        nn.BatchNorm2d(c_out, momentum=0.4), nn.GELU(),
+        _conv(c_in, c_out, kernel_size, full), nn.MaxPool2d(2), norm(c_out), nn.GELU(),
+        _conv(c_out, c_out, kernel_size, full), norm(c_out), nn.GELU(),
+    )
+
+
+def _airbench_net(stem: nn.Module, stem_channels: int, in_channels: int, num_classes: int,
+                  input_size: tuple[int, int], kernel_size: int, width: int, full: bool) -> nn.Module:
+    features = nn.Sequential(
+        stem, nn.GELU(),
+        _conv_group(stem_channels, width, kernel_size, full),
+        _conv_group(width, 4 * width, kernel_size, full),
+        _conv_group(4 * width, 4 * width, kernel_size, full),
+    )
+    channels = feature_shape(features, in_channels, input_size)[0]
+    return nn.Sequential(
+        features, nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        nn.Linear(channels, num_classes, bias=False), _Scale(1 / 9),
     )
 
 
@@ -99,17 +170,22 @@ def airbench(
     """Fast net in the spirit of the CIFAR-10 speed records (airbench94): a 2x2 stem and 3 conv groups.
 
     Widths are ``width``, ``4*width``, ``4*width`` (64-256-256 by default); the logits are scaled by
-    1/9 as in the original.
+    1/9 as in the original. ``airbench94`` adds the original's initialisation and normalisation.
     """
     stem = 24 if width >= 24 else width
-    features = nn.Sequential(
-        nn.Conv2d(in_channels, stem, 2, bias=True), nn.GELU(),
-        _conv_group(stem, width, kernel_size),
-        _conv_group(width, 4 * width, kernel_size),
-        _conv_group(4 * width, 4 * width, kernel_size),
-    )
-    channels = feature_shape(features, in_channels, input_size)[0]
-    return nn.Sequential(
-        features, nn.AdaptiveMaxPool2d(1), nn.Flatten(),
-        nn.Linear(channels, num_classes, bias=False), _Scale(1 / 9),
-    )
+    return _airbench_net(nn.Conv2d(in_channels, stem, 2, bias=True), stem, in_channels, num_classes, input_size,
+                         kernel_size, width, full=False)
+
+
+@MODELS.register("airbench94")
+def airbench94(
+    *, in_channels: int, num_classes: int, input_size: tuple[int, int], kernel_size: int = 3, width: int = 64,
+) -> nn.Module:
+    """airbench94's net whole: ``airbench`` with a frozen patch-whitening first layer set from the training
+    images, identity-initialised convs, and batch norms without a scale whose shifts learn 64x faster (SGD).
+
+    Widths are ``width``, ``4*width``, ``4*width`` (64-256-256 by default).
+    """
+    stem = PatchWhitening(in_channels, 2)
+    return _airbench_net(stem, stem.out_channels, in_channels, num_classes, input_size, kernel_size, width,
+                         full=True)
