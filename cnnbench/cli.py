@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 
@@ -72,6 +73,8 @@ def _train_options(f):
         click.option("--pool-first/--no-pool-first", default=None,
                      help="Max-pool right after each stage's first conv (vgg): a quarter of the work after it."),
         click.option("--scheduler", help="Learning-rate schedule name."),
+        click.option("--lookahead/--no-lookahead", default=None,
+                     help="From 30% of the steps on, every 5 steps move the weights to their running average."),
         click.option("--augment", help="Augmentation name (default: the dataset's)."),
         click.option("--val-fraction", type=float, help="Share of the training set held out for validation."),
         click.option("--patience", type=int, help="Stop after this many epochs without a better validation accuracy."),
@@ -79,6 +82,8 @@ def _train_options(f):
         click.option("--device", help="auto, cpu, cuda, cuda:N or mps."),
         click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
                      help="Numeric precision; auto: bf16 on CUDA and on CPUs where it measures faster, else fp32."),
+        click.option("--tta", type=click.Choice(["none", "flip", "flip_shift"]),
+                     help="Test-time augmentation: average the logits over mirrored (and shifted) views."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -123,12 +128,15 @@ def train(dataset, preset, config_file, data_dir, checkpoint, as_json, **flags) 
         click.echo(f"training {config.arch} ({params:,} params) on {config.dataset}: "
                    f"{len(data.train):,} train / {len(data.val) if data.val else 0:,} val / {len(data.test):,} test")
     result = trainer.fit(config, data, on_epoch_end=show, checkpoint=checkpoint, progress=sys.stderr.isatty())
+    started = time.perf_counter()
     test = trainer.evaluate(result.model, data.test, data.spec, config)
+    test_seconds = time.perf_counter() - started
     best = result.best
     summary = {
         "dataset": config.dataset, "arch": config.arch, "test_acc": test.acc, "test_loss": test.loss,
         "val_acc": best.val_acc, "best_epoch": result.best_epoch, "epochs": len(result.history),
-        "train_seconds": result.train_seconds,
+        "train_seconds": result.train_seconds, "test_seconds": test_seconds,
+        "epoch_seconds": [m.epoch_seconds for m in result.history],
         "images_per_sec": sum(m.images_per_sec for m in result.history) / len(result.history),
         "params": result.params, "device": result.device, "precision": result.precision,
         "config": config.params(),

@@ -280,6 +280,12 @@ def crop_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return flip(crop(x, gen), gen)
 
 
+@AUGMENTS.register("crop2_flip")
+def crop2_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with 2-pixel padding, then horizontal flip: airbench's lighter translation, for short runs."""
+    return flip(crop(x, gen, pad=2), gen)
+
+
 def _affine(x: torch.Tensor, gen: torch.Generator, degrees: float, shift: float, zoom_p: float, zoom: float):
     n = len(x)
     angle = (_rand(n, gen, x.device) * 2 - 1) * math.radians(degrees)

@@ -27,12 +27,15 @@ from torch import nn
 from cnnbench import data as datamod
 from cnnbench.config import TrainConfig
 from cnnbench.errors import CheckpointError, ConfigError, DivergedError
-from cnnbench.models import check_model, create_model
+from cnnbench.models import check_model, create_model, with_tta
 from cnnbench.optim import create_optimizer, create_schedule, optimizer_params
 from cnnbench.paths import cached_json
 
 #: How many batches pass between checks for a non-finite loss (one host sync each).
 DIVERGENCE_CHECK_EVERY = 16
+
+#: How many training images a layer that sets itself from data (airbench's whitening) sees, as in airbench.
+DATA_INIT_IMAGES = 5000
 
 
 @dataclass
@@ -271,9 +274,15 @@ def fit(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     params = sum(p.numel() for p in model.parameters())
-    optimizer = create_optimizer(config.optimizer, model.parameters(), lr=config.lr, weight_decay=config.weight_decay,
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = create_optimizer(config.optimizer, trained, lr=config.lr, weight_decay=config.weight_decay,
                                  momentum=config.momentum, nesterov=config.nesterov)
     mean, std = datamod.normalisation(spec, device)
+    resuming = checkpoint is not None and Path(checkpoint).exists()
+    t0 = time.perf_counter()
+    if not resuming:
+        _init_from_data(model, data.train, mean, std)
+    init_seconds = time.perf_counter() - t0  # counted in the first epoch's time
     gen = torch.Generator(device=device).manual_seed(config.seed)
     augment = datamod.AUGMENTS.get(config.augment or spec.augment)
     batches = datamod.Batches(data.train, config.batch_size, mean, std, shuffle=True,
@@ -283,11 +292,12 @@ def fit(
                                warmup_epochs=config.warmup_epochs, step_size=config.step_size, gamma=config.gamma,
                                milestones=config.milestones)
     step_fn = _train_step(model, optimizer, config.label_smoothing, device, precision, config.compile)
+    lookahead = Lookahead(model, config.epochs * len(batches)) if config.lookahead else None
 
     history: list[EpochMetrics] = []
     best_epoch, best_score, best_state = 0, -math.inf, None
     start_epoch, since_best, stopped_early = 1, 0, False
-    if checkpoint is not None and Path(checkpoint).exists():
+    if resuming:
         state = load_checkpoint(checkpoint)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -297,6 +307,9 @@ def fit(
         best_epoch, best_score, since_best = state["best_epoch"], state["best_score"], state["since_best"]
         best_state = state["best_model"]
         start_epoch = len(history) + 1
+        if lookahead is not None:
+            saved = state.get("lookahead")
+            lookahead.average = {k: v.to(device) for k, v in saved.items()} if saved is not None else None
 
     train_seconds = sum(m.epoch_seconds for m in history)
     bar = _progress(progress, config.epochs * len(batches), (start_epoch - 1) * len(batches))
@@ -309,6 +322,8 @@ def fit(
         for i, (x, y) in enumerate(batches, 1):
             loss, hits = step_fn(x, y)
             schedule.step_batch()
+            if lookahead is not None:
+                lookahead.step((epoch - 1) * len(batches) + i)
             loss_sum += loss * len(y)
             correct += hits
             seen += len(y)
@@ -321,7 +336,9 @@ def fit(
         if not math.isfinite(train_loss):
             raise DivergedError(f"diverged: loss is not finite at epoch {epoch}", hint="lower lr or add warm-up")
         train_acc = correct.item() / seen
-        seconds = time.perf_counter() - t0
+        if lookahead is not None:
+            lookahead.settle()
+        seconds = time.perf_counter() - t0 + (init_seconds if epoch == 1 else 0.0)
         train_seconds += seconds
         val = evaluate(model, data.val, spec, config, device=device, precision=precision) if data.val else None
         metrics = EpochMetrics(epoch, train_loss, train_acc, val.loss if val else None, val.acc if val else None,
@@ -339,7 +356,7 @@ def fit(
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                 "generator": gen.get_state(), "history": [asdict(m) for m in history], "best_epoch": best_epoch,
                 "best_score": best_score, "since_best": since_best, "best_model": best_state,
-                "config": config.params(),
+                "config": config.params(), "lookahead": lookahead.average if lookahead is not None else None,
             })
         if bar is not None:
             bar.set_postfix_str(_postfix(metrics), refresh=False)
@@ -353,6 +370,49 @@ def fit(
     if best_state is not None:
         model.load_state_dict(best_state)
     return Result(history, best_epoch, model, params, str(device), precision, train_seconds, stopped_early)
+
+
+def _init_from_data(model: nn.Module, split: datamod.Split, mean: torch.Tensor, std: torch.Tensor) -> None:
+    layers = [m for m in model.modules() if callable(getattr(m, "init_from_data", None))]
+    if layers:
+        images = (split.x[:DATA_INIT_IMAGES].float() / 255 - mean) / std
+        for layer in layers:
+            layer.init_from_data(images)
+
+
+class Lookahead:
+    """airbench's lookahead: from ``START`` of the ``total`` steps on, every ``EVERY`` steps the floating-point
+    state (weights and batch-norm statistics) moves to an average of itself that keeps more of the past as
+    training ends (``BASE ** EVERY * (step / total) ** POWER`` of it), and training goes on from there.
+    """
+
+    EVERY, START, BASE, POWER = 5, 0.3, 0.95, 3.0
+
+    def __init__(self, model: nn.Module, total: int):
+        self.model, self.total = model, total
+        self.average: dict[str, torch.Tensor] | None = None
+
+    def step(self, step: int) -> None:
+        """Call after optimizer step number ``step`` (counted from 1 over the whole run)."""
+        if step % self.EVERY or step < self.START * self.total:
+            return
+        state = self.model.state_dict()
+        if self.average is None:
+            self.average = {k: v.detach().clone() for k, v in state.items() if v.is_floating_point()}
+            return
+        keep = self.BASE**self.EVERY * (step / self.total) ** self.POWER
+        with torch.no_grad():
+            for k, avg in self.average.items():
+                avg.lerp_(state[k], 1 - keep)
+                state[k].copy_(avg)
+
+    def settle(self) -> None:
+        """Put the average into the model (the end of an epoch: what is evaluated and saved)."""
+        if self.average is not None:
+            state = self.model.state_dict()
+            with torch.no_grad():
+                for k, avg in self.average.items():
+                    state[k].copy_(avg)
 
 
 def _train_step(model, optimizer, label_smoothing: float, device: torch.device, precision: str, compile_: bool):
@@ -372,7 +432,8 @@ def evaluate(
     model: nn.Module, split: datamod.Split, spec: datamod.DatasetSpec, config: TrainConfig, *,
     device: torch.device | None = None, precision: str | None = None,
 ) -> Evaluation:
-    """Return the loss, accuracy and predictions of ``model`` on ``split`` (no augmentation)."""
+    """Return the loss, accuracy and predictions of ``model`` on ``split`` (no augmentation but the config's
+    test-time augmentation, ``tta``)."""
     device = device or resolve_device(config.device)
     precision = precision or resolve_precision(config.precision, device)
     split = split.to(device)
@@ -380,11 +441,12 @@ def evaluate(
     batches = datamod.Batches(split, config.eval_batch_size, mean, std,
                               channels_last=uses_channels_last(device, precision))
     model.eval()
+    net = with_tta(model, config.tta)
     loss_sum = torch.zeros((), device=device)
     preds, confs = [], []
     with torch.no_grad(), _autocast(device, precision):
         for x, y in batches:
-            logits = model(x).float()
+            logits = net(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             prob, pred = logits.softmax(1).max(1)
             preds.append(pred)

@@ -72,8 +72,9 @@ def test_hook_exception_stops_training(tiny_data):
         fit(validate(FAST), data.load("mnist", tiny_data), on_epoch_end=hook)
 
 
-def test_checkpoint_resumes_where_it_stopped(tiny_data, tmp_path):
-    cfg = validate(FAST)
+@pytest.mark.parametrize("extra", [{}, {"lookahead": True}])
+def test_checkpoint_resumes_where_it_stopped(tiny_data, tmp_path, extra):
+    cfg = validate(dict(FAST, **extra))
     d = data.load("mnist", tiny_data)
     ckpt = tmp_path / "run.ckpt"
 
@@ -93,6 +94,9 @@ def test_checkpoint_resumes_where_it_stopped(tiny_data, tmp_path):
     assert [m.epoch for m in resumed] == [3] and len(result.history) == 3
     straight = fit(cfg, d)
     assert result.history[-1].train_loss == pytest.approx(straight.history[-1].train_loss, rel=1e-5)
+    assert result.history[-1].val_acc == straight.history[-1].val_acc
+    for a, b in zip(result.model.parameters(), straight.model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)
 
 
 def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
@@ -212,3 +216,74 @@ def test_keep_freed_memory_tunes_glibc_malloc_unless_told_not_to(monkeypatch):
     assert keep_freed_memory.__wrapped__() is expected
     monkeypatch.setenv("CNNBENCH_MALLOC", "default")
     assert keep_freed_memory.__wrapped__() is False
+
+
+def test_lookahead_averages_every_five_steps_from_thirty_percent_of_the_run():
+    model = torch.nn.Linear(2, 1, bias=False)
+    lookahead = train.Lookahead(model, total=100)
+
+    def put(value):
+        with torch.no_grad():
+            model.weight.fill_(value)
+
+    put(1.0)
+    lookahead.step(25)
+    lookahead.step(31)
+    assert lookahead.average is None
+    lookahead.step(30)
+    assert torch.all(lookahead.average["weight"] == 1.0)
+    put(3.0)
+    lookahead.step(33)  # not a fifth step: untouched
+    assert torch.all(model.weight == 3.0)
+    lookahead.step(35)
+    keep = 0.95**5 * 0.35**3
+    expected = 1.0 + (3.0 - 1.0) * (1 - keep)
+    assert torch.allclose(model.weight, torch.full((1, 2), expected))
+    put(5.0)
+    lookahead.settle()
+    assert torch.allclose(model.weight, torch.full((1, 2), expected))
+
+
+def test_a_run_with_lookahead_ends_on_the_average(tiny_data):
+    cfg = validate(dict(FAST, epochs=2, lookahead=True))
+    d = data.load("mnist", tiny_data)
+    result = fit(cfg, d)
+    assert result.history[-1].val_acc >= 0.9
+    assert result.history != fit(validate(dict(FAST, epochs=2)), d).history
+
+
+def test_airbench94_whitening_is_set_from_the_training_images_and_stays_frozen(tiny_data):
+    from cnnbench.models.resnet import PatchWhitening
+
+    cfg = validate(dict(FAST, dataset="cifar10", arch="airbench94", width=8, optimizer="sgd", lr=0.2,
+                        momentum=0.85, nesterov=True, epochs=1, augment="crop2_flip"))
+    d = data.load("cifar10", tiny_data)
+    result = fit(cfg, d)
+    mean, std = data.normalisation(d.spec, "cpu")
+    expected = PatchWhitening(3, 2)
+    expected.init_from_data((d.train.x.float() / 255 - mean) / std)
+    assert torch.allclose(result.model[0][0].weight, expected.weight, atol=1e-5)
+
+
+@pytest.mark.parametrize("tta", ["flip", "flip_shift"])
+def test_test_time_augmentation_averages_the_logits_of_the_views(tiny_data, tta):
+    import torch.nn.functional as F
+
+    cfg = validate(dict(FAST, dataset="cifar10", arch="cifar_simple", precision="fp32", tta=tta))
+    d = data.load("cifar10", tiny_data)
+    torch.manual_seed(0)
+    model = train.build_model(cfg, d.spec).eval()
+    mean, std = data.normalisation(d.spec, "cpu")
+    x = (d.test.x.float() / 255 - mean) / std
+    with torch.no_grad():
+        def mirrored(v):
+            return 0.5 * model(v) + 0.5 * model(v.flip(3))
+
+        logits = mirrored(x)
+        if tta == "flip_shift":
+            padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+            logits = 0.5 * logits + 0.25 * (mirrored(padded[:, :, :-2, :-2]) + mirrored(padded[:, :, 2:, 2:]))
+    result = evaluate(model, d.test, d.spec, cfg)
+    assert torch.equal(result.predictions, logits.argmax(1))
+    assert result.loss == pytest.approx(F.cross_entropy(logits, d.test.y).item(), rel=1e-4)
+    assert result.loss != pytest.approx(evaluate(model, d.test, d.spec, validate(dict(cfg.params(), tta="none"))).loss)
