@@ -24,6 +24,7 @@ from cnnbench import config as cfg
 from cnnbench import data as datamod
 from cnnbench import train as trainer
 from cnnbench.errors import CheckpointError, CnnbenchError, ConfigError, DataError
+from cnnbench.models import with_tta
 
 WEIGHTS = "model.safetensors"
 PROGRAM = "model.pt2"
@@ -72,10 +73,11 @@ def export(
     _to_json(run, "run")
 
     model = trainer.copy_model(getattr(model, "_orig_mod", model)).eval()
+    predictor = with_tta(model, config.tta)  # what the program and ONNX compute: what the metrics measured
     c, h, w = spec.shape
     example = torch.randn(2, c, h, w, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        expected = model(example)
+        expected = predictor(example)
     if tuple(expected.shape) != (2, spec.num_classes):
         raise ConfigError(f"the model gives outputs of shape {tuple(expected.shape)}, not (N, {spec.num_classes})",
                           hint="export the model trained for this dataset")
@@ -87,8 +89,8 @@ def export(
     tmp.mkdir()  # unlike mkdtemp, keeps the umask's permissions, which the export will have
     try:
         _save_weights(model, config, tmp / WEIGHTS)
-        _save_program(model, example, expected, tmp / PROGRAM)
-        onnx_note = _save_onnx(model, example, tmp / ONNX) if onnx else "not exported (turned off at export time)"
+        _save_program(predictor, example, expected, tmp / PROGRAM)
+        onnx_note = _save_onnx(predictor, example, tmp / ONNX) if onnx else "not exported (turned off at export time)"
         (tmp / CONFIG).write_text(
             f"# Reproduce this run: cnnbench train --config {CONFIG}\n"
             + yaml.safe_dump(config.params(), sort_keys=False))
@@ -102,7 +104,8 @@ def export(
 
 
 def load(export_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """Return the model of an export (on the CPU, in eval mode) and its preprocessing settings.
+    """Return the model of an export (on the CPU, in eval mode, with the test-time augmentation it was
+    evaluated with) and its preprocessing settings.
 
     The network is rebuilt from ``config.yaml`` and its weights read from safetensors, so nothing
     is unpickled. Raises :class:`ConfigError` for a path that is not an export (bad input) and
@@ -131,7 +134,7 @@ def load(export_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     except (SafetensorError, RuntimeError, OSError) as err:
         raise CheckpointError(f"cannot load {export_dir / WEIGHTS}: {str(err).splitlines()[0][:200]}",
                               hint="the file is damaged or belongs to another model") from None
-    return model.eval(), preprocess
+    return with_tta(model, config.tta).eval(), preprocess
 
 
 def load_images(paths: Sequence[str | os.PathLike], preprocess: dict[str, Any]) -> torch.Tensor:
@@ -315,6 +318,17 @@ def _table(values: dict[str, Any], head: tuple[str, str]) -> str:
     return "\n".join(rows)
 
 
+def _tta_note(tta: str, weights: str) -> str:
+    if tta == "none":
+        return ""
+    views = ("each image and its mirror image" if tta == "flip" else
+             "six views of each image: it and its mirror image, unshifted (half the weight) and shifted by a pixel "
+             "up-left and down-right")
+    return (f"\n- Test-time augmentation (`tta: {tta}`): the program, the ONNX file and `cnnbench predict` average "
+            f"the network's logits over {views}, as the metrics above were measured; the weights in `{weights}` "
+            "are the bare network's.")
+
+
 def _card(out: Path, config: cfg.TrainConfig, spec: datamod.DatasetSpec, pre: dict[str, Any], params: int,
           metrics: dict[str, Any], run: dict[str, Any], onnx_note: str) -> str:
     c, h, w = spec.shape
@@ -347,7 +361,7 @@ Accuracies are fractions of the images classified correctly.
 
 - Architecture: `{config.arch}` ({hparams}), {params:,} parameters.
 - Input: a float32 tensor (N, {c}, {h}, {w}), any batch size N, normalised as below.
-- Output: logits (N, {spec.num_classes}); softmax gives class probabilities.
+- Output: logits (N, {spec.num_classes}); softmax gives class probabilities.{_tta_note(config.tta, WEIGHTS)}
 - Classes: {classes}.
 
 ## Preprocessing

@@ -13,6 +13,7 @@ from cnnbench import data
 from cnnbench.config import Layer, TrainConfig, resolve, validate
 from cnnbench.errors import CheckpointError, ConfigError, DataError
 from cnnbench.export import export, load, load_images, predict
+from cnnbench.models import with_tta
 from cnnbench.train import Result, build_model, copy_model, evaluate, fit
 
 FAST = dict(arch="two_conv", width=8, optimizer="adam", lr=3e-3, batch_size=32, epochs=2, device="cpu")
@@ -27,7 +28,7 @@ class Exported:
     result: Result
     x: torch.Tensor  # the normalised test images
     predictions: torch.Tensor  # cnnbench's evaluate, in fp32
-    logits: torch.Tensor  # the trained model's, in fp32
+    logits: torch.Tensor  # the trained model's, with its test-time augmentation, in fp32
 
 
 def _train_and_export(name: str, tiny_data: Path, tmp_path_factory, **overrides) -> Exported:
@@ -43,7 +44,7 @@ def _train_and_export(name: str, tiny_data: Path, tmp_path_factory, **overrides)
     mean, std = data.normalisation(d.spec, "cpu")
     x = (d.test.x.float() / 255 - mean) / std
     with torch.no_grad():
-        logits = copy_model(result.model).eval()(x)
+        logits = with_tta(copy_model(result.model).eval(), config.tta)(x)
     metrics = {"test_acc": ev.acc, "test_loss": ev.loss, "val_acc": result.best.val_acc, "params": result.params}
     out = export(result.model, config, d.spec, root / "export", metrics=metrics, run=RUN)
     return Exported(out, config, d, result, x, ev.predictions, logits)
@@ -57,6 +58,12 @@ def mnist(tiny_data, tmp_path_factory) -> Exported:
 @pytest.fixture(scope="module")
 def cifar(tiny_data, tmp_path_factory) -> Exported:
     return _train_and_export("cifar10", tiny_data, tmp_path_factory, width=16, epochs=3)
+
+
+@pytest.fixture(scope="module")
+def airbench94(tiny_data, tmp_path_factory) -> Exported:
+    return _train_and_export("cifar10", tiny_data, tmp_path_factory, arch="airbench94", width=8, optimizer="sgd",
+                             lr=0.2, momentum=0.85, nesterov=True, lookahead=True, tta="flip", augment="crop2_flip")
 
 
 def test_the_export_holds_every_file_and_learned_the_task(mnist):
@@ -101,7 +108,7 @@ def test_plain_torch_loads_the_program_without_cnnbench(mnist, tmp_path):
     torch.testing.assert_close(torch.tensor(out["one"]), mnist.logits[:1], rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("which", ["mnist", "cifar"])
+@pytest.mark.parametrize("which", ["mnist", "cifar", "airbench94"])
 def test_onnxruntime_gives_the_same_predictions(which, request):
     ort = pytest.importorskip("onnxruntime")
     ex = request.getfixturevalue(which)
@@ -130,6 +137,16 @@ def test_load_rebuilds_the_model_and_its_preprocessing(mnist):
     with torch.no_grad():
         torch.testing.assert_close(model(mnist.x), mnist.logits)
     assert pre["dataset"] == "mnist" and pre["size"] == [28, 28]
+
+
+def test_a_net_with_a_whitening_layer_set_from_data_loads_with_its_filters(airbench94):
+    model, pre = load(airbench94.dir)
+    with torch.no_grad():
+        torch.testing.assert_close(model(airbench94.x), airbench94.logits)
+    stem = model.net[0][0]
+    assert torch.equal(stem.weight, copy_model(airbench94.result.model)[0][0].weight)
+    assert pre["dataset"] == "cifar10"
+    assert "Test-time augmentation (`tta: flip`)" in (airbench94.dir / "README.md").read_text()
 
 
 def test_config_round_trips_to_the_same_train_config(mnist):
