@@ -181,8 +181,11 @@ def airbench(
 def airbench94(
     *, in_channels: int, num_classes: int, input_size: tuple[int, int], kernel_size: int = 3, width: int = 64,
 ) -> nn.Module:
-    """airbench94's net whole: ``airbench`` with a frozen patch-whitening first layer set from the training
-    images, identity-initialised convs, and batch norms without a scale whose shifts learn 64x faster (SGD).
+    """airbench94's net whole: airbench with whitened 2x2 patches, identity init and fast batch-norm shifts.
+
+    The first layer is frozen patch whitening set from the training images (:class:`PatchWhitening`), the convs
+    start as identities in their first filters, and the batch norms have no scale and a shift that learns 64x
+    faster under SGD (:class:`ShiftNorm`).
 
     Widths are ``width``, ``4*width``, ``4*width`` (64-256-256 by default).
     """
