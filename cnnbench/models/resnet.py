@@ -106,7 +106,7 @@ class PatchWhitening(nn.Conv2d):
         c = images.shape[1]
         patches = images.float().unfold(2, kh, 1).unfold(3, kw, 1)  # N, C, H', W', kh, kw
         flat = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, c * kh * kw)
-        cov = (flat.T @ flat).double() / len(flat)
+        cov = (flat.T @ flat).cpu().double() / len(flat)  # a small matrix; MPS has no float64 or eigh
         eigenvalues, eigenvectors = torch.linalg.eigh(cov)
         filters = (eigenvectors.T / (eigenvalues + self.eps).sqrt()[:, None]).flip(0).reshape(-1, c, kh, kw)
         self.weight.copy_(torch.cat([filters, -filters]).to(self.weight))
