@@ -404,10 +404,11 @@ class Lookahead:
         with torch.no_grad():
             for k, avg in self.average.items():
                 avg.lerp_(state[k], 1 - keep)
-                state[k].copy_(avg)
+        self.settle()
 
     def settle(self) -> None:
-        """Put the average into the model (the end of an epoch: what is evaluated and saved)."""
+        """Put the average into the model: after each averaging step, and at the end of an epoch (what is
+        evaluated and saved)."""
         if self.average is not None:
             state = self.model.state_dict()
             with torch.no_grad():
