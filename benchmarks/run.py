@@ -14,7 +14,7 @@ import click
 
 #: In the order they run: the cheap ones first, the sweeps last.
 NAMES = ("startup", "layout", "mnist_fast", "mnist_best", "seeds", "throughput", "time_to_99", "cifar10", "overhead",
-         "efficiency", "sweep")
+         "efficiency", "sweep", "workers")
 FORMATS = {"images/s": "{:,.0f}", "%": "{:.2f}", "s": "{:.2f}", "x": "{:.2f}", "points": "{:.2f}",
            "epochs": "{:.0f}"}
 
@@ -34,6 +34,8 @@ def main(quick: bool, only: tuple[str, ...], report: bool, data_dir: str | None)
     names = set(only or NAMES)
     if "time_to_99" in names:  # a ratio of two benchmarks, measured in the same run
         names |= {"throughput", "mnist_fast"}
+    if "workers" in names:  # a ratio against the one-worker sweep, measured in the same run
+        names.add("sweep")
     if report:
         for name in sorted(names, key=NAMES.index):
             path = suite.RESULTS / f"{name}{'-quick' if quick else ''}.json"
@@ -58,6 +60,8 @@ def main(quick: bool, only: tuple[str, ...], report: bool, data_dir: str | None)
         command = shlex.join(["python", "benchmarks/run.py", *(["--quick"] if quick else []), "--only", name])
         if name == "time_to_99":
             record = presets.time_to_99(ctx, records.get("throughput"), records.get("mnist_fast"))
+        elif name == "workers":
+            record = tracked.workers(ctx, records.get("sweep"))
         else:
             record = {
                 "startup": lambda: startup.run(ctx),

@@ -1,6 +1,6 @@
-"""The shipped MNIST sweep end to end: ``python benchmarks/sweep_bench.py [--trials 50]``.
+"""The shipped MNIST sweep end to end: ``python benchmarks/sweep_bench.py [--trials 50] [--workers 1]``.
 
-Runs ``cnnbench sweep mnist --trials N`` in a fresh folder, times it, reads the best trial's test
+Runs ``cnnbench sweep mnist --trials N`` (with ``--workers W`` when W > 1) in a fresh folder, times it, reads the best trial's test
 accuracy with ``cnnbench best --json``, exports it with ``cnnbench best --export`` and measures
 the export's test accuracy by loading ``model.pt2`` with plain PyTorch. Goals: at most 15 minutes
 for 50 trials on the two-core CPU, best test accuracy >= 99.3%, export accuracy equal to the
@@ -22,8 +22,9 @@ import click
 
 @click.command()
 @click.option("--trials", default=50, show_default=True)
+@click.option("--workers", default=1, show_default=True, help="Worker processes sharing the study and the cores.")
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Dataset folder [env CNNBENCH_DATA_DIR].")
-def main(trials: int, data_dir: str | None) -> None:
+def main(trials: int, workers: int, data_dir: str | None) -> None:
     """Print and save the sweep's wall time, counts and accuracies."""
     env = dict(os.environ)
     if data_dir:
@@ -31,7 +32,7 @@ def main(trials: int, data_dir: str | None) -> None:
     env.pop("MLFLOW_TRACKING_URI", None)
     work = Path(tempfile.mkdtemp(prefix="cnnbench-sweep-"))
     cnnbench = str(Path(sys.executable).with_name("cnnbench"))
-    command = [cnnbench, "sweep", "mnist", "--trials", str(trials)]
+    command = [cnnbench, "sweep", "mnist", "--trials", str(trials), *(["--workers", str(workers)] if workers > 1 else [])]
     t0 = time.perf_counter()
     done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -44,12 +45,12 @@ def main(trials: int, data_dir: str | None) -> None:
         "command": " ".join(["cnnbench", *command[1:]]), "wall_seconds": wall, "exit_code": done.returncode,
         "best_trial": best["trial"], "best_val_acc": best["val_acc"], "best_test_acc": best["test_acc"],
         "export_test_acc_plain_torch": export_acc, "export_difference_points": 100 * abs(export_acc - best["test_acc"]),
-        "best": best, "load_average": os.getloadavg(), "folder": str(work),
+        "workers": workers, "best": best, "load_average": os.getloadavg(), "folder": str(work),
     }
     summary = done.stdout.strip().splitlines()[-3:] if done.stdout else []
     figures["summary"] = summary
     print(json.dumps({k: v for k, v in figures.items() if k != "best"}, indent=1))
-    out = Path(__file__).resolve().parent / "results" / f"sweep-{trials}.json"
+    out = Path(__file__).resolve().parent / "results" / f"sweep-{trials}{f'-w{workers}' if workers > 1 else ''}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(figures, indent=1))
 

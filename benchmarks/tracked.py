@@ -1,7 +1,8 @@
 """Goals 5 and the sweep's: framework overhead per trial, and the shipped MNIST sweep end to end.
 
-Both run their own scripts (``overhead.py``, ``sweep_bench.py``) in a fresh process and turn the
-JSON those write into figures.
+They run their own scripts (``overhead.py``, ``sweep_bench.py``) in a fresh process and turn the
+JSON those write into figures. ``workers`` runs the same sweep with one worker process per core,
+beside the one-worker sweep of the same run.
 """
 
 from __future__ import annotations
@@ -62,4 +63,23 @@ def sweep(ctx: Context) -> Record:
         Figure("export against reported test accuracy", gap, "points", f"<= {MAX_EXPORT_GAP:g}",
                ctx.judge(gap <= MAX_EXPORT_GAP), command),
     ]
+    return record
+
+
+def workers(ctx: Context, alone: Record | None) -> Record:
+    """Run the shipped MNIST sweep with one worker per core (threads shared out); return its time against one worker's."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    trials = 6 if ctx.quick else 50
+    _, command = _script(ctx, "sweep_bench.py", "--trials", str(trials), "--workers", str(cores))
+    result = json.loads((suite.RESULTS / f"sweep-{trials}{f'-w{cores}' if cores > 1 else ''}.json").read_text())
+    record = Record("workers", suite.machine(), [], result)
+    record.figures += [
+        Figure(f"{result['command']}: wall time", result["wall_seconds"], "s", "", None, command),
+        Figure("best trial's test accuracy", 100 * result["best_test_acc"], "%", "", None, command),
+    ]
+    if alone is not None:
+        one = alone.details["wall_seconds"]
+        record.details["one_worker_wall_seconds"] = one
+        record.figures.append(Figure(f"one worker's wall time / {cores} workers' (same run)",
+                                     one / result["wall_seconds"], "x", "", None, command))
     return record

@@ -63,7 +63,9 @@ def make_sampler(sweep: Sweep, draw: int = 0) -> optuna.samplers.BaseSampler:
     seed = sweep.seed if sweep.sampler == "qmc" else int(
         np.random.SeedSequence((sweep.seed & 0xFFFFFFFF, draw)).generate_state(1)[0])
     builders: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
-        "tpe": lambda: s.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8),
+        # constant_liar: workers sharing a study count each other's running trials as bad, so they spread
+        # out instead of drawing next to one another; one worker never has a running trial when it asks.
+        "tpe": lambda: s.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8, constant_liar=True),
         "random": lambda: s.RandomSampler(seed=seed),
         "cmaes": lambda: s.CmaEsSampler(seed=seed, warn_independent_sampling=False),
         "gp": lambda: s.GPSampler(seed=seed),
