@@ -1,10 +1,10 @@
 """The shipped MNIST sweep end to end: ``python benchmarks/sweep_bench.py [--trials 50] [--workers 1]``.
 
-Runs ``cnnbench sweep mnist --trials N`` (with ``--workers W`` when W > 1) in a fresh folder, times it, reads the best trial's test
-accuracy with ``cnnbench best --json``, exports it with ``cnnbench best --export`` and measures
-the export's test accuracy by loading ``model.pt2`` with plain PyTorch. Goals: at most 15 minutes
-for 50 trials on the two-core CPU, best test accuracy >= 99.3%, export accuracy equal to the
-reported one within 0.05 points.
+Runs ``cnnbench sweep mnist --trials N`` (with ``--workers W`` when W > 1) in a fresh folder,
+times it, reads the best trial's test accuracy with ``cnnbench best --json``, exports it with
+``cnnbench best --export`` and measures the export's test accuracy by loading ``model.pt2`` with
+plain PyTorch. Goals: at most 15 minutes for 50 trials on the two-core CPU, best test accuracy
+>= 99.3%, export accuracy equal to the reported one within 0.05 points.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ def main(trials: int, workers: int, data_dir: str | None) -> None:
     env.pop("MLFLOW_TRACKING_URI", None)
     work = Path(tempfile.mkdtemp(prefix="cnnbench-sweep-"))
     cnnbench = str(Path(sys.executable).with_name("cnnbench"))
-    command = [cnnbench, "sweep", "mnist", "--trials", str(trials), *(["--workers", str(workers)] if workers > 1 else [])]
+    command = [cnnbench, "sweep", "mnist", "--trials", str(trials)]
+    command += ["--workers", str(workers)] if workers > 1 else []
     t0 = time.perf_counter()
     done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -50,9 +51,14 @@ def main(trials: int, workers: int, data_dir: str | None) -> None:
     summary = done.stdout.strip().splitlines()[-3:] if done.stdout else []
     figures["summary"] = summary
     print(json.dumps({k: v for k, v in figures.items() if k != "best"}, indent=1))
-    out = Path(__file__).resolve().parent / "results" / f"sweep-{trials}{f'-w{workers}' if workers > 1 else ''}.json"
+    out = results_path(trials, workers)
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(figures, indent=1))
+
+
+def results_path(trials: int, workers: int = 1) -> Path:
+    """Return the JSON file a sweep of ``trials`` trials with ``workers`` workers is saved to."""
+    return Path(__file__).resolve().parent / "results" / f"sweep-{trials}{f'-w{workers}' if workers > 1 else ''}.json"
 
 
 def _plain_torch_accuracy(export: Path, env: dict) -> float:

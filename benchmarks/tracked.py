@@ -67,11 +67,14 @@ def sweep(ctx: Context) -> Record:
 
 
 def workers(ctx: Context, alone: Record | None) -> Record:
-    """Run the shipped MNIST sweep with one worker per core (threads shared out); return its time against one worker's."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """Run the shipped MNIST sweep with one worker per core; return its time against ``alone``'s, one worker's."""
+    from cnnbench.sweep import threads_per_worker
+    from sweep_bench import results_path
+
+    cores = threads_per_worker(1)
     trials = 6 if ctx.quick else 50
     _, command = _script(ctx, "sweep_bench.py", "--trials", str(trials), "--workers", str(cores))
-    result = json.loads((suite.RESULTS / f"sweep-{trials}{f'-w{cores}' if cores > 1 else ''}.json").read_text())
+    result = json.loads(results_path(trials, cores).read_text())
     record = Record("workers", suite.machine(), [], result)
     record.figures += [
         Figure(f"{result['command']}: wall time", result["wall_seconds"], "s", "", None, command),
