@@ -229,8 +229,10 @@ def best(study_name, storage, top, as_json, export_dir, register, overwrite) -> 
         if len(names) != 1:
             from cnnbench.errors import StudyError
 
-            raise StudyError(f"{len(names)} studies in {describe(storage)}: {', '.join(names) or 'none'}",
-                             hint="name one with --study" if names else "run `cnnbench sweep DATASET` first")
+            if names:
+                raise StudyError(f"{len(names)} studies in {describe(storage)}: {', '.join(names)}",
+                                 hint="name one with --study")
+            raise StudyError(f"no study in {describe(storage)}", hint="run `cnnbench sweep DATASET` first")
         study_name = names[0]
     study = sweeps.load_study(study_name, storage)
     rows = sweeps.best_trials(study, top)

@@ -235,7 +235,7 @@ def test_best_prints_the_top_trials(swept):
 
 def test_best_without_a_study_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(main, ["best"])
-    assert res.exit_code == 2 and "cnnbench sweep" in res.output
+    assert res.exit_code == 2 and "no study in" in res.output and "cnnbench sweep" in res.output
 
 
 def test_sweep_by_dataset_name_uses_the_packaged_file(tmp_path, tiny_data):
