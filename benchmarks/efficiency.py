@@ -26,6 +26,8 @@ def _sweep(ctx: Context, *flags: str) -> tuple[dict, str]:
     """Run the sweep with ``flags`` in a fresh folder; return its epochs, best accuracies and seconds."""
     import optuna
 
+    from cnnbench.sweep import steps_per_epoch
+
     folder = Path(tempfile.mkdtemp(prefix="cnnbench-efficiency-"))
     env = {**os.environ, "CNNBENCH_DATA_DIR": str(ctx.data_root)}
     env.pop("MLFLOW_TRACKING_URI", None)
@@ -37,12 +39,17 @@ def _sweep(ctx: Context, *flags: str) -> tuple[dict, str]:
         optuna.storages.journal.JournalFileBackend(str(folder / "cnnbench-journal.log")))
     study = optuna.load_study(study_name="efficiency", storage=storage)
     done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    best = max(done, key=lambda t: max(t.intermediate_values.values(), default=0.0))
+    steps = steps_per_epoch(study)  # with 2, a trial stopped at step 1 trained half an epoch
+
+    def best_epoch(t) -> float:
+        return max((v for step, v in t.intermediate_values.items() if step % steps == 0), default=0.0)
+
+    best = max(done, key=best_epoch)
     return {
-        "epochs": sum(len(t.intermediate_values) for t in done),
+        "epochs": sum(max(t.intermediate_values, default=0) for t in done) / steps,
         "trials": len(done),
         "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in done),
-        "best_val_acc": max(best.intermediate_values.values()),
+        "best_val_acc": best_epoch(best),
         "best_test_acc": best.user_attrs.get("test_acc"),
         "best_trial": best.number,
         "seconds": seconds,

@@ -103,8 +103,11 @@ class Sweep(_Strict):
     epochs: int = Field(3, gt=0)
     timeout: Optional[float] = Field(None, gt=0)
     sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
-    # Successive halving: only the best quarter of the trials at epoch 1 (then 4, 16, ...) train on.
+    # Successive halving: only the best quarter of the trials at half an epoch (then 2, 8, ...) train on.
     pruner: Literal[PRUNERS] = "halving"  # type: ignore[valid-type]
+    # The pruner also sees the objective halfway through the first epoch (its steps then count half
+    # epochs), so a poor trial stops after half an epoch. Set when the study is created.
+    prune_at_half_epoch: bool = True
     seed: int = 0
     workers: int = Field(1, gt=0)
     storage: Optional[str] = None

@@ -42,6 +42,9 @@ _FILE_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 #: A worker gives up after this many trials in a row fail (not pruned: failed).
 MAX_CONSECUTIVE_FAILURES = 5
 PARENT_ATTR = "cnnbench.parent_run"
+#: Study attribute: how many of the pruner's steps make an epoch (2 where trials report at half an epoch too;
+#: studies from before it was recorded report once an epoch).
+STEPS_ATTR = "cnnbench.steps_per_epoch"
 #: Study attribute naming the ``cnnbench sweep`` commands running the study now, with when each was last seen.
 LIVE_ATTR = "cnnbench.live"
 #: A trial whose worker died is retried until it has been started this many times.
@@ -76,13 +79,18 @@ def make_sampler(sweep: Sweep, draw: int = 0) -> optuna.samplers.BaseSampler:
     return builders[sweep.sampler]()
 
 
-def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
-    """Return the Optuna pruner the sweep names; epochs are its steps."""
+def make_pruner(sweep: Sweep, steps_per_epoch: int = 1) -> optuna.pruners.BasePruner:
+    """Return the Optuna pruner the sweep names, its steps ``1 / steps_per_epoch`` of an epoch.
+
+    Successive halving's first rung is one step: with half-epoch steps its rungs are at half an
+    epoch, 2, 8 and 32 epochs.
+    """
     p = optuna.pruners
     builders = {
         "median": lambda: p.MedianPruner(n_startup_trials=5, n_warmup_steps=0),
         "halving": lambda: p.SuccessiveHalvingPruner(min_resource=1, reduction_factor=4),
-        "hyperband": lambda: p.HyperbandPruner(min_resource=1, max_resource=sweep.epochs, reduction_factor=3),
+        "hyperband": lambda: p.HyperbandPruner(min_resource=1, max_resource=sweep.epochs * steps_per_epoch,
+                                               reduction_factor=3),
         "none": lambda: p.NopPruner(),
     }
     return builders[sweep.pruner]()
@@ -111,10 +119,14 @@ def open_study(sweep: Sweep) -> optuna.Study:
 def _create_or_check(sweep: Sweep, identity: dict) -> optuna.Study:
     storage = open_storage(sweep.storage)
     study = optuna.create_study(storage=storage, study_name=sweep.study_name, sampler=make_sampler(sweep),
-                                pruner=make_pruner(sweep), directions=sweep.directions, load_if_exists=True)
-    stored = study.user_attrs.get(IDENTITY_ATTR)
+                                pruner=optuna.pruners.NopPruner(), directions=sweep.directions, load_if_exists=True)
+    attrs = study.user_attrs
+    stored = attrs.get(IDENTITY_ATTR)
+    steps = (2 if sweep.prune_at_half_epoch else 1) if stored is None else attrs.get(STEPS_ATTR, 1)
+    study.pruner = make_pruner(sweep, steps)
     if stored is None:
         study.set_user_attr(IDENTITY_ATTR, identity)
+        study.set_user_attr(STEPS_ATTR, steps)
         study.set_user_attr("cnnbench.sampler", sweep.sampler)
         study.set_user_attr("cnnbench.pruner", sweep.pruner)
         for name in sweep.baselines:
@@ -137,6 +149,12 @@ def _diff(old: dict, new: dict, prefix: str = "") -> str:
         elif a != b:
             changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return "; ".join(changes)
+
+
+def steps_per_epoch(study: optuna.Study) -> int:
+    """Return how many of the pruner's steps make an epoch in ``study``: 2 where its trials report at half an
+    epoch too, 1 in studies made before cnnbench recorded it."""
+    return int(study.user_attrs.get(STEPS_ATTR, 1))
 
 
 def finished(study: optuna.Study) -> int:
@@ -163,9 +181,9 @@ class Objective:
     """Runs one trial: samples a configuration, trains it, and records everything in MLflow."""
 
     def __init__(self, sweep: Sweep, data: datamod.Data, tracker: Tracker, parent: str, *, device: str | None,
-                 progress: bool):
+                 progress: bool, steps_per_epoch: int = 1):
         self.sweep, self.data, self.tracker, self.parent = sweep, data, tracker, parent
-        self.device, self.progress = device, progress
+        self.device, self.progress, self.steps_per_epoch = device, progress, steps_per_epoch
         self.metric = sweep.objectives[0]
 
     def __call__(self, trial: optuna.Trial) -> float | list[float]:
@@ -218,20 +236,30 @@ class Objective:
         single = len(self.sweep.objectives) == 1 and self.metric in ("val_acc", "val_loss")
         baseline = trial.user_attrs.get("baseline")
 
+        def report(value: float, step: int, when: str, last: bool) -> None:
+            _patiently(self.sweep, lambda: trial.report(value, step))
+            # Asked for every trial: successive halving records the value at each rung it judges, for the
+            # trials after it. A baseline is the yardstick, not a candidate: its values stand at the rungs,
+            # but it trains every epoch, so the report can set the tuned best beside every seed recipe at
+            # the same budget. A trial that has trained its last epoch is complete: stopping it then would
+            # save nothing and lose its result.
+            if _patiently(self.sweep, trial.should_prune) and not (baseline or last):
+                raise optuna.TrialPruned(f"pruned at {when} ({self.metric} {value:.4f})")
+
         def on_epoch_end(m) -> None:
             self.tracker.log_metrics(run_id, {
                 "train_loss": m.train_loss, "train_acc": m.train_acc, "val_loss": m.val_loss, "val_acc": m.val_acc,
                 "lr": m.lr, "epoch_seconds": m.epoch_seconds, "images_per_sec": m.images_per_sec}, step=m.epoch)
             value = getattr(m, self.metric) if single else None
             if value is not None:
-                _patiently(self.sweep, lambda: trial.report(value, m.epoch))
-                # A baseline is the yardstick, not a candidate: its values stand at the pruner's rungs
-                # for the trials after it, but it trains every epoch, so the report can set the tuned
-                # best beside every seed recipe at the same budget.
-                if _patiently(self.sweep, trial.should_prune) and not baseline:
-                    raise optuna.TrialPruned(f"pruned at epoch {m.epoch} ({self.metric} {value:.4f})")
+                report(value, m.epoch * self.steps_per_epoch, f"epoch {m.epoch}", m.epoch == config.epochs)
 
-        result = fit(config, self.data, on_epoch_end=on_epoch_end, checkpoint=checkpoint, progress=self.progress)
+        def on_half_epoch(check) -> None:
+            report(check.acc if self.metric == "val_acc" else check.loss, 1, "half of epoch 1", False)
+
+        half = on_half_epoch if single and self.steps_per_epoch == 2 else None
+        result = fit(config, self.data, on_epoch_end=on_epoch_end, on_half_epoch=half, checkpoint=checkpoint,
+                     progress=self.progress)
         test = evaluate(result.model, self.data.test, self.data.spec, config)
         best = result.best
         summary = {"test_acc": test.acc, "test_loss": test.loss, "best_val_acc": best.val_acc,
@@ -462,7 +490,8 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
     data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
     study = _patiently(sweep, lambda: open_study(sweep))
     tracker = Tracker(sweep.study_name)
-    objective = Objective(sweep, data, tracker, study.user_attrs[PARENT_ATTR], device=device, progress=progress)
+    objective = Objective(sweep, data, tracker, study.user_attrs[PARENT_ATTR], device=device, progress=progress,
+                          steps_per_epoch=steps_per_epoch(study))
     deadline = time.monotonic() + sweep.timeout if sweep.timeout else None
     bar = _SweepBar(study, sweep, progress, echo)
     failures = 0

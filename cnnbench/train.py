@@ -253,12 +253,16 @@ def fit(
     data: datamod.Data,
     *,
     on_epoch_end: Callable[[EpochMetrics], None] | None = None,
+    on_half_epoch: Callable[[Evaluation], None] | None = None,
     checkpoint: str | os.PathLike | None = None,
     progress: bool = False,
 ) -> Result:
     """Train the model ``config`` describes on ``data`` and return its history and best model.
 
     ``on_epoch_end`` is called after each epoch; an exception raised there stops training.
+    ``on_half_epoch``, where there is a validation split, is called halfway through the first
+    epoch with the model's evaluation on it (not counted as training time), so that a search can
+    stop a poor trial after half an epoch; an exception raised there stops training too.
     With ``checkpoint`` set, the run is saved there after each epoch and resumed from it if it
     exists. Raises :class:`DivergedError` as soon as the loss is not finite.
     """
@@ -317,7 +321,8 @@ def fit(
         model.train()
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
+        seen, paused = 0, 0.0
+        half = len(batches) // 2 if on_half_epoch is not None and data.val and epoch == 1 else 0
         t0 = time.perf_counter()
         for i, (x, y) in enumerate(batches, 1):
             loss, hits = step_fn(x, y)
@@ -332,13 +337,18 @@ def fit(
                                     hint="lower lr or add warm-up")
             if bar is not None:
                 bar.update()
+            if i == half:
+                t1 = time.perf_counter()
+                on_half_epoch(evaluate(model, data.val, spec, config, device=device, precision=precision))
+                model.train()
+                paused += time.perf_counter() - t1
         train_loss = loss_sum.item() / seen
         if not math.isfinite(train_loss):
             raise DivergedError(f"diverged: loss is not finite at epoch {epoch}", hint="lower lr or add warm-up")
         train_acc = correct.item() / seen
         if lookahead is not None:
             lookahead.settle()
-        seconds = time.perf_counter() - t0 + (init_seconds if epoch == 1 else 0.0)
+        seconds = time.perf_counter() - t0 - paused + (init_seconds if epoch == 1 else 0.0)
         train_seconds += seconds
         val = evaluate(model, data.val, spec, config, device=device, precision=precision) if data.val else None
         metrics = EpochMetrics(epoch, train_loss, train_acc, val.loss if val else None, val.acc if val else None,

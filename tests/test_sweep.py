@@ -203,14 +203,15 @@ def test_median_pruner_stops_poor_trials_early(tmp_path, tiny_data):
     trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned and all(t.params["lr"] == 1e-6 for t in pruned)
-    assert all(len(t.intermediate_values) < 3 for t in pruned)
+    # Steps count half epochs: step 6 is the end of the third and last epoch, which no pruned trial reached.
+    assert all(max(t.intermediate_values) < 6 for t in pruned)
 
 
 def test_baselines_train_every_epoch_where_the_pruner_stops_the_sampled_trials(tmp_path, tiny_data, monkeypatch):
     import cnnbench.sweep
 
     # A pruner that would stop every trial after its first epoch.
-    monkeypatch.setattr(cnnbench.sweep, "make_pruner", lambda sweep: optuna.pruners.ThresholdPruner(lower=2.0))
+    monkeypatch.setattr(cnnbench.sweep, "make_pruner", lambda sweep, steps: optuna.pruners.ThresholdPruner(lower=2.0))
     text = TINY.replace("baselines: [seed004]", "baselines: [seed004, seed002]").replace("trials: 4", "trials: 3")
     res = sweep(tmp_path, text.replace("tracking: {log_model: best}", "tracking: {log_model: none, plots: false}"),
                 "--data-dir", str(tiny_data))
@@ -218,7 +219,41 @@ def test_baselines_train_every_epoch_where_the_pruner_stops_the_sampled_trials(t
     trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
     assert [t.user_attrs.get("baseline") for t in trials] == ["seed004", "seed002", None]
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2 + [optuna.trial.TrialState.PRUNED]
-    assert [len(t.intermediate_values) for t in trials] == [2, 2, 1]
+    # Half an epoch, then the end of each epoch, in half epochs.
+    assert [sorted(t.intermediate_values) for t in trials] == [[1, 2, 4], [1, 2, 4], [1]]
+    assert trials[2].user_attrs["reason"].startswith("pruned at half of epoch 1 (val_acc ")
+
+
+def test_baselines_values_stand_at_the_halving_rungs_for_the_trials_after_them(tmp_path, tiny_data):
+    text = TINY.replace("pruner: median", "pruner: halving").replace("trials: 4", "trials: 2")
+    res = sweep(tmp_path, text.replace("tracking: {log_model: best}", "tracking: {log_model: none, plots: false}"),
+                "--data-dir", str(tiny_data))
+    assert res.exit_code == 0, res.output
+    trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
+    assert trials[0].user_attrs["baseline"] == "seed004"
+    # Rung 0 at step 1 (half an epoch), rung 1 at step 4 (the end of the second and last epoch).
+    assert trials[0].system_attrs["completed_rung_0"] == trials[0].intermediate_values[1]
+    assert trials[0].system_attrs["completed_rung_1"] == trials[0].intermediate_values[4]
+
+
+def test_without_the_half_epoch_check_steps_are_epochs_and_a_last_epoch_is_never_pruned(tmp_path, tiny_data,
+                                                                                         monkeypatch):
+    import cnnbench.sweep
+
+    monkeypatch.setattr(cnnbench.sweep, "make_pruner", lambda sweep, steps: optuna.pruners.ThresholdPruner(lower=2.0))
+    text = TINY.replace("baselines: [seed004]", "prune_at_half_epoch: false").replace("trials: 4", "trials: 2")
+    res = sweep(tmp_path, text.replace("tracking: {log_model: best}", "tracking: {log_model: none, plots: false}"),
+                "--data-dir", str(tiny_data), "--epochs", "1")
+    assert res.exit_code == 0, res.output
+    study = optuna.load_study(study_name="tiny", storage=journal())
+    assert study.user_attrs["cnnbench.steps_per_epoch"] == 1
+    assert [sorted(t.intermediate_values) for t in study.trials] == [[1], [1]]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    # The steps are the study's: resumed with the check asked for, it goes on reporting once an epoch.
+    res = sweep(tmp_path, text.replace("prune_at_half_epoch: false", "prune_at_half_epoch: true"),
+                "--data-dir", str(tiny_data), "--epochs", "1", "--trials", "3")
+    assert res.exit_code == 0, res.output
+    assert [sorted(t.intermediate_values) for t in study.trials] == [[1], [1], [1]]
 
 
 def test_best_prints_the_top_trials(swept):

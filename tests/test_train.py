@@ -72,6 +72,16 @@ def test_hook_exception_stops_training(tiny_data):
         fit(validate(FAST), data.load("mnist", tiny_data), on_epoch_end=hook)
 
 
+def test_the_half_epoch_hook_sees_the_validation_split_once_and_changes_no_training(tiny_data):
+    cfg = validate(dict(FAST, epochs=2))
+    d = data.load("mnist", tiny_data, val_fraction=0.2)
+    checks = []
+    hooked, plain = fit(cfg, d, on_half_epoch=checks.append), fit(cfg, d)
+    assert len(checks) == 1 and len(checks[0].predictions) == len(d.val) and 0 <= checks[0].acc <= 1
+    assert [m.train_loss for m in hooked.history] == [m.train_loss for m in plain.history]
+    assert [m.val_acc for m in hooked.history] == [m.val_acc for m in plain.history]
+
+
 @pytest.mark.parametrize("extra", [{}, {"lookahead": True}])
 def test_checkpoint_resumes_where_it_stopped(tiny_data, tmp_path, extra):
     cfg = validate(dict(FAST, **extra))
