@@ -572,12 +572,16 @@ class _Report:
             return
         sources = "; ".join(f"study {name}: {source}" for name, _, _, source in histories)
         importances = any(imp for _, _, imp, _ in histories)
+        read = all(source == "Optuna study" for _, _, _, source in histories)
         self.doc.figure(f"{_slug(ds.name)}-history", self._history_figure(ds, histories),
                         f"{ds.name}: optimization history" + (" and parameter importances" if importances else ""),
                         "Each complete trial's objective in the order the trials ran, with the best so far; pruned "
                         "trials at their last reported value. "
-                        + ("Importances: how much of the objective's variation each parameter explains (Optuna, "
-                           "over the study's complete trials). " if importances else
+                        + ("Importances: how much of the objective's variance each parameter explains (fANOVA, "
+                           "over the study's complete trials that sampled their parameters: baselines left out). "
+                           if importances else
+                           "Parameter importances need at least two complete trials that sampled their parameters. "
+                           if read else
                            "Parameter importances need the Optuna study, which is not readable here (see Notes). ")
                         + f"Source of the history: {sources}.")
 
@@ -799,7 +803,7 @@ class _Report:
         if not importances:
             ax.axis("off")
             ax.text(0.5, 0.5, f"no importances for study {study}\n(its Optuna study is not readable here,\n"
-                              "or it has too few complete trials)", ha="center", va="center", fontsize=9,
+                              "or too few complete trials sampled their parameters)", ha="center", va="center", fontsize=9,
                     color=_GREY, transform=ax.transAxes)
             return
         items = sorted(importances.items(), key=lambda kv: kv[1])[-10:]

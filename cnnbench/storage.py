@@ -239,12 +239,46 @@ def read_study(url: str | None, name: str) -> StudyRecord | None:
                            "baseline": t.user_attrs.get("baseline", "")} for t in trials],
                          columns=["trial", "state", "value", "baseline"]).astype({"value": float})
     objective = ((study.user_attrs.get("cnnbench.sweep") or {}).get("objective") or ["value"])[0]
-    importances: dict[str, float] = {}
-    if sum(t.state == optuna.trial.TrialState.COMPLETE for t in trials) >= 2:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                importances = dict(optuna.importance.get_param_importances(study, target=lambda t: t.values[0]))
-        except (ValueError, RuntimeError, ZeroDivisionError):
-            importances = {}  # e.g. no parameter took two values yet
-    return StudyRecord(name, objective, study.directions[0].name.lower(), frame, importances)
+    return StudyRecord(name, objective, study.directions[0].name.lower(), frame, param_importances(study))
+
+
+def sampled_study(study: optuna.Study) -> optuna.Study:
+    """Return an in-memory copy of ``study`` holding only its complete trials that sampled their parameters.
+
+    Baselines are left out: they sample nothing, and a trial without parameters leaves no parameter
+    common to every trial, so no importance evaluator could assess any (Optuna 5's default then
+    spreads all-zero importances evenly over the parameters, as if each mattered as much).
+    """
+    import optuna
+
+    copy = optuna.create_study(directions=study.directions)
+    copy.add_trials([t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                     if t.params and not t.user_attrs.get("baseline")])
+    return copy
+
+
+def importance_evaluator() -> optuna.importance.BaseImportanceEvaluator:
+    """fANOVA, seeded: the share of the objective's variance each parameter explains, the same on every read."""
+    import optuna
+
+    return optuna.importance.FanovaImportanceEvaluator(seed=0)
+
+
+def param_importances(study: optuna.Study) -> dict[str, float]:
+    """Return the share of the first objective's variance each sampled parameter explains, summing to 1, over the
+    study's complete sampled trials (:func:`sampled_study`); empty when there are fewer than two or nothing
+    varies."""
+    import optuna
+
+    sampled = sampled_study(study)
+    if len(sampled.trials) < 2:
+        return {}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = optuna.importance.get_param_importances(sampled, evaluator=importance_evaluator(),
+                                                          target=lambda t: t.values[0], normalize=False)
+    except (ValueError, RuntimeError, ZeroDivisionError):
+        return {}  # e.g. no parameter took two values yet
+    total = sum(raw.values())
+    return {name: float(value) / total for name, value in raw.items()} if total > 0 else {}

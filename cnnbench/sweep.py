@@ -31,8 +31,8 @@ from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
                              UnreachableStorage, outlast)
 from cnnbench.space import Sweep, grid, suggest, trial_config
-from cnnbench.storage import (DEFAULT_JOURNAL, HEARTBEAT_SECONDS, describe, open_storage, study_lock,
-                              unavailable)
+from cnnbench.storage import (DEFAULT_JOURNAL, HEARTBEAT_SECONDS, describe, importance_evaluator, open_storage,
+                              sampled_study, study_lock, unavailable)
 from cnnbench.tracking import Tracker
 from cnnbench.train import Result, check, copy_model, evaluate, fit, resolve_device, resolve_precision
 
@@ -867,13 +867,15 @@ def _study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     if len(complete) < 2 or len(study.directions) != 1:
         return
+    sampled = sampled_study(study)  # importances over the sampled trials: baselines have no parameters
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name, plot in (("optimization_history", ovm.plot_optimization_history),
-                           ("param_importances", ovm.plot_param_importances),
-                           ("parallel_coordinate", ovm.plot_parallel_coordinate)):
+        for name, draw in (("optimization_history", lambda: ovm.plot_optimization_history(study)),
+                           ("param_importances",
+                            lambda: ovm.plot_param_importances(sampled, evaluator=importance_evaluator())),
+                           ("parallel_coordinate", lambda: ovm.plot_parallel_coordinate(study))):
             try:
-                ax = plot(study)
+                ax = draw()
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure
                 fig.set_size_inches(9, 5)
                 fig.tight_layout()

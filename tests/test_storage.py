@@ -116,3 +116,22 @@ def test_unreachable_database_is_a_clear_error(tmp_path, tiny_data):
     res = sweep(tmp_path, tiny_data, "--storage", "postgresql://postgres@127.0.0.1:1/nothing")
     assert res.exit_code == 2 and "cannot open storage" in res.output
     assert not os.path.exists(tmp_path / "mlflow.db")
+
+
+def test_importances_leave_the_baselines_out_and_tell_what_mattered():
+    from cnnbench.storage import param_importances
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for name in ("seed004", "seed002"):  # baselines: enqueued presets, no parameters sampled
+        study.enqueue_trial({}, user_attrs={"baseline": name})
+        trial = study.ask()
+        study.tell(trial, 0.5)
+    assert param_importances(study) == {}  # nothing sampled yet
+    for _ in range(30):
+        trial = study.ask()
+        x, noise = trial.suggest_float("x", 0, 1), trial.suggest_float("noise", 0, 1)
+        study.tell(trial, x + 0.01 * noise)
+    importances = param_importances(study)
+    assert set(importances) == {"x", "noise"} and sum(importances.values()) == pytest.approx(1)
+    assert importances["x"] > 0.9
+    assert param_importances(study) == importances  # seeded: the same on every read
