@@ -44,7 +44,8 @@ _STATE_WORD = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RU
 # Config fields that say where or how a run was computed rather than what was trained.
 _PLUMBING = {"dataset", "device", "precision", "compile", "eval_batch_size", "seed", "val_fraction"}
 _CONFIG = [f for f in FIELDS if f not in _PLUMBING]
-_METRICS = ("test_acc", "test_loss", "best_val_acc", "val_acc", "params", "train_seconds", "best_epoch")
+_METRICS = ("test_acc", "test_loss", "best_val_acc", "val_acc", "half_epoch_val_acc", "params", "train_seconds",
+            "best_epoch")
 # Colours for categories: the palette without yellow (faint on white) and black (kept for marks).
 _COLOURS = [c for c in PALETTE if c not in ("#F0E442", "#000000")]
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "h")
@@ -593,7 +594,8 @@ class _Report:
             return frame.assign(direction=record.direction, label=label), record.importances, "Optuna study"
         runs = ds.trials[ds.trials["study"] == name]
         # Without the study, the objective is the validation accuracy each run logged, in run order.
-        value = runs["best_val_acc"].where(runs["state"] == "COMPLETE", runs["val_acc"])
+        value = runs["best_val_acc"].where(runs["state"] == "COMPLETE", runs["val_acc"].fillna(
+            runs["half_epoch_val_acc"]))  # a trial stopped at half an epoch logged no epoch's
         frame = pd.DataFrame({"trial": runs["trial"].astype(float), "state": runs["state"], "value": value * 100,
                               "baseline": runs["baseline"], "direction": "maximize",
                               "label": _OBJECTIVES["val_acc"][0]})

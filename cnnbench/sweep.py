@@ -255,6 +255,7 @@ class Objective:
                 report(value, m.epoch * self.steps_per_epoch, f"epoch {m.epoch}", m.epoch == config.epochs)
 
         def on_half_epoch(check) -> None:
+            self.tracker.log_metrics(run_id, {"half_epoch_val_acc": check.acc, "half_epoch_val_loss": check.loss})
             report(check.acc if self.metric == "val_acc" else check.loss, 1, "half of epoch 1", False)
 
         half = on_half_epoch if single and self.steps_per_epoch == 2 else None

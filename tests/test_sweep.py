@@ -222,6 +222,10 @@ def test_baselines_train_every_epoch_where_the_pruner_stops_the_sampled_trials(t
     # Half an epoch, then the end of each epoch, in half epochs.
     assert [sorted(t.intermediate_values) for t in trials] == [[1, 2, 4], [1, 2, 4], [1]]
     assert trials[2].user_attrs["reason"].startswith("pruned at half of epoch 1 (val_acc ")
+    # Its MLflow run holds the value it was judged on, though it logged no epoch.
+    metrics = MlflowClient().get_run(trials[2].user_attrs["mlflow_run_id"]).data.metrics
+    assert metrics["half_epoch_val_acc"] == pytest.approx(trials[2].intermediate_values[1])
+    assert "val_acc" not in metrics and metrics["half_epoch_val_loss"] > 0
 
 
 def test_baselines_values_stand_at_the_halving_rungs_for_the_trials_after_them(tmp_path, tiny_data):
