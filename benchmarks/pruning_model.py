@@ -1,8 +1,9 @@
 """Goal 4's compute share as Optuna's pruners give it on model learning curves: ``python benchmarks/pruning_model.py``.
 
-No training. Each trial is a learning curve drawn at random, reported to the pruner epoch by
-epoch as a sweep reports its validation accuracy, and stopped where the pruner says; the share
-is the epochs trained over trials x epochs, goal 4's measure (docs/benchmarks.md, section 5),
+No training. Each trial is a learning curve drawn at random, reported to the pruner as a sweep
+reports its validation accuracy (halfway through the first epoch, then after every epoch, where
+the sweep prunes at half an epoch) and stopped where the pruner says; the share is the epochs
+trained over trials x epochs, goal 4's measure (docs/benchmarks.md, section 5),
 for the shape of ``benchmarks/efficiency.yaml`` (16 trials of 9 epochs) unless told otherwise.
 Two samplers are modelled: one whose trials are independent draws (random search), and one
 whose draws get better as the study goes on, as TPE's did in the efficiency benchmark. The
@@ -24,21 +25,26 @@ from cnnbench.sweep import make_pruner
 SWEEP = Path(__file__).resolve().parent / "efficiency.yaml"
 
 
-def share(pruner: optuna.pruners.BasePruner, quality: np.ndarray, epochs: int, noise: np.ndarray) -> float:
+def share(pruner: optuna.pruners.BasePruner, quality: np.ndarray, epochs: int, noise: np.ndarray,
+          steps_per_epoch: int = 1) -> float:
     """Run one study of ``len(quality)`` trials through ``pruner``; return the share of the epochs trained.
 
-    Trial i's value at epoch e is ``quality[i] - 1 / e + noise[i, e - 1]``: each curve rises to
-    its trial's quality, and the epoch-to-epoch noise blurs the ranking between trials.
+    Trial i's value after e epochs is ``quality[i] - 1 / e + noise[i, e - 1]``: each curve rises
+    to its trial's quality, and the epoch-to-epoch noise blurs the ranking between trials. With
+    ``steps_per_epoch`` 2 the pruner's steps are half epochs and it also sees each trial at half
+    an epoch (step 1, the noise of epoch 1), as a sweep with ``prune_at_half_epoch`` reports;
+    the last epoch is never pruned, as in a sweep.
     """
     study = optuna.create_study(direction="maximize", pruner=pruner)
-    trained = 0
+    trained = 0.0
     for i, q in enumerate(quality):
         trial = study.ask()
-        for epoch in range(1, epochs + 1):
-            value = float(q - 1 / epoch + noise[i, epoch - 1])
-            trial.report(value, epoch)
-            trained += 1
-            if trial.should_prune():
+        done = 0.0
+        for e in ([0.5] if steps_per_epoch == 2 else []) + list(range(1, epochs + 1)):
+            value = float(q - 1 / e + noise[i, max(int(e), 1) - 1])
+            trial.report(value, round(e * steps_per_epoch))
+            trained, done = trained + e - done, e
+            if e < epochs and trial.should_prune():
                 study.tell(trial, state=optuna.trial.TrialState.PRUNED)
                 break
         else:
@@ -46,16 +52,16 @@ def share(pruner: optuna.pruners.BasePruner, quality: np.ndarray, epochs: int, n
     return trained / (len(quality) * epochs)
 
 
-def record_bound(quality: np.ndarray, epochs: int, noise: np.ndarray) -> float:
+def record_bound(quality: np.ndarray, epochs: int, noise: np.ndarray, first_check: float = 1.0) -> float:
     """Return the least share a pruner can spend on these curves without ever losing the best trial.
 
     A pruner sees no later trial, so it keeps the best trial only by training every trial that
     ends better than all before it (a record) to the last epoch; any other trial costs at least
-    one epoch.
+    ``first_check`` epochs, where the pruner first sees it.
     """
     final = quality - 1 / epochs + noise[:, -1]
     records = int(np.sum(final == np.maximum.accumulate(final)))  # the values are continuous: no ties
-    return (records * epochs + len(quality) - records) / (len(quality) * epochs)
+    return (records * epochs + first_check * (len(quality) - records)) / (len(quality) * epochs)
 
 
 @click.command()
@@ -73,21 +79,29 @@ def main(trials: int | None, epochs: int | None, studies: int, improvement: floa
     trials, epochs = trials or sweep.trials, epochs or sweep.epochs
     sweep = sweep.model_copy(update={"trials": trials, "epochs": epochs})
     halving = optuna.pruners.SuccessiveHalvingPruner
+    # (builder, steps per epoch): the sweep's pruners with its half-epoch check, then others once an epoch.
     pruners = {
-        f"`{sweep.pruner}` (the default)": lambda: make_pruner(sweep),
-        "halving, keeps a third (reduction factor 3)": lambda: halving(min_resource=1, reduction_factor=3),
-        "halving, keeps a sixth (reduction factor 6)": lambda: halving(min_resource=1, reduction_factor=6),
-        "halving, prunes the first trial at each rung (bootstrap 1)":
-            lambda: halving(min_resource=1, reduction_factor=4, bootstrap_count=1),
-        "`hyperband`": lambda: make_pruner(sweep.model_copy(update={"pruner": "hyperband"})),
-        "`median`": lambda: make_pruner(sweep.model_copy(update={"pruner": "median"})),
+        f"`{sweep.pruner}` (the default: from half an epoch)": (lambda: make_pruner(sweep, 2), 2),
+        f"`{sweep.pruner}`, once an epoch (`prune_at_half_epoch: false`)": (lambda: make_pruner(sweep, 1), 1),
+        "halving, keeps a third (reduction factor 3), once an epoch":
+            (lambda: halving(min_resource=1, reduction_factor=3), 1),
+        "halving, keeps a sixth (reduction factor 6), once an epoch":
+            (lambda: halving(min_resource=1, reduction_factor=6), 1),
+        "halving, prunes the first trial at each rung (bootstrap 1), once an epoch":
+            (lambda: halving(min_resource=1, reduction_factor=4, bootstrap_count=1), 1),
+        "`hyperband`, from half an epoch": (lambda: make_pruner(sweep.model_copy(update={"pruner": "hyperband"}), 2),
+                                            2),
+        "`median`, from half an epoch": (lambda: make_pruner(sweep.model_copy(update={"pruner": "median"}), 2), 2),
     }
     samplers = {"independent draws (random search)": 0.0, f"draws improving by {improvement:g} sd": improvement}
     print(f"{trials} trials of {epochs} epochs, {studies} studies each, epoch noise {noise:g} sd, seed {seed}\n")
     print("| Pruner | " + " | ".join(f"{name}: mean (p10-p90)" for name in samplers) + " |")
     print("|---|" + "---:|" * len(samplers))
-    measures = {name: (lambda q, e, n, build=build: share(build(), q, e, n)) for name, build in pruners.items()}
-    measures["least any pruner can spend without losing the best (every record to the end)"] = record_bound
+    measures = {name: (lambda q, e, n, build=build, steps=steps: share(build(), q, e, n, steps))
+                for name, (build, steps) in pruners.items()}
+    measures["least any pruner can spend without losing the best (every record to the end), first check at half "
+             "an epoch"] = lambda q, e, n: record_bound(q, e, n, 0.5)
+    measures["the same, first check after one epoch"] = record_bound
     for name, measure in measures.items():
         cells = []
         for gain in samplers.values():

@@ -241,9 +241,12 @@ def wait_for(predicate, timeout: float = 300, every: float = 0.3, proc: subproce
 
 
 def running_trial(url: str | None):
-    """The first RUNNING trial that has written a checkpoint, once there is one."""
+    """The first RUNNING trial that has written a checkpoint, once there is one.
+
+    Its first checkpoint is written at the end of its first epoch, step 2 (steps count half epochs).
+    """
     for t in trials_of(url):
-        if t.state.name == "RUNNING" and t.user_attrs.get("mlflow_run_id") and t.intermediate_values:
+        if t.state.name == "RUNNING" and t.user_attrs.get("mlflow_run_id") and max(t.intermediate_values or [0]) >= 2:
             return t
     return None
 
