@@ -805,8 +805,8 @@ class _Report:
         if not importances:
             ax.axis("off")
             ax.text(0.5, 0.5, f"no importances for study {study}\n(its Optuna study is not readable here,\n"
-                              "or too few complete trials sampled their parameters)", ha="center", va="center", fontsize=9,
-                    color=_GREY, transform=ax.transAxes)
+                              "or too few complete trials sampled their parameters)", ha="center", va="center",
+                    fontsize=9, color=_GREY, transform=ax.transAxes)
             return
         items = sorted(importances.items(), key=lambda kv: kv[1])[-10:]
         names, values = [k for k, _ in items], [v for _, v in items]
