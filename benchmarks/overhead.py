@@ -57,8 +57,9 @@ def main(repeats: int, trials: int, data_dir: str | None) -> None:
 
     def timed(fn, sign=1):
         def call(*args, **kwargs):
-            if "on_epoch_end" in kwargs:  # the sweep's per-epoch hook (MLflow, Optuna) runs inside fit
-                kwargs["on_epoch_end"] = timed(kwargs["on_epoch_end"], -1)
+            for hook in ("on_epoch_end", "on_half_epoch"):  # the sweep's hooks (MLflow, Optuna) run inside fit
+                if kwargs.get(hook) is not None:
+                    kwargs[hook] = timed(kwargs[hook], -1)
             t = time.perf_counter()
             try:
                 return fn(*args, **kwargs)

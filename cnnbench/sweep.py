@@ -258,7 +258,8 @@ class Objective:
             self.tracker.log_metrics(run_id, {"half_epoch_val_acc": check.acc, "half_epoch_val_loss": check.loss})
             report(check.acc if self.metric == "val_acc" else check.loss, 1, "half of epoch 1", False)
 
-        half = on_half_epoch if single and self.steps_per_epoch == 2 else None
+        # Without a pruner there is nothing to judge at half an epoch, so nothing to evaluate there.
+        half = on_half_epoch if single and self.steps_per_epoch == 2 and self.sweep.pruner != "none" else None
         result = fit(config, self.data, on_epoch_end=on_epoch_end, on_half_epoch=half, checkpoint=checkpoint,
                      progress=self.progress)
         test = evaluate(result.model, self.data.test, self.data.spec, config)
