@@ -84,7 +84,8 @@ def main(quick: bool, only: tuple[str, ...], report: bool, data_dir: str | None)
 def markdown(record: dict) -> str:
     """Return a saved record as a Markdown table (figure, value, goal, met, command) under a machine line."""
     m = record["machine"]
-    lines = [f"{record['benchmark']}: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['date']}, "
+    gpu = f", {m['gpu']}" if m.get("gpu") else ""
+    lines = [f"{record['benchmark']}: {m['cpu']}, {m['cores']} cores{gpu}, torch {m['torch']}, {m['date']}, "
              f"load average {m['load_average'][0]} at start, {record['details'].get('load_average_end', ['?'])[0]} "
              "at end", "", "| Figure | Value | Goal | Met | Command |", "|---|---:|---|---|---|"]
     for f in record["figures"]:

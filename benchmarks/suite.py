@@ -55,7 +55,7 @@ class Record:
 
 
 def machine() -> dict:
-    """Return the CPU model, core count, torch version, date and load average of this machine."""
+    """Return the CPU model, core count, GPU (None without CUDA), torch version, date and load average here."""
     import torch
     from cnnbench.train import cpu_bf16_speedup, cpu_has_bf16_hardware
 
@@ -71,6 +71,7 @@ def machine() -> dict:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "amx_or_avx512_bf16": cpu_has_bf16_hardware(),
         "bf16_conv_speedup": round(cpu_bf16_speedup(), 2),
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
 
 

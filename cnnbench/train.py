@@ -271,6 +271,10 @@ def fit(
     channels_last = uses_channels_last(device, precision)
     if device.type == "cpu":
         keep_freed_memory()
+    elif device.type == "cuda":
+        # Every training batch has one shape (drop_last), so cuDNN's timed choice of algorithm is made once a
+        # shape and pays for itself, as in airbench; GPU results are not bitwise reproducible either way.
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(config.seed)
     data = data.to(device)
     spec = data.spec
