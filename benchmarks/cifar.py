@@ -72,12 +72,13 @@ def time_to_94(ctx: Context, device: str) -> Record:
     from cnnbench import data as datamod
     from cnnbench import train as trainer
 
-    config, _ = cfg.resolve(cfg.Layer.preset(PRESET), cfg.Layer.flags({"device": device}))
+    config, _ = cfg.resolve(cfg.Layer.preset(PRESET),
+                            cfg.Layer.flags({"device": device, "epochs": 1 if ctx.quick else None}))
     data = datamod.load(config.dataset, ctx.data_root, val_fraction=config.val_fraction)
     trainer.fit(config.model_copy(update={"epochs": 1}), data)  # warm-up, untimed
     runs = []
     for seed in range(1 if ctx.quick else GPU_RUNS):
-        run_config = config.model_copy(update={"seed": seed, **({"epochs": 1} if ctx.quick else {})})
+        run_config = config.model_copy(update={"seed": seed})
         result = trainer.fit(run_config, data)
         started = time.perf_counter()
         test = trainer.evaluate(result.model, data.test, data.spec, run_config)  # .item() waits for the device
