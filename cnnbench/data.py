@@ -287,15 +287,18 @@ def crop2_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
 
 def _affine(x: torch.Tensor, gen: torch.Generator, degrees: float, shift: float, zoom_p: float, zoom: float):
-    n = len(x)
+    n, _, h, w = x.shape
     angle = (_rand(n, gen, x.device) * 2 - 1) * math.radians(degrees)
     scale = torch.where(_rand(n, gen, x.device) < zoom_p, torch.full_like(angle, 1 / zoom), torch.ones_like(angle))
     tx = (_rand(n, gen, x.device) * 2 - 1) * shift
     ty = (_rand(n, gen, x.device) * 2 - 1) * shift
-    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
-    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    cos, sin = (torch.cos(angle) * scale).view(n, 1, 1), (torch.sin(angle) * scale).view(n, 1, 1)
+    # F.affine_grid's sampling grid (align_corners=False: pixel centres), built by broadcasting: its batched
+    # matrix product took longer on the CPU than the training step's convolutions at batch 64.
+    cols = ((torch.arange(w, device=x.device, dtype=torch.float32) * 2 + 1) / w - 1).view(1, 1, w)
+    rows = ((torch.arange(h, device=x.device, dtype=torch.float32) * 2 + 1) / h - 1).view(1, h, 1)
+    grid = torch.stack([cos * cols - sin * rows + tx.view(n, 1, 1), sin * cols + cos * rows + ty.view(n, 1, 1)], 3)
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 @AUGMENTS.register("rotate")
@@ -352,9 +355,10 @@ class Batches:
                 x, y = x_all[idx], y_all[idx]
             else:
                 x, y = x_all[sl], y_all[sl]
-            x = (x.float() / 255 - self.mean) / self.std
-            if self.augment is not None:
+            x = x.float() / 255
+            if self.augment is not None:  # before normalising: what a rotation or shift brings in is black
                 x = self.augment(x, self.generator)
+            x = (x - self.mean) / self.std
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             yield x, y

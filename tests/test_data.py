@@ -1,8 +1,10 @@
+import math
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cnnbench import data
 from cnnbench.errors import DataError
@@ -128,6 +130,38 @@ def test_augmentations_keep_shape_and_change_pixels(name):
     assert out.shape == x.shape and torch.isfinite(out).all()
     if name != "none":
         assert not torch.equal(out, x)
+
+
+def _affine_by_affine_grid(x, gen, degrees, shift, zoom_p, zoom):
+    """The affine augmentation as first written: the same draws, F.affine_grid's grid."""
+    n = len(x)
+    angle = (torch.rand(n, generator=gen) * 2 - 1) * math.radians(degrees)
+    scale = torch.where(torch.rand(n, generator=gen) < zoom_p, torch.full_like(angle, 1 / zoom), torch.ones_like(angle))
+    tx = (torch.rand(n, generator=gen) * 2 - 1) * shift
+    ty = (torch.rand(n, generator=gen) * 2 - 1) * shift
+    cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+@pytest.mark.parametrize("args", [(15, 0.0, 0.0, 1.0), (10, 2 / 14, 0.0, 1.0), (15, 0.0, 0.5, 28 / 22)])
+def test_affine_augmentations_sample_the_grid_affine_grid_gives(args):
+    x = torch.rand(32, 3, 20, 28)  # not square: rows and columns must not be swapped
+    ours = data._affine(x, torch.Generator().manual_seed(3), *args)
+    reference = _affine_by_affine_grid(x, torch.Generator().manual_seed(3), *args)
+    assert torch.allclose(ours, reference, atol=1e-5)
+    assert not torch.allclose(ours, x, atol=1e-2)
+
+
+def test_rotations_bring_in_black_as_the_seed_projects_did(tiny_data):
+    d = data.load("mnist", tiny_data, val_fraction=0.0)
+    black = data.Split(torch.zeros_like(d.train.x), d.train.y)
+    mean, std = data.normalisation(d.spec, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    x, _ = next(iter(data.Batches(black, 64, mean, std, shuffle=True, augment=data.AUGMENTS.get("seed001"),
+                                  generator=gen)))
+    assert torch.allclose(x, (0 - mean) / std)
 
 
 def test_crop_translates_whole_images():
