@@ -1,7 +1,9 @@
 """The seed projects' way of training, the baseline cnnbench's trainer is measured against.
 
 Each net is written as its seed wrote it (ReLU before max-pool, seed 002's softmax output); the
-loop is the usual torchvision dataset, per-image transforms, ``DataLoader`` and fp32 steps.
+loop is the usual torchvision dataset, per-image transforms, ``DataLoader`` and fp32 steps. With
+``augment``, the training images also go through seed 001's per-image augmentation (PIL crop,
+resize and rotation), as that project fed them.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, SubsetRandomSampler
 from torchvision import datasets
-from torchvision.transforms import Compose, Normalize, ToTensor
+from torchvision.transforms import CenterCrop, Compose, Normalize, RandomApply, RandomRotation, Resize, ToTensor
 
 
 class Seed002Net(nn.Module):
@@ -84,20 +86,33 @@ class Recipe:
     """How one seed project fed and held out its data.
 
     ``normalize`` is the mean (and std) of its ``Normalize`` transform, None for ``ToTensor`` alone;
-    ``val_fraction`` is the share of the training set it held out.
+    ``val_fraction`` is the share of the training set it held out; ``size`` the images' side in pixels.
     """
 
     net: Callable[[], nn.Module]
     dataset: str
     normalize: tuple[float, ...] | None
     val_fraction: float = 0.0
+    size: int = 28
 
 
 RECIPES = {
     "seed002": Recipe(Seed002Net, "MNIST", None),
-    "seed003": Recipe(Seed003Net, "CIFAR10", (0.5, 0.5, 0.5), val_fraction=0.2),
+    "seed003": Recipe(Seed003Net, "CIFAR10", (0.5, 0.5, 0.5), val_fraction=0.2, size=32),
     "seed004": Recipe(Seed004Net, "MNIST", (0.5,)),
 }
+
+
+def seed001_augmentation(size: int) -> list:
+    """Return seed 001's per-image training transforms for ``size``-pixel images (PIL in, PIL out).
+
+    For one image in ten a centre crop (22 pixels of 28, the same share of other sizes) resized back, then for
+    every image a rotation by up to 15 degrees either way, the corners filled black. cnnbench's ``seed001``
+    augmentation does the same to whole batches, interpolating bilinearly where this rotation takes the nearest
+    pixel.
+    """
+    return [RandomApply([CenterCrop(round(size * 22 / 28))], p=0.1), Resize((size, size)),
+            RandomRotation((-15.0, 15.0), fill=0)]
 
 #: The seeds loaded data in the main process; on a two-core machine a worker would take a compute core.
 NUM_WORKERS = 0
@@ -106,10 +121,11 @@ NUM_WORKERS = 0
 class SeedLoop:
     """A seed project's training: torchvision dataset, ``DataLoader``, fp32 Adam steps, one epoch at a time."""
 
-    def __init__(self, recipe: Recipe, root: Path, *, batch_size: int, lr: float, seed: int):
+    def __init__(self, recipe: Recipe, root: Path, *, batch_size: int, lr: float, seed: int, augment: bool = False):
         steps = [ToTensor()] + ([Normalize(recipe.normalize, recipe.normalize)] if recipe.normalize else [])
         cls = getattr(datasets, recipe.dataset)
-        train = cls(str(root), train=True, download=False, transform=Compose(steps))
+        augmentation = seed001_augmentation(recipe.size) if augment else []
+        train = cls(str(root), train=True, download=False, transform=Compose(augmentation + steps))
         self.test = cls(str(root), train=False, download=False, transform=Compose(steps))
         torch.manual_seed(seed)
         order = torch.randperm(len(train)).tolist()
@@ -152,10 +168,11 @@ class SeedProcess:
     Each call runs in the child and waits for it, so the two ways never overlap.
     """
 
-    def __init__(self, preset: str, root: Path, *, batch_size: int, lr: float, seed: int, threads: int):
+    def __init__(self, preset: str, root: Path, *, batch_size: int, lr: float, seed: int, threads: int,
+                 augment: bool = False):
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, preset, str(root), batch_size, lr, seed, threads),
+        self._proc = ctx.Process(target=_serve, args=(child, preset, str(root), batch_size, lr, seed, threads, augment),
                                  daemon=True)
         self._proc.start()
 
@@ -180,9 +197,9 @@ class SeedProcess:
         self._proc.join(timeout=30)
 
 
-def _serve(conn, preset: str, root: str, batch_size: int, lr: float, seed: int, threads: int) -> None:
+def _serve(conn, preset: str, root: str, batch_size: int, lr: float, seed: int, threads: int, augment: bool) -> None:
     torch.set_num_threads(threads)
-    loop = SeedLoop(RECIPES[preset], Path(root), batch_size=batch_size, lr=lr, seed=seed)
+    loop = SeedLoop(RECIPES[preset], Path(root), batch_size=batch_size, lr=lr, seed=seed, augment=augment)
     while (what := conn.recv()) != "stop":
         try:
             conn.send((True, loop.epoch() if what == "epoch" else loop.test_accuracy()))

@@ -33,14 +33,25 @@ MIN_RATIO, MAX_GAP_POINTS = 8.0, 0.3
 
 @dataclass(frozen=True)
 class Pair:
-    """A seed preset to train both ways, for how many epochs, and whether its figures are held to the goals."""
+    """A seed preset to train both ways, for how many epochs, and whether its figures are held to the goals.
+
+    With ``augment``, both ways train on seed 001's augmentation: the seed way per image in its ``DataLoader``
+    (the goal's "per-sample transforms including seed 001's rotation/crop"), cnnbench on whole batches.
+    """
 
     preset: str
     epochs: int
     judged: bool
+    augment: bool = False
+
+    @property
+    def key(self) -> str:
+        return f"{self.preset}+seed001_augmentation" if self.augment else self.preset
 
 
-PAIRS = (Pair("seed004", 10, True), Pair("seed002", 2, False), Pair("seed003", 1, False))
+PAIRS = (Pair("seed004", 10, True), Pair("seed002", 2, False), Pair("seed003", 1, False),
+         Pair("seed004", 10, True, augment=True), Pair("seed002", 2, False, augment=True),
+         Pair("seed003", 1, False, augment=True))
 
 
 def compare(pair: Pair, ctx: Context, epochs: int) -> dict:
@@ -49,12 +60,13 @@ def compare(pair: Pair, ctx: Context, epochs: int) -> dict:
     Returns, for ``cnnbench`` and ``seed``, the (images, seconds) of each epoch and the test
     accuracy; the speed-up of each pair of epochs and their median; the load average after each pair.
     """
-    config, _ = cfg.resolve(cfg.Layer.preset(pair.preset), cfg.Layer.flags({"epochs": epochs}))
+    flags = {"epochs": epochs} | ({"augment": "seed001"} if pair.augment else {})
+    config, _ = cfg.resolve(cfg.Layer.preset(pair.preset), cfg.Layer.flags(flags))
     data = datamod.load(config.dataset, ctx.data_root, val_fraction=config.val_fraction)
     precision = train.resolve_precision(config.precision, train.resolve_device(config.device))
     rates = []  # the matrix-product rate after each pair of epochs: the machine's ceiling is the best of them
     loop = baseline.SeedProcess(pair.preset, ctx.data_root, batch_size=config.batch_size, lr=config.lr,
-                                seed=config.seed, threads=THREADS)
+                                seed=config.seed, threads=THREADS, augment=pair.augment)
     seed_epochs, seed_test, load = [], [], []
 
     def seed_epoch(metrics) -> None:
@@ -63,7 +75,7 @@ def compare(pair: Pair, ctx: Context, epochs: int) -> dict:
         load.append(os.getloadavg()[0])
         rates.append(matmul_rate(precision))
         images, seconds = seed_epochs[-1]
-        print(f"{pair.preset} epoch {metrics.epoch}/{epochs}: cnnbench {metrics.images_per_sec:,.0f} images/s, "
+        print(f"{pair.key} epoch {metrics.epoch}/{epochs}: cnnbench {metrics.images_per_sec:,.0f} images/s, "
               f"seed way {images / seconds:,.0f} images/s (test {seed_test[-1]:.4f}), load {load[-1]:.1f}",
               file=sys.stderr, flush=True)
 
@@ -132,7 +144,7 @@ def figures(pair: Pair, ctx: Context, epochs: int, run: dict, command: str) -> l
     ours, seed = _rate(run["cnnbench"]["epochs"]), _rate(run["seed"]["epochs"])
     lost = 100 * (run["seed"]["test_acc"] - run["cnnbench"]["test_acc"])  # negative: cnnbench is more accurate
     judge = ctx.judge if pair.judged else (lambda ok: None)
-    tag = f"{pair.preset}, batch {run['batch_size']}"
+    tag = f"{pair.preset}, batch {run['batch_size']}" + (", seed 001's augmentation" if pair.augment else "")
     bound, precision = run["ceiling"], run["cnnbench"]["precision"]
     reached = run["seed_seconds_to_99"]
     extra = [Figure(f"{tag}: seed way, training seconds to 99.0% test accuracy", reached, "s", "", None, command)] \
@@ -166,6 +178,6 @@ def run(ctx: Context, command: str) -> Record:
             continue
         epochs = 1 if ctx.quick else pair.epochs
         result = compare(pair, ctx, epochs)
-        record.details["pairs"][pair.preset] = result
+        record.details["pairs"][pair.key] = result
         record.figures += figures(pair, ctx, epochs, result, command)
     return record
