@@ -114,6 +114,7 @@ def seed001_augmentation(size: int) -> list:
     return [RandomApply([CenterCrop(round(size * 22 / 28))], p=0.1), Resize((size, size)),
             RandomRotation((-15.0, 15.0), fill=0)]
 
+
 #: The seeds loaded data in the main process; on a two-core machine a worker would take a compute core.
 NUM_WORKERS = 0
 
