@@ -825,6 +825,15 @@ class _SweepBar:
 
 
 def _summarise(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: str, data: datamod.Data) -> Outcome:
+    # Every command of a study records its best on the sweep's run when it ends. Under the study's lock, and
+    # reading the trials inside it, those records land one after another, each from a study at least as far on
+    # as the one before: no command writes a best another has already replaced (MLflow refuses a param
+    # logged twice with two values), and the run ends with the newest.
+    with study_lock(sweep.study_name, sweep.storage):
+        return _record_best(sweep, study, tracker, parent, data)
+
+
+def _record_best(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: str, data: datamod.Data) -> Outcome:
     trials = study.get_trials(deepcopy=False)
     count = {s: sum(t.state == s for t in trials) for s in optuna.trial.TrialState}
     best_value = best_params = best_number = None

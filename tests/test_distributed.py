@@ -609,3 +609,55 @@ def test_params_another_command_logs_to_the_same_run_at_the_same_moment_are_not_
     assert raced and MlflowClient().get_run(run_id).data.params == {"best.lr": "0.01", "best.width": "4"}
     with pytest.raises(mlflow.exceptions.MlflowException, match="Changing param values is not allowed"):
         tracker.log_params(run_id, {"best.lr": 0.02})  # a real conflict is still an error
+
+
+def test_commands_ending_together_record_the_newest_best_on_the_sweep_run(tmp_path, monkeypatch):
+    # CI on 2026-12-03: of four commands ending together, two read the study's best, a third recorded a newer
+    # best on the sweep's run in between, and MLflow refused the first two's params ("Changing param values").
+    from cnnbench import space, sweep
+    from cnnbench.tracking import Tracker
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    definition = space.Sweep(dataset="mnist", study="ending", trials=2, epochs=1, sampler="random", pruner="none",
+                             space={"lr": {"low": 1e-3, "high": 1e-1, "log": True}},
+                             tracking={"log_model": "none", "plots": False})
+    study, tracker = sweep.open_study(definition), Tracker("ending")
+    parent = tracker.start("sweep-ending", tags={})
+    lr = optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)
+
+    def add(value: float, rate: float) -> None:
+        run_id = tracker.start(f"trial-{len(study.trials)}", tags={}, parent=parent)
+        study.add_trial(optuna.trial.create_trial(params={"lr": rate}, distributions={"lr": lr}, value=value,
+                                                  user_attrs={"mlflow_run_id": run_id}))
+
+    add(0.90, 0.01)
+    first, read, failed = Tracker("ending"), threading.Event(), []
+    real = first.log_params
+
+    def slow(run_id, params):  # the first command has read its best and is about to record it
+        read.set()
+        time.sleep(1.5)
+        real(run_id, params)
+
+    monkeypatch.setattr(first, "log_params", slow)
+
+    def end_first() -> None:
+        try:
+            sweep._summarise(definition, study, first, parent, None)
+        except Exception as err:  # noqa: BLE001 - the assertion below shows it
+            failed.append(err)
+
+    ending = threading.Thread(target=end_first)
+    ending.start()
+    assert read.wait(30)
+    add(0.95, 0.02)  # a trial of the second command completes meanwhile, better
+    outcome = sweep._summarise(definition, optuna.load_study(study_name="ending", storage=open_storage(None)),
+                               Tracker("ending"), parent, None)
+    ending.join(30)
+    assert not failed, failed
+    assert outcome.best_trial == 1
+    run = MlflowClient().get_run(parent)
+    assert run.data.tags["cnnbench.best_trial"] == "1" and run.data.metrics["best_val_acc"] == 0.95
+    recorded = run.data.tags.get("best.lr", run.data.params["best.lr"])
+    assert float(recorded) == 0.02
