@@ -31,15 +31,27 @@ def cached_json(name: str, compute: Callable[[], Any], parse: Callable[[Any], T]
 
     A cached file that cannot be read, or whose value ``parse`` rejects (a ``KeyError``, ``TypeError``,
     ``ValueError`` or ``AttributeError``: a file of another shape), is computed and written again; one that
-    cannot be written only costs time. The file is written whole or not at all (a temp file, then a rename), so
+    cannot be written only costs time. The file is written whole or not at all (see :func:`keep_json`), so
     processes racing on it are safe.
     """
-    path = cache_dir() / name
     try:
-        return parse(json.loads(path.read_text()))
+        return parse(read_json(name))
     except (OSError, KeyError, TypeError, ValueError, AttributeError):
         pass
     value = compute()
+    keep_json(name, value)
+    return parse(value)
+
+
+def read_json(name: str) -> Any:
+    """Return the JSON value kept in the cache folder under ``name`` (``OSError`` or ``ValueError`` without one)."""
+    return json.loads((cache_dir() / name).read_text())
+
+
+def keep_json(name: str, value: Any) -> None:
+    """Keep ``value`` as JSON in the cache folder under ``name``: whole or not at all (a temp file, then a
+    rename); a folder that cannot be written only means it is computed again next time."""
+    path = cache_dir() / name
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -48,4 +60,3 @@ def cached_json(name: str, compute: Callable[[], Any], parse: Callable[[Any], T]
         os.replace(tmp, path)
     except OSError:
         pass
-    return parse(value)
