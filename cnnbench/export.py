@@ -318,6 +318,13 @@ def _table(values: dict[str, Any], head: tuple[str, str]) -> str:
     return "\n".join(rows)
 
 
+def _precision_note(precision: Any) -> str:
+    if precision in (None, "fp32"):
+        return ""
+    return (f" They were measured as the model trained, in {precision} autocast; the program and ONNX compute in "
+            "float32 with the same weights, so their accuracy can differ from these by a few images.")
+
+
 def _tta_note(tta: str, weights: str) -> str:
     if tta == "none":
         return ""
@@ -355,7 +362,7 @@ A `{config.arch}` network trained on {spec.summary}, exported by cnnbench.
 
 {_table(metrics, ("metric", "value")) if metrics else "No metrics were given."}
 
-Accuracies are fractions of the images classified correctly.
+Accuracies are fractions of the images classified correctly.{_precision_note(metrics.get("precision"))}
 
 ## Model
 

@@ -941,14 +941,17 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
     model, config, run_id = trial_model(trial)
     spec = datamod.DATASETS.get(config.dataset)
     tracker = Tracker(study_name)
+    tags = tracker.client.get_run(run_id).data.tags
     metrics = {"study": study_name, "trial": trial.number, "val_acc": trial.user_attrs.get("best_val_acc"),
                "test_acc": trial.user_attrs.get("test_acc"), "params": trial.user_attrs.get("params"),
                "train_seconds": trial.user_attrs.get("train_seconds")}
+    if "cnnbench.precision" in tags:  # what the accuracies were measured in (runs before it was tagged lack it)
+        metrics["precision"] = tags["cnnbench.precision"]
     target = Path(out_dir) if out_dir else Path("exports") / f"{study_name}-trial{trial.number}"
     path = export.export(model, config, spec, target, metrics=metrics, run=export_run_info(tracker, run_id),
                          overwrite=overwrite)
     if register:
-        if tracker.client.get_run(run_id).data.tags.get("cnnbench.logged_model") != "1":
+        if tags.get("cnnbench.logged_model") != "1":
             raise StudyError(f"trial {trial.number} has no MLflow model to register",
                              hint="set tracking.log_model: best (or all) in the sweep file")
         register_model(run_id, register)

@@ -292,6 +292,17 @@ def test_export_refuses_a_mismatched_spec_and_bad_metrics(mnist, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
+def test_the_model_card_says_when_its_accuracies_were_measured_in_autocast(mnist, tmp_path):
+    model, config, spec = mnist.result.model, mnist.config, mnist.data.spec
+    for precision in ("bf16", "fp32"):
+        out = export(model, config, spec, tmp_path / precision, metrics={"test_acc": 0.5, "precision": precision},
+                     onnx=False)
+        card = (out / "README.md").read_text()
+        assert f"| precision | {precision} |" in card
+        assert ("measured as the model trained, in bf16 autocast" in card) == (precision == "bf16")
+    assert "autocast" not in (mnist.dir / "README.md").read_text()  # no precision given, nothing said
+
+
 def test_the_model_card_names_dataset_accuracy_and_run(mnist):
     card = (mnist.dir / "README.md").read_text()
     acc = json.loads((mnist.dir / "metrics.json").read_text())["test_acc"]

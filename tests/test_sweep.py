@@ -387,6 +387,10 @@ def test_best_export_matches_the_reported_accuracy_with_plain_torch(swept, tmp_p
         p.name for p in out.iterdir()}
     study = optuna.load_study(study_name="tiny", storage=journal())
     reported = study.best_trial.user_attrs["test_acc"]
+    run_id = study.best_trial.user_attrs["mlflow_run_id"]
+    precision = MlflowClient().get_run(run_id).data.tags["cnnbench.precision"]
+    assert json.loads((out / "metrics.json").read_text())["precision"] == precision
+    assert (f"in {precision} autocast" in (out / "README.md").read_text()) == (precision != "fp32")
     code = (
         "import sys, json, torch\n"
         "sys.path.insert(0, sys.argv[3])\n"
