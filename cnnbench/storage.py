@@ -186,14 +186,6 @@ def unavailable(err: BaseException) -> bool:
     return False
 
 
-# Reading a study for the report. It belongs in cnnbench/storage.py (sweep and storage are the modules that
-# import optuna; the report sits below sweep, so it cannot import it); once moved, this section becomes
-# ``from cnnbench.storage import local_file, read_study`` at the top.
-
-
-
-
-
 @dataclass(frozen=True)
 class StudyRecord:
     """What a report reads of an Optuna study: its first objective, that objective's direction, its trials

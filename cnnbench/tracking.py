@@ -266,14 +266,6 @@ def register_model(run_id: str, name: str) -> str:
     return str(version.version)
 
 
-# These read the MLflow store for the report. They belong in cnnbench/tracking.py (the one module that imports
-# mlflow); once moved, this section becomes
-# ``from cnnbench.tracking import cnnbench_experiments, metric_histories, search_runs`` at the top.
-
-
-
-
-
 def _unreadable(err: Exception) -> CnnbenchError:
     return CnnbenchError(f"cannot read the MLflow store {redact(tracking_uri())}: {redact(str(err))[:200]}",
                          hint="check MLFLOW_TRACKING_URI and that the server is up")
