@@ -162,10 +162,6 @@ class Tracker:
         """Close a run as FINISHED, KILLED or FAILED."""
         self._call(self.client.set_terminated, run_id, status=status)
 
-    def run_status(self, run_id: str) -> str:
-        """Return a run's status (RUNNING, FINISHED, KILLED, FAILED)."""
-        return self._call(self.client.get_run, run_id).info.status
-
     def runs(self, filter_string: str = "") -> list:
         """Return the experiment's runs matching ``filter_string``."""
         return self._call(self.client.search_runs, [self.experiment_id], filter_string=filter_string,
