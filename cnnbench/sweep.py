@@ -846,8 +846,7 @@ def _record_best(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: st
                                      "best_test_acc": best.user_attrs.get("test_acc")})
         best_run = best.user_attrs.get("mlflow_run_id", "")
         tracker.set_tags(parent, {"cnnbench.best_trial": best.number, "cnnbench.best_run_id": best_run})
-        if sweep.tracking.log_model == "best" and tracker.client.get_run(best_run).data.tags.get(
-                "cnnbench.logged_model") != "1":
+        if sweep.tracking.log_model == "best" and tracker.run_data(best_run).tags.get("cnnbench.logged_model") != "1":
             log_model(tracker, best_run, trial_model(best)[0], data)
         tracker.log_params(parent, {f"best.{k}": v for k, v in best.params.items()
                                     if not _param_logged(tracker, parent, f"best.{k}", v)})
@@ -864,7 +863,7 @@ def _record_best(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: st
 
 def _param_logged(tracker: Tracker, run_id: str, key: str, value) -> bool:
     # MLflow params are write-once; a resumed sweep whose best changed records it as a tag instead.
-    params = tracker.client.get_run(run_id).data.params
+    params = tracker.run_data(run_id).params
     if key in params and params[key] != str(value):
         tracker.set_tags(run_id, {key: value})
         return True
@@ -941,7 +940,7 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
     model, config, run_id = trial_model(trial)
     spec = datamod.DATASETS.get(config.dataset)
     tracker = Tracker(study_name)
-    tags = tracker.client.get_run(run_id).data.tags
+    tags = tracker.run_data(run_id).tags
     metrics = {"study": study_name, "trial": trial.number, "val_acc": trial.user_attrs.get("best_val_acc"),
                "test_acc": trial.user_attrs.get("test_acc"), "params": trial.user_attrs.get("params"),
                "train_seconds": trial.user_attrs.get("train_seconds")}

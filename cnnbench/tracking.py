@@ -162,6 +162,10 @@ class Tracker:
         """Close a run as FINISHED, KILLED or FAILED."""
         self._call(self.client.set_terminated, run_id, status=status)
 
+    def run_data(self, run_id: str):
+        """Return a run's data: its ``params``, ``tags`` and latest ``metrics``, as dicts."""
+        return self._call(self.client.get_run, run_id).data
+
     def runs(self, filter_string: str = "") -> list:
         """Return the experiment's runs matching ``filter_string``."""
         return self._call(self.client.search_runs, [self.experiment_id], filter_string=filter_string,

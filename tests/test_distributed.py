@@ -611,6 +611,29 @@ def test_params_another_command_logs_to_the_same_run_at_the_same_moment_are_not_
         tracker.log_params(run_id, {"best.lr": 0.02})  # a real conflict is still an error
 
 
+def test_reading_a_run_back_rides_out_a_server_blip(tmp_path, monkeypatch, capfd):
+    # The sweep reads runs back when it ends and when it exports; those reads wait for the store like its writes.
+    import requests
+
+    from cnnbench.tracking import Tracker
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker("blip")
+    run_id = tracker.start("trial-0", tags={"cnnbench.precision": "bf16"}, params={"lr": 0.01})
+    real, failed = tracker.client.get_run, []
+
+    def get_run(run):
+        if not failed:
+            failed.append(run)
+            raise requests.exceptions.ConnectionError("connection refused")
+        return real(run)
+
+    monkeypatch.setattr(tracker.client, "get_run", get_run)
+    data = tracker.run_data(run_id)
+    assert failed == [run_id] and data.tags["cnnbench.precision"] == "bf16" and data.params["lr"] == "0.01"
+    assert "is unreachable" in capfd.readouterr().err
+
+
 def test_commands_ending_together_record_the_newest_best_on_the_sweep_run(tmp_path, monkeypatch):
     # CI on 2026-12-03: of four commands ending together, two read the study's best, a third recorded a newer
     # best on the sweep's run in between, and MLflow refused the first two's params ("Changing param values").
