@@ -321,8 +321,11 @@ def log_model(tracker: Tracker, run_id: str, model: torch.nn.Module, data: datam
     tracker.set_tags(run_id, {"cnnbench.logged_model": "1"})
 
 
-def trial_model(trial: optuna.trial.FrozenTrial) -> tuple[torch.nn.Module, TrainConfig, str]:
-    """Rebuild a finished trial's trained model from the weights in its MLflow run; return it, its config, its run."""
+def trial_model(trial: optuna.trial.FrozenTrial, *, wait: bool = True) -> tuple[torch.nn.Module, TrainConfig, str]:
+    """Rebuild a finished trial's trained model from the weights in its MLflow run; return it, its config, its run.
+
+    ``wait=False`` fails at once where the store is unreachable instead of waiting for it.
+    """
     from safetensors.torch import load_file
 
     from cnnbench.config import validate
@@ -335,7 +338,7 @@ def trial_model(trial: optuna.trial.FrozenTrial) -> tuple[torch.nn.Module, Train
     config = validate(trial.user_attrs["config"])
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            weights = download_artifact(run_id, "model.safetensors", tmp)
+            weights = download_artifact(run_id, "model.safetensors", tmp, wait=wait)
         except Exception as err:
             raise StudyError(f"cannot fetch the weights of trial {trial.number} (run {run_id}): {str(err)[:200]}",
                              hint="check MLFLOW_TRACKING_URI points at the store the sweep used") from None
@@ -937,7 +940,7 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
         # A study made by other tools in a shared storage may have any name; it must not pick the folder.
         raise StudyError(f"study name {study_name!r} cannot name an export folder",
                          hint="give the folder: cnnbench best --export DIR")
-    model, config, run_id = trial_model(trial)
+    model, config, run_id = trial_model(trial, wait=False)  # a command just started: a wrong store fails at once
     spec = datamod.DATASETS.get(config.dataset)
     tracker = Tracker(study_name)
     tags = tracker.run_data(run_id).tags

@@ -153,10 +153,14 @@ class Tracker:
             output = model(example).numpy()
         signature = infer_signature(example.numpy(), output)
         reqs = [f"torch=={torch.__version__.split('+')[0]}"]
-        # start_run(run_id) would end the run FINISHED on exit; Tracker.end sets the real status after.
-        with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-            mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy(),
-                                     pip_requirements=reqs)
+
+        def log() -> None:
+            # start_run(run_id) would end the run FINISHED on exit; Tracker.end sets the real status after.
+            with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+                mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy(),
+                                         pip_requirements=reqs)
+
+        self._call(log)
 
     def end(self, run_id: str, status: str) -> None:
         """Close a run as FINISHED, KILLED or FAILED."""
@@ -252,12 +256,22 @@ def export_run_info(tracker: Tracker, run_id: str) -> dict[str, Any]:
             "url": tracker.url(run_id)}
 
 
-def download_artifact(run_id: str, path: str, dst: str | os.PathLike) -> Path:
-    """Download one artifact of a run into ``dst``; return its local path."""
+def download_artifact(run_id: str, path: str, dst: str | os.PathLike, *, wait: bool = True) -> Path:
+    """Download one artifact of a run into ``dst``; return its local path.
+
+    An unreachable store is waited for as by :class:`Tracker`; with ``wait=False`` it fails at once, for a
+    command whose first contact with the store this is.
+    """
     # MLflow draws a progress bar for every download, even of one small file, in the middle of a sweep's
     # summary; a user who sets the variable keeps their choice.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst)))
+
+    def download() -> str:
+        return mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=path, dst_path=str(dst))
+
+    if not wait:
+        return Path(download())
+    return Path(outlast(download, what=f"the MLflow store {redact(tracking_uri())}", transient=unreachable))
 
 
 def register_model(run_id: str, name: str) -> str:

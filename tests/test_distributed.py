@@ -634,6 +634,44 @@ def test_reading_a_run_back_rides_out_a_server_blip(tmp_path, monkeypatch, capfd
     assert "is unreachable" in capfd.readouterr().err
 
 
+def test_logging_and_fetching_a_model_ride_out_a_server_blip(tmp_path, monkeypatch, capfd):
+    # At the end of every command the sweep fetches the best trial's weights and logs them as an MLflow model.
+    import mlflow
+    import requests
+    import torch
+
+    from cnnbench import tracking
+    from cnnbench.tracking import Tracker, download_artifact
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker("blip")
+    run_id = tracker.start("trial-0", tags={})
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "weights.txt").write_text("w")
+    tracker.log_artifacts(run_id, tmp_path / "up")
+
+    def once(real):
+        failed = []
+
+        def call(*args, **kwargs):
+            if not failed:
+                failed.append(1)
+                raise requests.exceptions.ConnectionError("connection refused")
+            return real(*args, **kwargs)
+        return call, failed
+
+    fetch, fetch_failed = once(mlflow.artifacts.download_artifacts)
+    monkeypatch.setattr(tracking.mlflow.artifacts, "download_artifacts", fetch)
+    assert download_artifact(run_id, "weights.txt", tmp_path / "down").read_text() == "w" and fetch_failed
+
+    log, log_failed = once(mlflow.pytorch.log_model)
+    monkeypatch.setattr(tracking.mlflow.pytorch, "log_model", log)
+    tracker.log_pytorch_model(run_id, torch.nn.Linear(3, 2), torch.zeros(1, 3))
+    assert log_failed and mlflow.active_run() is None
+    assert len(mlflow.search_logged_models(experiment_ids=[tracker.experiment_id], output_format="list")) == 1
+    assert capfd.readouterr().err.count("is unreachable") == 2
+
+
 def test_commands_ending_together_record_the_newest_best_on_the_sweep_run(tmp_path, monkeypatch):
     # CI on 2026-12-03: of four commands ending together, two read the study's best, a third recorded a newer
     # best on the sweep's run in between, and MLflow refused the first two's params ("Changing param values").

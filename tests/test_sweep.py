@@ -378,6 +378,20 @@ def test_a_bad_flag_is_blamed_on_the_flag_not_on_the_file_it_overrides(tmp_path)
     assert f"{path}:" not in res.output
 
 
+def test_best_export_against_an_unreachable_store_fails_at_once(swept, tmp_path, monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setattr("cnnbench.errors.PATIENCE_SECONDS", 3.0)  # were it waited for, not for long
+    res = CliRunner().invoke(main, ["best", "--export", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    assert "cannot fetch the weights of trial" in res.output and "MLFLOW_TRACKING_URI" in res.output
+    assert "was unreachable for" not in res.output and not (tmp_path / "out").exists()
+
+
 def test_best_export_matches_the_reported_accuracy_with_plain_torch(swept, tmp_path, tiny_data):
     res = CliRunner().invoke(main, ["best", "--export", str(tmp_path / "out"), "--register", "tiny-best"],
                              catch_exceptions=False)
