@@ -339,6 +339,8 @@ def trial_model(trial: optuna.trial.FrozenTrial, *, wait: bool = True) -> tuple[
     with tempfile.TemporaryDirectory() as tmp:
         try:
             weights = download_artifact(run_id, "model.safetensors", tmp, wait=wait)
+        except Unavailable:
+            raise  # the store was there and went away for longer than we wait: says so, exits 1
         except Exception as err:
             raise StudyError(f"cannot fetch the weights of trial {trial.number} (run {run_id}): {str(err)[:200]}",
                              hint="check MLFLOW_TRACKING_URI points at the store the sweep used") from None

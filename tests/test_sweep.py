@@ -391,6 +391,14 @@ def test_best_export_against_an_unreachable_store_fails_at_once(swept, tmp_path,
     assert "cannot fetch the weights of trial" in res.output and "MLFLOW_TRACKING_URI" in res.output
     assert "was unreachable for" not in res.output and not (tmp_path / "out").exists()
 
+    # A sweep ending waits for the store instead, and says so when it gives up (exit 1, not a bad-input 2).
+    from cnnbench.errors import Unavailable
+    from cnnbench.sweep import trial_model
+
+    trial = optuna.load_study(study_name="tiny", storage=journal()).best_trial
+    with pytest.raises(Unavailable, match="was unreachable for 3 s"):
+        trial_model(trial)
+
 
 def test_best_export_matches_the_reported_accuracy_with_plain_torch(swept, tmp_path, tiny_data):
     res = CliRunner().invoke(main, ["best", "--export", str(tmp_path / "out"), "--register", "tiny-best"],
