@@ -611,33 +611,38 @@ def test_params_another_command_logs_to_the_same_run_at_the_same_moment_are_not_
         tracker.log_params(run_id, {"best.lr": 0.02})  # a real conflict is still an error
 
 
-def test_reading_a_run_back_rides_out_a_server_blip(tmp_path, monkeypatch, capfd):
-    # The sweep reads runs back when it ends and when it exports; those reads wait for the store like its writes.
+def refused_once(real):
+    """Return ``real`` wrapped to meet a refused connection on its first call, and the list of calls it refused."""
     import requests
 
+    refused = []
+
+    def call(*args, **kwargs):
+        if not refused:
+            refused.append(args)
+            raise requests.exceptions.ConnectionError("connection refused")
+        return real(*args, **kwargs)
+
+    return call, refused
+
+
+def test_reading_a_run_back_rides_out_a_server_blip(tmp_path, monkeypatch, capfd):
+    # The sweep reads runs back when it ends and when it exports; those reads wait for the store like its writes.
     from cnnbench.tracking import Tracker
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     tracker = Tracker("blip")
     run_id = tracker.start("trial-0", tags={"cnnbench.precision": "bf16"}, params={"lr": 0.01})
-    real, failed = tracker.client.get_run, []
-
-    def get_run(run):
-        if not failed:
-            failed.append(run)
-            raise requests.exceptions.ConnectionError("connection refused")
-        return real(run)
-
+    get_run, refused = refused_once(tracker.client.get_run)
     monkeypatch.setattr(tracker.client, "get_run", get_run)
     data = tracker.run_data(run_id)
-    assert failed == [run_id] and data.tags["cnnbench.precision"] == "bf16" and data.params["lr"] == "0.01"
+    assert refused == [(run_id,)] and data.tags["cnnbench.precision"] == "bf16" and data.params["lr"] == "0.01"
     assert "is unreachable" in capfd.readouterr().err
 
 
 def test_logging_and_fetching_a_model_ride_out_a_server_blip(tmp_path, monkeypatch, capfd):
     # At the end of every command the sweep fetches the best trial's weights and logs them as an MLflow model.
     import mlflow
-    import requests
     import torch
 
     from cnnbench import tracking
@@ -650,24 +655,14 @@ def test_logging_and_fetching_a_model_ride_out_a_server_blip(tmp_path, monkeypat
     (tmp_path / "up" / "weights.txt").write_text("w")
     tracker.log_artifacts(run_id, tmp_path / "up")
 
-    def once(real):
-        failed = []
-
-        def call(*args, **kwargs):
-            if not failed:
-                failed.append(1)
-                raise requests.exceptions.ConnectionError("connection refused")
-            return real(*args, **kwargs)
-        return call, failed
-
-    fetch, fetch_failed = once(mlflow.artifacts.download_artifacts)
+    fetch, fetch_refused = refused_once(mlflow.artifacts.download_artifacts)
     monkeypatch.setattr(tracking.mlflow.artifacts, "download_artifacts", fetch)
-    assert download_artifact(run_id, "weights.txt", tmp_path / "down").read_text() == "w" and fetch_failed
+    assert download_artifact(run_id, "weights.txt", tmp_path / "down").read_text() == "w" and fetch_refused
 
-    log, log_failed = once(mlflow.pytorch.log_model)
+    log, log_refused = refused_once(mlflow.pytorch.log_model)
     monkeypatch.setattr(tracking.mlflow.pytorch, "log_model", log)
     tracker.log_pytorch_model(run_id, torch.nn.Linear(3, 2), torch.zeros(1, 3))
-    assert log_failed and mlflow.active_run() is None
+    assert log_refused and mlflow.active_run() is None
     assert len(mlflow.search_logged_models(experiment_ids=[tracker.experiment_id], output_format="list")) == 1
     assert capfd.readouterr().err.count("is unreachable") == 2
 
