@@ -27,8 +27,7 @@ def _rate(threads: int, batch: int, seconds: float) -> float:
 
     torch.set_num_threads(threads)
     train.keep_freed_memory()
-    precision = train.resolve_precision("auto", torch.device("cpu"))
-    fmt = "channels_last" if train.uses_channels_last(torch.device("cpu"), precision) else "contiguous"
+    fmt, precision = layout.auto_way()
     return layout.images_per_sec("seed004", fmt, precision, seconds, batch_size=batch)
 
 

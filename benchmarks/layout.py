@@ -30,6 +30,13 @@ POOL_FIRST = ("mnist_fast", "mnist_best")
 TOLERANCE = 0.9
 
 
+def auto_way() -> tuple[str, str]:
+    """Return the (layout, precision) the trainer picks on this CPU with ``--precision auto``."""
+    cpu = torch.device("cpu")
+    precision = train.resolve_precision("auto", cpu)
+    return ("channels_last" if train.uses_channels_last(cpu, precision) else "contiguous"), precision
+
+
 def training_step(preset: str, layout: str, precision: str, **settings):
     """Return ``preset``'s training step as the trainer runs it on the CPU, in ``layout`` and ``precision``, and a
     batch for it (a step taken once already): ``(step, x, y)``.
@@ -65,8 +72,7 @@ def run(ctx: Context) -> Record:
     torch.set_num_threads(2)
     train.keep_freed_memory()
     seconds = 1.0 if ctx.quick else 3.0
-    auto = train.resolve_precision("auto", torch.device("cpu"))
-    chosen = ("channels_last" if train.uses_channels_last(torch.device("cpu"), auto) else "contiguous", auto)
+    chosen = auto_way()
     command = "python benchmarks/run.py --only layout"
     record = Record("layout", suite.machine(), [], {"auto": list(chosen), "images_per_sec": {}})
     for preset in PRESETS[:2] if ctx.quick else PRESETS:

@@ -38,9 +38,7 @@ def main(repeats: int) -> None:
     """Print the step's time, its max-pools' time, and the images/s of the step without them."""
     torch.set_num_threads(throughput.THREADS)
     train.keep_freed_memory()
-    cpu = torch.device("cpu")
-    precision = train.resolve_precision("auto", cpu)
-    fmt = "channels_last" if train.uses_channels_last(cpu, precision) else "contiguous"
+    fmt, precision = layout.auto_way()
     step, x, y = layout.training_step("seed004", fmt, precision)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     memory = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
