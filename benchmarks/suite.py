@@ -57,16 +57,11 @@ class Record:
 def machine() -> dict:
     """Return the CPU model, core count, GPU (None without CUDA), torch version, date and load average here."""
     import torch
-    from cnnbench.train import cpu_bf16_speedup, cpu_has_bf16_hardware
+    from cnnbench.train import cpu_bf16_speedup, cpu_has_bf16_hardware, describe_hardware
 
-    model = platform.processor()
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        pass
     return {
-        "cpu": model, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+        "cpu": describe_hardware(torch.device("cpu"))["cpu"], "cores": os.cpu_count(), "torch": torch.__version__,
+        "python": platform.python_version(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "amx_or_avx512_bf16": cpu_has_bf16_hardware(),

@@ -182,10 +182,14 @@ def _close(name: str, valid: Iterable[str]) -> str | None:
     return f"did you mean {close[0]!r}?" if close else None
 
 
+#: The trial runs' tags that say what ran them (empty for runs recorded before they were tagged).
+_MACHINE = ("precision", "host", "cpu", "gpu")
+
+
 def _trials(runs: pd.DataFrame) -> pd.DataFrame:
-    """Return one row per trial run: its study, dataset, state, config fields (typed) and final metrics."""
-    columns = ["study", "dataset", "trial", "baseline", "state", "status", "reason", "run_id", "experiment_id",
-               "start_time", *_CONFIG, *_METRICS]
+    """Return one row per trial run: its study, dataset, state, what ran it, config fields (typed) and final metrics."""
+    columns = ["study", "dataset", "trial", "baseline", "state", "status", "reason", *_MACHINE, "run_id",
+               "experiment_id", "start_time", *_CONFIG, *_METRICS]
     if runs.empty or "tags.cnnbench.trial" not in runs:
         return pd.DataFrame(columns=columns)
     runs = runs[runs["tags.cnnbench.trial"].notna()]
@@ -203,6 +207,7 @@ def _trials(runs: pd.DataFrame) -> pd.DataFrame:
         "trial": pd.to_numeric(col("tags.cnnbench.trial"), errors="coerce").astype("Int64"),
         "baseline": col("tags.cnnbench.baseline").fillna("").astype(str), "state": state.astype(str),
         "status": status, "reason": col("tags.cnnbench.reason").fillna("").astype(str),
+        **{name: col(f"tags.cnnbench.{name}").fillna("").astype(str) for name in _MACHINE},
         "run_id": col("run_id").astype(str), "experiment_id": col("experiment_id").astype(str),
         "start_time": col("start_time"),
     })
@@ -1027,7 +1032,8 @@ def _markdown(doc: _Doc, out: Path) -> tuple[Path, list[Path]]:
 def _csv(report: _Report, trials: pd.DataFrame, folder: Path) -> list[Path]:
     """Write the report's tables as CSV (fractions, not percentages; full run ids); return the files."""
     ids = ["dataset", "study", "trial", "baseline"]
-    runs = trials[[*ids, "state", "status", "reason", "run_id", "experiment_id", "start_time", *_CONFIG, *_METRICS]]
+    runs = trials[[*ids, "state", "status", "reason", *_MACHINE, "run_id", "experiment_id", "start_time", *_CONFIG,
+                   *_METRICS]]
     board_cols = ["dataset", "rank", *ids[1:], "run_id", *_CONFIG, *_METRICS, "pareto_params", "pareto_seconds"]
     ranked = [ds.ranked.assign(dataset=ds.name)[board_cols] for ds in report.sets if len(ds.ranked)]
     board = pd.concat(ranked, ignore_index=True) if ranked else pd.DataFrame(columns=board_cols)

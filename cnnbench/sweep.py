@@ -26,7 +26,7 @@ import optuna
 import torch
 
 from cnnbench import data as datamod
-from cnnbench import plots
+from cnnbench import __version__, plots
 from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
                              UnreachableStorage, outlast)
@@ -34,7 +34,8 @@ from cnnbench.space import Sweep, grid, suggest, trial_config
 from cnnbench.storage import (DEFAULT_JOURNAL, HEARTBEAT_SECONDS, describe, importance_evaluator, open_storage,
                               sampled_study, study_lock, unavailable)
 from cnnbench.tracking import Tracker
-from cnnbench.train import Result, check, copy_model, evaluate, fit, resolve_device, resolve_precision
+from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, resolve_device,
+                            resolve_precision)
 
 IDENTITY_ATTR = "cnnbench.sweep"
 #: Study names cnnbench itself gives (see ``Sweep.study``): safe as file and folder names.
@@ -195,7 +196,9 @@ class Objective:
                 "cnnbench.dataset": self.sweep.dataset, "cnnbench.sampler": self.sweep.sampler,
                 "cnnbench.pruner": self.sweep.pruner, "cnnbench.device": str(device),
                 "cnnbench.precision": resolve_precision(config.precision, device),
-                "cnnbench.baseline": baseline or "", "cnnbench.state": "RUNNING"}
+                "cnnbench.baseline": baseline or "", "cnnbench.state": "RUNNING",
+                "cnnbench.host": socket.gethostname(), "cnnbench.version": __version__,
+                **{f"cnnbench.{key}": value for key, value in describe_hardware(device).items()}}
         run_id = self.tracker.start(f"trial-{trial.number}" + (f"-{baseline}" if baseline else ""), tags=tags,
                                     parent=self.parent, params=config.params())
         _patiently(self.sweep, lambda: _set_attrs(trial, {"mlflow_run_id": run_id, "config": config.params()}))

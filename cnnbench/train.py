@@ -158,6 +158,23 @@ def _speedups(value) -> list[float]:
     return [float(v) for v in found if isinstance(v, (int, float)) and math.isfinite(v) and v > 0]
 
 
+def describe_hardware(device: torch.device) -> dict[str, str]:
+    """Return what ran a training here: ``cpu`` (the model name), ``gpu`` (the CUDA device's name, else empty),
+    ``torch`` (its version) and ``threads`` (torch's CPU threads)."""
+    return {"cpu": _cpu_model(), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+            "torch": torch.__version__, "threads": str(torch.get_num_threads())}
+
+
+@functools.cache
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or platform.machine()
+
+
 def _cpu_fingerprint() -> str:
     """Return a short hash of what decides this CPU's bf16 speed: its model and flags, and torch's version."""
     try:

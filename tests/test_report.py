@@ -232,11 +232,14 @@ def test_the_csvs_match_the_recorded_runs(store):
     by_id = {r.info.run_id: r for r in runs}
     table = read_csv(store.out / "csv" / "runs.csv")
     assert sorted(row["run_id"] for row in table) == sorted(by_id)
+    assert any(row["host"] and row["cpu"] for row in table)
     for row in table:
         run = by_id[row["run_id"]]
         assert row["state"] == run.data.tags["cnnbench.state"] and row["status"] == run.info.status
         assert row["dataset"] == run.data.tags["cnnbench.dataset"] and row["trial"] == run.data.tags["cnnbench.trial"]
         assert row["arch"] == run.data.params["arch"]
+        assert [row[k] for k in ("precision", "host", "cpu", "gpu")] == [
+            run.data.tags.get(f"cnnbench.{k}", "") for k in ("precision", "host", "cpu", "gpu")]
         if "test_acc" in run.data.metrics:
             assert float(row["test_acc"]) == pytest.approx(run.data.metrics["test_acc"])
     states = read_csv(store.out / "csv" / "states.csv")

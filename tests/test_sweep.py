@@ -1,14 +1,17 @@
 """Sweeps end to end through the CLI on tiny data, checked through Optuna's and MLflow's own APIs."""
 
 import json
+import socket
 import textwrap
 from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
+import cnnbench
 from cnnbench.cli import main
 from cnnbench.storage import DEFAULT_JOURNAL
 
@@ -88,6 +91,10 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(swept, tmp_path):
         for key, value in t.params.items():
             assert run.data.params[key] == str(value)
         assert run.data.params["epochs"] == "2" and run.data.params["dataset"] == "mnist"
+        tags = run.data.tags  # what ran the trial, so that runs from several machines compare
+        assert tags["cnnbench.host"] == socket.gethostname() and tags["cnnbench.version"] == cnnbench.__version__
+        assert tags["cnnbench.torch"] == torch.__version__ and tags["cnnbench.gpu"] == ""
+        assert tags["cnnbench.cpu"] and int(tags["cnnbench.threads"]) >= 1
         if t.state == optuna.trial.TrialState.COMPLETE:
             assert run.info.status == "FINISHED"
             assert run.data.metrics["best_val_acc"] == pytest.approx(t.value)
