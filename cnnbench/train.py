@@ -161,29 +161,27 @@ def _speedups(value) -> list[float]:
 def describe_hardware(device: torch.device) -> dict[str, str]:
     """Return what ran a training here: ``cpu`` (the model name), ``gpu`` (the CUDA device's name, else empty),
     ``torch`` (its version) and ``threads`` (torch's CPU threads)."""
-    return {"cpu": _cpu_model(), "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+    names = [line.split(":", 1)[1].strip() for line in _first_cpu() if line.startswith("model name")]
+    cpu = names[0] if names else platform.processor() or platform.machine()
+    return {"cpu": cpu, "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
             "torch": torch.__version__, "threads": str(torch.get_num_threads())}
 
 
 @functools.cache
-def _cpu_model() -> str:
+def _first_cpu() -> tuple[str, ...]:
+    """Return the lines /proc/cpuinfo gives for the first processor (none where there is no such file)."""
     try:
         with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+            return tuple(f.read().split("\n\n", 1)[0].splitlines())
     except OSError:
-        names = []
-    return names[0] if names else platform.processor() or platform.machine()
+        return ()
 
 
 def _cpu_fingerprint() -> str:
     """Return a short hash of what decides this CPU's bf16 speed: its model and flags, and torch's version."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            first = f.read().split("\n\n", 1)[0]
-        keys = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags")
-        cpu = [line for line in first.splitlines() if line.split(":")[0].strip() in keys]
-    except OSError:
-        cpu = [platform.machine(), platform.processor()]
+    keys = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags")
+    cpu = [line for line in _first_cpu() if line.split(":")[0].strip() in keys] or [platform.machine(),
+                                                                                    platform.processor()]
     text = "\n".join([*cpu, torch.__version__])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
