@@ -1,5 +1,6 @@
 """Studies in every kind of storage, and every sampler and pruner, on tiny data."""
 
+import logging
 import os
 import textwrap
 import uuid
@@ -139,3 +140,26 @@ def test_importances_leave_the_baselines_out_and_tell_what_mattered():
     assert set(importances) == {"x", "noise"} and sum(importances.values()) == pytest.approx(1)
     assert importances["x"] > 0.9
     assert param_importances(study) == importances  # seeded: the same on every read
+
+
+def test_reading_importances_says_nothing_on_the_terminal_and_leaves_optunas_verbosity_alone():
+    from cnnbench.storage import sampled_study
+
+    study = optuna.create_study(direction="maximize")
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, value=0.5,
+                                              distributions={"x": optuna.distributions.FloatDistribution(0, 1)}))
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(level=logging.DEBUG)
+    handler.emit = records.append
+    logger = logging.getLogger("optuna")
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # Optuna's own default
+    logger.addHandler(handler)
+    try:
+        copy = sampled_study(study)
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        logger.removeHandler(handler)
+        optuna.logging.set_verbosity(before)
+    assert len(copy.trials) == 1
+    assert [r.getMessage() for r in records] == []
