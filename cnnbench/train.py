@@ -180,9 +180,8 @@ def _first_cpu() -> tuple[str, ...]:
 def _cpu_fingerprint() -> str:
     """Return a short hash of what decides this CPU's bf16 speed: its model and flags, and torch's version."""
     keys = ("vendor_id", "cpu family", "model", "model name", "stepping", "flags")
-    cpu = [line for line in _first_cpu() if line.split(":")[0].strip() in keys] or [platform.machine(),
-                                                                                    platform.processor()]
-    text = "\n".join([*cpu, torch.__version__])
+    cpu = [line for line in _first_cpu() if line.split(":")[0].strip() in keys]
+    text = "\n".join([*(cpu or [platform.machine(), platform.processor()]), torch.__version__])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
