@@ -28,7 +28,7 @@ def _rate(threads: int, batch: int, seconds: float) -> float:
     torch.set_num_threads(threads)
     train.keep_freed_memory()
     fmt, precision = layout.auto_way()
-    return layout.images_per_sec("seed004", fmt, precision, seconds, batch_size=batch)
+    return layout.images_per_sec(layout.preset_config("seed004", batch_size=batch), fmt, precision, seconds)
 
 
 def _spawn(threads: int, batch: int, seconds: float) -> subprocess.Popen:

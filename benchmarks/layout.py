@@ -4,7 +4,10 @@ One training step of each net, as the trainer runs it, on a batch already in mem
 every layout and precision side by side in one process; the figure that matters is how the
 combination ``--precision auto`` picks compares with the fastest one measured. The VGG nets are
 also timed with and without ``pool_first`` (max-pool before batch norm and ReLU), in the way
-``auto`` picks.
+``auto`` picks. ``auto`` picks one precision for the CPU, so every net the shipped MNIST sweep can
+draw (each combination of the choices that shape its step) is also timed in channels_last fp32
+and bf16, and the worst of ``auto``'s choices against the faster of the two is held to the same
+tolerance.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import time
 import torch
 from cnnbench import config as cfg
 from cnnbench import data as datamod
-from cnnbench import train
+from cnnbench import space, train
 from cnnbench.optim import create_optimizer
 
 import suite
@@ -28,6 +31,8 @@ WAYS = (("contiguous", "fp32"), ("channels_last", "fp32"), ("channels_last", "bf
 POOL_FIRST = ("mnist_fast", "mnist_best")
 #: The automatic choice may be this much slower than the fastest way and still count as the fastest (timing noise).
 TOLERANCE = 0.9
+#: The settings of the shipped MNIST sweep that change its training step; the others are held at one value.
+SWEEP_NET_KEYS = ("arch", "depth", "pool_first", "kernel_size", "batch_size")
 
 
 def auto_way() -> tuple[str, str]:
@@ -37,13 +42,40 @@ def auto_way() -> tuple[str, str]:
     return ("channels_last" if train.uses_channels_last(cpu, precision) else "contiguous"), precision
 
 
-def training_step(preset: str, layout: str, precision: str, **settings):
-    """Return ``preset``'s training step as the trainer runs it on the CPU, in ``layout`` and ``precision``, and a
-    batch for it (a step taken once already): ``(step, x, y)``.
-
-    ``settings`` override the preset's (``pool_first=True``, say).
-    """
+def preset_config(preset: str, **settings) -> cfg.TrainConfig:
+    """Return ``preset``'s configuration on the CPU, ``settings`` overriding it (``pool_first=True``, say)."""
     config, _ = cfg.resolve(cfg.Layer.preset(preset), cfg.Layer.flags({**settings, "device": "cpu"}))
+    return config
+
+
+def sweep_nets(name: str = "mnist") -> list[cfg.TrainConfig]:
+    """Return a trial configuration for every combination of the shipped sweep ``name``'s choices of
+    :data:`SWEEP_NET_KEYS` (conditional ones where they apply); every other setting at its first choice, the
+    middle of its range, or the sweep's fixed value."""
+    sweep, _ = space.load_sweep(name)
+    others = {}
+    for key, param in sweep.space.items():
+        if key not in SWEEP_NET_KEYS and not param.when:
+            values = param.values() if param.choices is not None else None
+            others[key] = values[0] if values else (param.low * param.high) ** 0.5 if param.log else (
+                (param.low + param.high) / 2)
+    nets: list[dict] = [{}]
+    for key in SWEEP_NET_KEYS:
+        param = sweep.space.get(key)
+        if param is None:
+            continue
+        nets = [{**net, key: value} for net in nets
+                for value in (param.values() if param.applies(net) else [None])]
+    configs = []
+    for net in nets:
+        sampled = {k: v for k, v in net.items() if v is not None} | others
+        configs.append(space.trial_config(sweep, sampled, device="cpu"))
+    return configs
+
+
+def training_step(config: cfg.TrainConfig, layout: str, precision: str):
+    """Return ``config``'s training step as the trainer runs it on the CPU, in ``layout`` and ``precision``, and a
+    batch for it (a step taken once already): ``(step, x, y)``."""
     spec = datamod.DATASETS.get(config.dataset)
     fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
     torch.manual_seed(0)
@@ -57,9 +89,9 @@ def training_step(preset: str, layout: str, precision: str, **settings):
     return step, x, y
 
 
-def images_per_sec(preset: str, layout: str, precision: str, seconds: float, **settings) -> float:
-    """Return the images/s of ``preset``'s training step in ``layout`` and ``precision`` on the CPU."""
-    step, x, y = training_step(preset, layout, precision, **settings)
+def images_per_sec(config: cfg.TrainConfig, layout: str, precision: str, seconds: float) -> float:
+    """Return the images/s of ``config``'s training step in ``layout`` and ``precision`` on the CPU."""
+    step, x, y = training_step(config, layout, precision)
     start, count = time.perf_counter(), 0
     while count < 2 or time.perf_counter() - start < seconds:
         step(x, y)
@@ -76,7 +108,7 @@ def run(ctx: Context) -> Record:
     command = "python benchmarks/run.py --only layout"
     record = Record("layout", suite.machine(), [], {"auto": list(chosen), "images_per_sec": {}})
     for preset in PRESETS[:2] if ctx.quick else PRESETS:
-        rates = {way: images_per_sec(preset, *way, seconds) for way in WAYS}
+        rates = {way: images_per_sec(preset_config(preset), *way, seconds) for way in WAYS}
         record.details["images_per_sec"][preset] = {" ".join(way): rate for way, rate in rates.items()}
         for (layout, precision), rate in rates.items():
             record.figures.append(Figure(f"{preset}: training step, {layout}, {precision}", rate, "images/s", "", None,
@@ -87,11 +119,36 @@ def run(ctx: Context) -> Record:
                                      ctx.judge(rates[chosen] >= TOLERANCE * best), command))
     record.details["pool_first"] = {}
     for preset in POOL_FIRST[:1] if ctx.quick else POOL_FIRST:
-        rates = {on: images_per_sec(preset, *chosen, seconds, pool_first=on) for on in (False, True)}
+        rates = {on: images_per_sec(preset_config(preset, pool_first=on), *chosen, seconds) for on in (False, True)}
         record.details["pool_first"][preset] = {"off": rates[False], "on": rates[True]}
         for on, rate in rates.items():
             record.figures.append(Figure(f"{preset}: training step, pool_first {'on' if on else 'off'}", rate,
                                          "images/s", "", None, command))
         record.figures.append(Figure(f"{preset}: pool_first on against off", rates[True] / rates[False], "x", "",
                                      None, command))
+    record.details["sweep_nets"] = sweep_net_rates(ctx, chosen, record.figures, command)
     return record
+
+
+def sweep_net_rates(ctx: Context, chosen: tuple[str, str], figures: list[Figure], command: str) -> list[dict]:
+    """Time every net of the shipped MNIST sweep in channels_last fp32 and bf16, one after the other; add the
+    figures (how many run faster in bf16, the range of bf16 over fp32, the worst of ``auto``'s choices against the
+    faster way) to ``figures`` and return each net's settings and rates."""
+    seconds = 0.3 if ctx.quick else 1.0
+    nets = sweep_nets()
+    rows = []
+    for config in nets[:2] if ctx.quick else nets:
+        rates = {p: images_per_sec(config, "channels_last", p, seconds) for p in ("fp32", "bf16")}
+        net = {k: getattr(config, k) for k in SWEEP_NET_KEYS}
+        rows.append({**net, "images_per_sec": rates})
+    ratios = [r["images_per_sec"]["bf16"] / r["images_per_sec"]["fp32"] for r in rows]
+    worst = min(r["images_per_sec"][chosen[1]] / max(r["images_per_sec"].values()) for r in rows)
+    name = f"MNIST sweep's {len(rows)} nets"
+    figures += [
+        Figure(f"{name}: faster in bf16 than in fp32", sum(x > 1 for x in ratios), "nets", "", None, command),
+        Figure(f"{name}: bf16 against fp32, least", min(ratios), "x", "", None, command),
+        Figure(f"{name}: bf16 against fp32, most", max(ratios), "x", "", None, command),
+        Figure(f"{name}: the automatic choice ({chosen[1]}) against the faster, worst net", worst, "x",
+               f">= {TOLERANCE:g}", ctx.judge(worst >= TOLERANCE), command),
+    ]
+    return rows

@@ -39,7 +39,7 @@ def main(repeats: int) -> None:
     torch.set_num_threads(throughput.THREADS)
     train.keep_freed_memory()
     fmt, precision = layout.auto_way()
-    step, x, y = layout.training_step("seed004", fmt, precision)
+    step, x, y = layout.training_step(layout.preset_config("seed004"), fmt, precision)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     memory = torch.channels_last if fmt == "channels_last" else torch.contiguous_format
     # The maps the seed-004 net pools: 32 channels at 28x28, then 64 at 12x12.

@@ -16,7 +16,7 @@ import click
 NAMES = ("startup", "layout", "mnist_fast", "mnist_best", "seeds", "throughput", "time_to_99", "cifar10", "overhead",
          "efficiency", "sweep", "workers")
 FORMATS = {"images/s": "{:,.0f}", "%": "{:.2f}", "s": "{:.2f}", "x": "{:.2f}", "points": "{:.2f}",
-           "epochs": "{:g}"}
+           "epochs": "{:g}", "nets": "{:g}"}
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
