@@ -53,24 +53,22 @@ def sweep_nets(name: str = "mnist") -> list[cfg.TrainConfig]:
     :data:`SWEEP_NET_KEYS` (conditional ones where they apply); every other setting at its first choice, the
     middle of its range, or the sweep's fixed value."""
     sweep, _ = space.load_sweep(name)
-    others = {}
-    for key, param in sweep.space.items():
-        if key not in SWEEP_NET_KEYS and not param.when:
-            values = param.values() if param.choices is not None else None
-            others[key] = values[0] if values else (param.low * param.high) ** 0.5 if param.log else (
-                (param.low + param.high) / 2)
+    others = {key: _one_value(param) for key, param in sweep.space.items()
+              if key not in SWEEP_NET_KEYS and not param.when}
     nets: list[dict] = [{}]
     for key in SWEEP_NET_KEYS:
         param = sweep.space.get(key)
-        if param is None:
-            continue
-        nets = [{**net, key: value} for net in nets
-                for value in (param.values() if param.applies(net) else [None])]
-    configs = []
-    for net in nets:
-        sampled = {k: v for k, v in net.items() if v is not None} | others
-        configs.append(space.trial_config(sweep, sampled, device="cpu"))
-    return configs
+        if param is not None:
+            nets = [{**net, key: value} for net in nets if param.applies(net) for value in param.values()] + [
+                net for net in nets if not param.applies(net)]
+    return [space.trial_config(sweep, net | others, device="cpu") for net in nets]
+
+
+def _one_value(param: space.Param):
+    """Return a parameter's first choice, or the middle of its range (the geometric middle of a log range)."""
+    if param.choices is not None:
+        return param.values()[0]
+    return (param.low * param.high) ** 0.5 if param.log else (param.low + param.high) / 2
 
 
 def training_step(config: cfg.TrainConfig, layout: str, precision: str):
@@ -126,14 +124,15 @@ def run(ctx: Context) -> Record:
                                          "images/s", "", None, command))
         record.figures.append(Figure(f"{preset}: pool_first on against off", rates[True] / rates[False], "x", "",
                                      None, command))
-    record.details["sweep_nets"] = sweep_net_rates(ctx, chosen, record.figures, command)
+    record.details["sweep_nets"], figures = sweep_net_rates(ctx, chosen, command)
+    record.figures += figures
     return record
 
 
-def sweep_net_rates(ctx: Context, chosen: tuple[str, str], figures: list[Figure], command: str) -> list[dict]:
-    """Time every net of the shipped MNIST sweep in channels_last fp32 and bf16, one after the other; add the
-    figures (how many run faster in bf16, the range of bf16 over fp32, the worst of ``auto``'s choices against the
-    faster way) to ``figures`` and return each net's settings and rates."""
+def sweep_net_rates(ctx: Context, chosen: tuple[str, str], command: str) -> tuple[list[dict], list[Figure]]:
+    """Time every net of the shipped MNIST sweep in channels_last fp32 and bf16, one after the other; return each
+    net's settings and rates, and the figures: how many run faster in bf16, the range of bf16 over fp32, and the
+    worst of ``auto``'s choices against the faster way."""
     seconds = 0.3 if ctx.quick else 1.0
     nets = sweep_nets()
     rows = []
@@ -144,11 +143,10 @@ def sweep_net_rates(ctx: Context, chosen: tuple[str, str], figures: list[Figure]
     ratios = [r["images_per_sec"]["bf16"] / r["images_per_sec"]["fp32"] for r in rows]
     worst = min(r["images_per_sec"][chosen[1]] / max(r["images_per_sec"].values()) for r in rows)
     name = f"MNIST sweep's {len(rows)} nets"
-    figures += [
+    return rows, [
         Figure(f"{name}: faster in bf16 than in fp32", sum(x > 1 for x in ratios), "nets", "", None, command),
         Figure(f"{name}: bf16 against fp32, least", min(ratios), "x", "", None, command),
         Figure(f"{name}: bf16 against fp32, most", max(ratios), "x", "", None, command),
         Figure(f"{name}: the automatic choice ({chosen[1]}) against the faster, worst net", worst, "x",
                f">= {TOLERANCE:g}", ctx.judge(worst >= TOLERANCE), command),
     ]
-    return rows
