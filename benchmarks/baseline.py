@@ -166,7 +166,8 @@ class SeedProcess:
     """A :class:`SeedLoop` in a process of its own, as the seed project ran: a plain Python process.
 
     cnnbench tunes its process (malloc, threads); the seed's loop must not profit from that.
-    Each call runs in the child and waits for it, so the two ways never overlap.
+    Each call runs in the child and waits for it, so the two ways never overlap; nor does the child's start-up
+    (importing torch, reading the dataset), which the constructor waits for.
     """
 
     def __init__(self, preset: str, root: Path, *, batch_size: int, lr: float, seed: int, threads: int,
@@ -176,9 +177,13 @@ class SeedProcess:
         self._proc = ctx.Process(target=_serve, args=(child, preset, str(root), batch_size, lr, seed, threads, augment),
                                  daemon=True)
         self._proc.start()
+        self._receive()  # the child is ready: its start-up is not timed against the trainer's first epoch
 
     def _call(self, what: str):
         self._conn.send(what)
+        return self._receive()
+
+    def _receive(self):
         ok, value = self._conn.recv()
         if not ok:
             raise RuntimeError(f"seed loop failed: {value}")
@@ -200,7 +205,12 @@ class SeedProcess:
 
 def _serve(conn, preset: str, root: str, batch_size: int, lr: float, seed: int, threads: int, augment: bool) -> None:
     torch.set_num_threads(threads)
-    loop = SeedLoop(RECIPES[preset], Path(root), batch_size=batch_size, lr=lr, seed=seed, augment=augment)
+    try:
+        loop = SeedLoop(RECIPES[preset], Path(root), batch_size=batch_size, lr=lr, seed=seed, augment=augment)
+    except Exception as err:  # reported to the parent, which raises
+        conn.send((False, repr(err)))
+        return
+    conn.send((True, None))
     while (what := conn.recv()) != "stop":
         try:
             conn.send((True, loop.epoch() if what == "epoch" else loop.test_accuracy()))
