@@ -60,9 +60,12 @@ def sweep_nets(name: str = "mnist") -> list[cfg.TrainConfig]:
     nets: list[dict] = [{}]
     for key in SWEEP_NET_KEYS:
         param = sweep.space.get(key)
-        if param is not None:
-            nets = [{**net, key: value} for net in nets if param.applies(net) for value in param.values()] + [
-                net for net in nets if not param.applies(net)]
+        if param is None:
+            continue
+        grown = []
+        for net in nets:
+            grown += [{**net, key: value} for value in param.values()] if param.applies(net) else [net]
+        nets = grown
     return [space.trial_config(sweep, net | others, device="cpu") for net in nets]
 
 
