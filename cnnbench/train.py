@@ -112,18 +112,17 @@ def cpu_has_bf16_hardware() -> bool:
 BF16_MIN_SPEEDUP = 1.25
 
 
-#: How many processes each measure bf16's speed on a CPU before the figure is settled: one measurement can be
-#: far off (on machine A one read 0.72 where a dozen others read 1.2-2.0, and fp32 then trained its nets up to
-#: 1.5x slower; docs/benchmarks.md, section 6), the median of three is not.
+#: How many measurements of bf16's speed on a CPU settle it: one can be far off (on machine A one read 0.72 where
+#: a dozen others read 1.2-2.0, and fp32 then trained its nets up to 1.5x slower; on machine E, with AMX, one read
+#: 1.24 where others read 1.7-2.3; docs/benchmarks.md, section 6), the median of three is not.
 BF16_MEASUREMENTS = 3
 
 
 @functools.cache
 def cpu_bf16_speedup() -> float:
     """Return how much faster a convolution trains in bf16 autocast than in fp32 on this CPU (0 without bf16
-    hardware): the median of the measurements kept in the cache folder for this CPU and torch version, one
-    more of them taken (about 0.2 s) while fewer than :data:`BF16_MEASUREMENTS` are kept, two when they
-    disagree about :data:`BF16_MIN_SPEEDUP`.
+    hardware): the median of the :data:`BF16_MEASUREMENTS` measurements kept in the cache folder for this CPU
+    and torch version, taken (about 0.2 s each) by the first process that needs them.
 
     The hardware alone does not tell: AMX runs bf16 several times faster than fp32 and AMD's AVX512-BF16
     about twice as fast, but an Intel AVX512-BF16 without AMX (or with AMX hidden by a virtual machine)
@@ -137,10 +136,8 @@ def cpu_bf16_speedup() -> float:
     except (OSError, ValueError):
         kept = []
     if len(kept) < BF16_MEASUREMENTS:
-        kept.append(_measure_bf16_speedup()["speedup"])
-        # Measurements on both sides of the threshold cannot decide: one more at once, so that this process
-        # (a whole sweep, perhaps) does not run in the precision a stray measurement chose.
-        while len(kept) < BF16_MEASUREMENTS and min(kept) < BF16_MIN_SPEEDUP <= max(kept):
+        # All of them at once: this process (a whole sweep, perhaps) must not run in the precision a stray chose.
+        while len(kept) < BF16_MEASUREMENTS:
             kept.append(_measure_bf16_speedup()["speedup"])
         keep_json(name, {"speedups": kept})
     return statistics.median(kept)
