@@ -122,7 +122,7 @@ BF16_MEASUREMENTS = 3
 def cpu_bf16_speedup() -> float:
     """Return how much faster a convolution trains in bf16 autocast than in fp32 on this CPU (0 without bf16
     hardware): the median of the :data:`BF16_MEASUREMENTS` measurements kept in the cache folder for this CPU
-    and torch version, taken (about 0.2 s each) by the first process that needs them.
+    and torch version, taken (0.1-0.2 s each) by the first process that needs them.
 
     The hardware alone does not tell: AMX runs bf16 several times faster than fp32 and AMD's AVX512-BF16
     about twice as fast, but an Intel AVX512-BF16 without AMX (or with AMX hidden by a virtual machine)

@@ -192,7 +192,7 @@ def test_one_bf16_measurement_far_off_does_not_decide_the_precision(monkeypatch,
     # kept, had every later run train in fp32, its nets up to 1.5x slower than in bf16.
     monkeypatch.setenv("CNNBENCH_CACHE_DIR", str(tmp_path / "far-off"))
     monkeypatch.setattr(train, "cpu_has_bf16_hardware", lambda: True)
-    # Machine E (AMX), 2026-12-05: the first process measured 1.24, alone, and ran a benchmark in fp32 at 0.7x
+    # Machine E (AMX), 2026-12-05: the first process measured 1.24, alone, and ran a benchmark in fp32 at 0.65x
     # the speed bf16 gave, where the next measurements read 1.7-2.3.
     readings = iter([0.72, 1.5, 1.45])
     monkeypatch.setattr(train, "_measure_bf16_speedup", lambda: {"speedup": next(readings)})
