@@ -165,17 +165,18 @@ class SeedLoop:
 class SeedProcess:
     """A :class:`SeedLoop` in a process of its own, as the seed project ran: a plain Python process.
 
-    cnnbench tunes its process (malloc, threads); the seed's loop must not profit from that.
+    cnnbench tunes its process (malloc, threads, denormals); the seed's loop must not profit from that, unless
+    ``flush_denormals`` asks for that one setting (``benchmarks/denormals.py``).
     Each call runs in the child and waits for it, so the two ways never overlap; nor does the child's start-up
     (importing torch, reading the dataset), which the constructor waits for.
     """
 
     def __init__(self, preset: str, root: Path, *, batch_size: int, lr: float, seed: int, threads: int,
-                 augment: bool = False):
+                 augment: bool = False, flush_denormals: bool = False):
         ctx = multiprocessing.get_context("spawn")
         self._conn, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_serve, args=(child, preset, str(root), batch_size, lr, seed, threads, augment),
-                                 daemon=True)
+        self._proc = ctx.Process(target=_serve, daemon=True, args=(child, preset, str(root), batch_size, lr, seed,
+                                                                   threads, augment, flush_denormals))
         self._proc.start()
         self._receive()  # the child is ready: its start-up is not timed against the trainer's first epoch
 
@@ -203,7 +204,10 @@ class SeedProcess:
         self._proc.join(timeout=30)
 
 
-def _serve(conn, preset: str, root: str, batch_size: int, lr: float, seed: int, threads: int, augment: bool) -> None:
+def _serve(conn, preset: str, root: str, batch_size: int, lr: float, seed: int, threads: int, augment: bool,
+           flush_denormals: bool) -> None:
+    if flush_denormals:  # before torch starts its threads, as cnnbench's commands do
+        torch.set_flush_denormal(True)
     torch.set_num_threads(threads)
     try:
         loop = SeedLoop(RECIPES[preset], Path(root), batch_size=batch_size, lr=lr, seed=seed, augment=augment)

@@ -27,6 +27,7 @@ def _rate(threads: int, batch: int, seconds: float) -> float:
 
     torch.set_num_threads(threads)
     train.keep_freed_memory()
+    train.flush_denormals()
     fmt, precision = layout.auto_way()
     return layout.images_per_sec(layout.preset_config("seed004", batch_size=batch), fmt, precision, seconds)
 

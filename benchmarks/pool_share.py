@@ -38,6 +38,7 @@ def main(repeats: int) -> None:
     """Print the step's time, its max-pools' time, and the images/s of the step without them."""
     torch.set_num_threads(throughput.THREADS)
     train.keep_freed_memory()
+    train.flush_denormals()
     fmt, precision = layout.auto_way()
     step, x, y = layout.training_step(layout.preset_config("seed004"), fmt, precision)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32

@@ -44,6 +44,7 @@ def main(quick: bool, only: tuple[str, ...], report: bool, data_dir: str | None)
         return
 
     from cnnbench import data as datamod
+    from cnnbench import train
 
     import cifar
     import efficiency
@@ -53,6 +54,7 @@ def main(quick: bool, only: tuple[str, ...], report: bool, data_dir: str | None)
     import throughput
     import tracked
 
+    train.flush_denormals()  # as the commands do, before torch starts its threads
     root = datamod.data_dir(data_dir).resolve()
     ctx = suite.Context(suite.quick_data(root) if quick else root, quick)
     records: dict[str, suite.Record] = {}

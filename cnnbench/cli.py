@@ -107,6 +107,7 @@ def train(dataset, preset, config_file, data_dir, checkpoint, as_json, **flags) 
     from cnnbench import data as datamod
     from cnnbench import train as trainer
 
+    trainer.flush_denormals()
     layers = []
     if preset:
         layers.append(cfg.Layer.preset(preset))
@@ -173,8 +174,9 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
     from cnnbench import space
     from cnnbench import sweep as sweeps
     from cnnbench.errors import ConfigError, install_signal_handlers
-    from cnnbench.train import resolve_device
+    from cnnbench.train import flush_denormals, resolve_device
 
+    flush_denormals()
     install_signal_handlers()
     pinned = None
     if devices is not None:

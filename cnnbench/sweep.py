@@ -34,8 +34,8 @@ from cnnbench.space import Sweep, grid, suggest, trial_config
 from cnnbench.storage import (DEFAULT_JOURNAL, HEARTBEAT_SECONDS, describe, importance_evaluator, open_storage,
                               sampled_study, study_lock, unavailable)
 from cnnbench.tracking import Tracker
-from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, resolve_device,
-                            resolve_precision)
+from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
+                            resolve_device, resolve_precision)
 
 IDENTITY_ATTR = "cnnbench.sweep"
 #: Study names cnnbench itself gives (see ``Sweep.study``): safe as file and folder names.
@@ -494,6 +494,7 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
     starting trials once that process (the command that started it) is gone.
     """
     _quiet()
+    flush_denormals()
     if threads:
         torch.set_num_threads(threads)
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)

@@ -256,6 +256,36 @@ def test_keep_freed_memory_tunes_glibc_malloc_unless_told_not_to(monkeypatch):
     assert keep_freed_memory.__wrapped__() is False
 
 
+X86 = pytest.mark.skipif(__import__("platform").machine().lower() not in ("x86_64", "amd64"),
+                         reason="denormals-are-zero is an x86 setting")
+#: Multiplies a million denormal floats by one on two threads; prints how many came out zero.
+_DENORMALS = ("import sys, torch; torch.set_num_threads(2); from cnnbench.train import flush_denormals; "
+              "early = sys.argv[1] == 'early'; early and flush_denormals(); x = torch.full((1 << 20,), 1e-39); "
+              "x.mul(1.0); early or flush_denormals(); print(int((x.mul(1.0) == 0).sum()))")
+
+
+@X86
+def test_fit_on_the_cpu_flushes_denormals(tiny_data):
+    torch.set_flush_denormal(False)  # an earlier test's command may have set it; made before the tensor, or
+    denormal = torch.tensor([1e-39])  # the float conversion itself flushes it
+    try:
+        assert (denormal * 1.0).item() != 0
+        fit(validate(dict(FAST, epochs=1)), data.load("mnist", tiny_data))
+        assert (denormal * 1.0).item() == 0
+    finally:
+        torch.set_flush_denormal(False)
+
+
+@X86
+@pytest.mark.parametrize("when, zeros", [("early", 1 << 20), ("late", 1 << 19)])
+def test_flushing_denormals_reaches_only_the_threads_torch_starts_after_it(when, zeros):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _DENORMALS, when], capture_output=True, text=True, check=True)
+    assert int(out.stdout) == zeros  # late: the worker thread, already started, keeps its half
+
+
 def test_lookahead_averages_every_five_steps_from_thirty_percent_of_the_run():
     model = torch.nn.Linear(2, 1, bias=False)
     lookahead = train.Lookahead(model, total=100)
