@@ -106,7 +106,6 @@ def run(ctx: Context) -> Record:
     """Time every preset's step in every way; return the record."""
     torch.set_num_threads(2)
     train.keep_freed_memory()
-    train.flush_denormals()
     seconds = 1.0 if ctx.quick else 3.0
     chosen = auto_way()
     command = "python benchmarks/run.py --only layout"
