@@ -255,16 +255,53 @@ def keep_freed_memory() -> bool:
 
 
 def flush_denormals() -> bool:
-    """Make the CPU treat denormal floats as zero in this thread and in the threads started after it; return
-    whether it can.
+    """Make the CPU treat denormal floats as zero in this thread and in torch's worker threads; return whether
+    it can.
 
     Optimizer state that decays towards zero (Adam's and Adadelta's running averages for weights that get
     little or no gradient) ends in denormal numbers, on which x86 CPUs compute tens of times slower: flushed,
     seed 000's Adadelta trained 2.1x and seed 003's Adam 1.7x faster on a Xeon, to the same accuracy
-    (docs/benchmarks.md, section 1). torch's worker threads take the setting when they start, so the commands
-    call this before their first torch operation; :func:`fit` calls it again for callers that did not.
+    (docs/benchmarks.md, section 1). The setting is per thread, and a thread takes it from the one that starts
+    it: so it is also set in each thread of torch's OpenMP team where that runtime can be found (Linux), for
+    callers whose torch had already started its threads, as :func:`fit`'s callers from Python often have; the
+    commands call this before their first torch operation, which is enough on any platform.
     """
-    return torch.set_flush_denormal(True)
+    if not torch.set_flush_denormal(True):
+        return False
+    parallel = _openmp_parallel()
+    if parallel is not None:
+        parallel(_flush_this_thread, None, torch.get_num_threads(), 0)
+    return True
+
+
+_PER_THREAD = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+@_PER_THREAD
+def _flush_this_thread(_) -> None:
+    torch.set_flush_denormal(True)
+
+
+@functools.cache
+def _openmp_parallel():
+    """Return ``GOMP_parallel`` (run a function once in each thread of a team) of the OpenMP runtime loaded in
+    this process, torch's own copy first, or None where there is none to be found."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {fields[5].strip() for fields in (line.split(maxsplit=5) for line in maps) if len(fields) == 6}
+    except OSError:
+        return None
+    runtimes = [p for p in paths if Path(p).name.startswith(("libgomp", "libiomp5", "libomp")) and ".so" in p]
+    torch_lib = str(Path(torch.__file__).parent)
+    for path in sorted(runtimes, key=lambda p: not p.startswith(torch_lib)):
+        try:
+            parallel = ctypes.CDLL(path).GOMP_parallel
+        except (OSError, AttributeError):
+            continue
+        parallel.argtypes = [_PER_THREAD, ctypes.c_void_p, ctypes.c_uint, ctypes.c_uint]
+        parallel.restype = None
+        return parallel
+    return None
 
 
 def _autocast(device: torch.device, precision: str):
