@@ -285,7 +285,9 @@ def _flush_this_thread(_) -> None:
 @functools.cache
 def _openmp_parallel():
     """Return ``GOMP_parallel`` (run a function once in each thread of a team) of the OpenMP runtime loaded in
-    this process, torch's own copy first, or None where there is none to be found."""
+    this process, torch's own copy first, or None where torch runs no OpenMP or there is none to be found."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
     try:
         with open("/proc/self/maps") as maps:
             paths = {fields[5].strip() for fields in (line.split(maxsplit=5) for line in maps) if len(fields) == 6}

@@ -290,6 +290,18 @@ def test_flushing_denormals_reaches_torch_threads_started_before_it(when, how, z
     assert int(out.stdout) == zeros  # torch's own setting, made late, leaves the started worker thread its half
 
 
+@X86
+def test_flush_denormals_without_an_openmp_team_to_reach_sets_this_thread(monkeypatch):
+    monkeypatch.setattr(torch.__config__, "parallel_info", lambda: "ATen parallel backend: native thread pool")
+    assert train._openmp_parallel.__wrapped__() is None
+    monkeypatch.setattr(train, "_openmp_parallel", lambda: None)
+    try:
+        assert train.flush_denormals() is True
+        assert (torch.tensor([1e-39]) * 1.0).item() == 0
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def test_lookahead_averages_every_five_steps_from_thirty_percent_of_the_run():
     model = torch.nn.Linear(2, 1, bias=False)
     lookahead = train.Lookahead(model, total=100)
