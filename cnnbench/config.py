@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal, Optional
+from types import UnionType
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -261,8 +262,27 @@ def schema_error(err: ValidationError, sources: dict[str, str], model: type[Base
     if first["type"] == "extra_forbidden":
         import difflib
 
-        close = difflib.get_close_matches(key, list(model.model_fields), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(model.model_fields)}"
+        fields = _fields_at(model, first["loc"][:-1])  # the keys valid where the unknown one is (space.lr.hihg: high)
+        close = difflib.get_close_matches(str(first["loc"][-1]), fields, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(fields)}"
         return ConfigError(f"unknown setting {loc!r}{more}", source=sources.get(key), hint=hint)
     value = first.get("input")
     return ConfigError(f"{loc} = {value!r}: {first['msg']}{more}", source=sources.get(key))
+
+
+def _fields_at(model: type[BaseModel], path: tuple) -> list[str]:
+    """Return the field names of the schema that ``path`` (part of a pydantic error's location) leads to in ``model``."""
+    kind: Any = model
+    for part in (*path, None):
+        while get_origin(kind) in (Union, UnionType, Annotated):  # Optional[X], X | None, Annotated[X, ...]: X
+            kind = next((a for a in get_args(kind) if a is not type(None)), None)
+        if part is None:
+            break
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            field = kind.model_fields.get(str(part))
+            kind = field.annotation if field else None
+        elif get_origin(kind) in (dict, list, tuple):  # a key or an index: the values' schema
+            kind = get_args(kind)[-1]
+        else:
+            return []
+    return list(kind.model_fields) if isinstance(kind, type) and issubclass(kind, BaseModel) else []
