@@ -247,6 +247,10 @@ def best(study_name, storage, top, as_json, export_dir, register, overwrite) -> 
         path = sweeps.export_trial(study_name, rows[0], export_dir or None, overwrite=overwrite, register=register)
         if not as_json:
             click.echo(f"exported trial {rows[0].number} to {path}")
+        from cnnbench.export import ONNX, onnx_missing
+
+        if not (path / ONNX).exists() and (missing := onnx_missing()):
+            click.echo(f"no {ONNX} in the export: {missing}", err=True)
         table[0]["export"] = str(path)
     if as_json:
         click.echo(json.dumps(table, indent=1))

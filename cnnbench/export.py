@@ -280,13 +280,20 @@ def _save_program(model: nn.Module, example: torch.Tensor, expected: torch.Tenso
     torch.export.save(program, str(path))
 
 
-def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> str:
-    """Write ONNX and return a note for the card; without the onnx extra, write nothing and say so."""
+def onnx_missing() -> str | None:
+    """Return why ONNX cannot be written here (a package of the onnx extra is not installed), or None."""
     try:
         import onnx  # noqa: F401
         import onnxscript  # noqa: F401
     except ImportError as err:
-        return f"not exported: {err.name or 'onnx'} is not installed (pip install 'cnnbench[onnx]')"
+        return f"{err.name or 'onnx'} is not installed (pip install 'cnnbench[onnx]')"
+    return None
+
+
+def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> str:
+    """Write ONNX and return a note for the card; without the onnx extra, write nothing and say so."""
+    if missing := onnx_missing():
+        return f"not exported: {missing}"
     weight_bytes = sum(p.numel() * p.element_size() for p in model.state_dict().values())
     external = weight_bytes > _ONNX_INLINE_LIMIT
     try:

@@ -2,6 +2,7 @@
 
 import json
 import socket
+import sys
 import textwrap
 from pathlib import Path
 
@@ -332,6 +333,8 @@ BAD = [
     ("dataset: mnist\nsampler: grid\nspace: {lr: {low: 0.1, high: 1}}\n", "grid sampler needs choices"),
     ("dataset: mnist\nstudy: ../../etc/evil\n", "study"),
     ("dataset: mnist\nstorage: ftp://host/db\n", "unsupported storage"),
+    ("dataset: mnist\nspace: {lr: {low: 1e-3, hihg: 0.1}}\n", "did you mean 'high'"),  # a nested key: its own level's
+    ("dataset: mnist\ntracking: {plot: false}\n", "did you mean 'plots'"),
 ]
 
 
@@ -405,6 +408,14 @@ def test_best_export_against_an_unreachable_store_fails_at_once(swept, tmp_path,
     trial = optuna.load_study(study_name="tiny", storage=journal()).best_trial
     with pytest.raises(Unavailable, match="was unreachable for 3 s"):
         trial_model(trial)
+
+
+def test_best_export_without_the_onnx_extra_says_what_is_missing(swept, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as on an install without cnnbench[onnx]
+    res = CliRunner().invoke(main, ["best", "--export", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert not (tmp_path / "out" / "model.onnx").exists()
+    assert "no model.onnx in the export: onnxscript is not installed (pip install 'cnnbench[onnx]')" in res.output
 
 
 def test_best_export_matches_the_reported_accuracy_with_plain_torch(swept, tmp_path, tiny_data):
