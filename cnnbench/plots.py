@@ -24,8 +24,12 @@ DPI = 80
 _templates = threading.local()
 
 
-def learning_curves(history: Sequence, path: str | os.PathLike, title: str) -> Path:
-    """Draw loss and accuracy per epoch (train and validation) to the PNG ``path``; return it."""
+def learning_curves(history: Sequence, path: str | os.PathLike, title: str, *, label_smoothing: float = 0.0) -> Path:
+    """Draw loss and accuracy per epoch (train and validation) to the PNG ``path``; return it.
+
+    ``label_smoothing`` is the training loss's, named on the loss panel: it lifts that loss's floor (about 0.5
+    at 0.1 on ten classes) above the validation loss, which is measured without it.
+    """
     with_val = bool(history) and history[0].val_loss is not None
     # Each thread keeps its figure and redraws it with new data: a fresh one costs twice the time, most
     # of it making axes and ticks (every trial of a sweep draws one; docs/benchmarks.md).
@@ -42,6 +46,7 @@ def learning_curves(history: Sequence, path: str | os.PathLike, title: str) -> P
     for ax in axes:
         ax.relim()
         ax.autoscale_view()
+    axes[0].set_title(f"Loss (train with label smoothing {label_smoothing:g})" if label_smoothing else "Loss", y=1.0)
     fig.suptitle(title)
     path = Path(path)
     canvas.print_png(str(path), pil_kwargs={"compress_level": 1})
@@ -61,7 +66,6 @@ def _curves_template(with_val: bool):
     ax_acc.set(xlabel="epoch", ylabel="accuracy (%)")
     # Titles at a set height, where matplotlib would place them anyway (no ticks on top): the same pixels, and
     # each draw skips measuring the axes' decorations to place them, a tenth of the figure's time.
-    ax_loss.set_title("Loss", y=1.0)
     ax_acc.set_title("Accuracy", y=1.0)
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)

@@ -738,9 +738,12 @@ class _Report:
         acc_key = "val_acc" if has_val else "train_acc"
         fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.4), layout="constrained")
         styles = ("-", "--", "-.", ":", (0, (5, 1)))
+        # Label smoothing lifts a training loss's floor (about 0.5 at 0.1 on ten classes): the panel says which.
+        smoothing = top["label_smoothing"].fillna(0.0) if "label_smoothing" in top else pd.Series(0.0, index=top.index)
         for i, (_, row) in enumerate(top.iterrows()):
             mine = curves[curves["run_id"] == row["run_id"]] if len(curves) else curves
-            label = f"#{row['rank']} {self._trial(row)}: {row['arch']} ({_pct(row['test_acc'])} test)"
+            label = f"#{row['rank']} {self._trial(row)}: {row['arch']} ({_pct(row['test_acc'])} test"
+            label += f", label smoothing {smoothing[row.name]:g})" if smoothing.nunique() > 1 else ")"
             for ax, key, scale in ((ax_acc, acc_key, 100), (ax_loss, "train_loss", 1)):
                 points = mine[mine["key"] == key].sort_values("step") if len(mine) else mine
                 ax.plot(points["step"] if len(points) else [], (points["value"] * scale) if len(points) else [],
@@ -748,7 +751,8 @@ class _Report:
                         color=_COLOURS[i % len(_COLOURS)], label=label if ax is ax_acc else None)
         ax_acc.set(xlabel="epoch", ylabel=f"{'validation' if has_val else 'training'} accuracy (%)",
                    title=f"{'validation' if has_val else 'training'} accuracy")
-        ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss")
+        ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss" + (
+            "" if smoothing.nunique() > 1 or not smoothing.any() else f" (label smoothing {smoothing.iloc[0]:g})"))
         epochs = sorted(curves["step"].unique()) if len(curves) else []
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)

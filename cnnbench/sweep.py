@@ -295,12 +295,12 @@ class Objective:
             (folder / "config.json").write_text(json.dumps(config.params(), indent=1))
             if self.sweep.tracking.plots:
                 self._figures(folder, f"{self.sweep.study_name} trial {trial.number}: {config.arch}",
-                              result.history, test)
+                              result.history, test, config.label_smoothing)
             self.tracker.log_artifacts(run_id, folder)
         if self.sweep.tracking.log_model == "all":
             log_model(self.tracker, run_id, model, self.data)
 
-    def _figures(self, folder: Path, title: str, history, test) -> None:
+    def _figures(self, folder: Path, title: str, history, test, label_smoothing: float) -> None:
         """Draw a trial's learning curves, confusion matrix and misclassified test images into ``folder``.
 
         Nothing a resumed sweep or an export needs is drawn here, so a failure only warns.
@@ -308,7 +308,7 @@ class Objective:
         spec, split = self.data.spec, self.data.test
         truth, pred = split.y.cpu().numpy(), test.predictions.numpy()
         try:
-            plots.learning_curves(history, folder / "learning_curves.png", title)
+            plots.learning_curves(history, folder / "learning_curves.png", title, label_smoothing=label_smoothing)
             plots.confusion_matrix(truth, pred, spec.classes, folder / "confusion_matrix.png", f"{title}: test set")
             plots.misclassified(split.x.cpu().numpy(), truth, pred, test.confidences.numpy(), spec.classes,
                                 folder / "misclassified.png", title)

@@ -44,6 +44,14 @@ def test_learning_curves_and_the_misclassified_grid_are_drawn(tmp_path):
     assert _darkness(grid) > _darkness(none)  # two captioned tiles
 
 
+def test_the_loss_panel_names_the_label_smoothing_and_the_next_figure_does_not_keep_it(tmp_path):
+    history = [EpochMetrics(e, 0.5 + 1 / e, 0.9, 1 / e, 0.9, 0.1, 1.0, 100.0) for e in (1, 2, 3)]
+    plain = plots.learning_curves(history, tmp_path / "plain.png", "t").read_bytes()
+    smoothed = plots.learning_curves(history, tmp_path / "smoothed.png", "t", label_smoothing=0.1).read_bytes()
+    again = plots.learning_curves(history, tmp_path / "again.png", "t").read_bytes()
+    assert smoothed != plain and again == plain  # each figure is redrawn on one kept template
+
+
 def test_a_figure_that_fails_to_draw_warns_and_the_trial_still_completes(tmp_path, tiny_data, monkeypatch, capsys):
     from cnnbench import space, sweep
 

@@ -387,3 +387,36 @@ def test_an_out_dir_that_is_a_file_is_refused(tmp_path):
     (tmp_path / "r").write_text("")
     with pytest.raises(ConfigError, match="is a file"):
         report.build(out_dir=tmp_path / "r")
+
+
+def test_the_training_loss_panel_names_the_runs_label_smoothing(tmp_path, monkeypatch):
+    from cnnbench.tracking import Tracker
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    drawn = []
+    png = report._png
+    monkeypatch.setattr(report, "_png", lambda fig: drawn.append(fig) or png(fig))
+    tracker = Tracker("smooth")
+
+    def record(number: int, smoothing: float) -> None:
+        run = tracker.start(f"trial-{number}", params={
+            "dataset": "mnist", "arch": "two_conv", "label_smoothing": smoothing}, tags={
+            "cnnbench.study": "smooth", "cnnbench.trial": number, "cnnbench.dataset": "mnist",
+            "cnnbench.state": "COMPLETE"})
+        tracker.log_metrics(run, {"val_acc": 0.9, "train_loss": 0.6}, step=1)
+        tracker.log_metrics(run, {"best_val_acc": 0.9 + number / 100, "test_acc": 0.9, "params": 10, "train_seconds": 1})
+        tracker.end(run, "FINISHED")
+
+    def loss_panel() -> tuple[str, list[str]]:
+        drawn.clear()
+        report.build(out_dir=tmp_path / "r", formats=["md"], echo=lambda _: None)
+        curves = next(f for f in drawn if "learning curves" in f.get_suptitle())
+        return curves.axes[1].get_title(), [t.get_text() for t in curves.legends[0].get_texts()]
+
+    record(0, 0.1)
+    record(1, 0.1)
+    title, labels = loss_panel()
+    assert title == "training loss (label smoothing 0.1)" and not any("smoothing" in label for label in labels)
+    record(2, 0.0)  # runs that differ: each one's in the legend
+    title, labels = loss_panel()
+    assert title == "training loss" and labels[0].endswith(", label smoothing 0)") and labels[1].endswith("0.1)")
