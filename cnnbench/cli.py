@@ -207,7 +207,9 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
     click.echo(f"study {outcome.study!r}: {outcome.complete} complete, {outcome.pruned} pruned, "
                f"{outcome.failed} failed; {best}")
     if outcome.best_params:
-        click.echo("best configuration: " + ", ".join(f"{k}={v}" for k, v in outcome.best_params.items()))
+        # Floats to 4 digits, as `cnnbench best` shows them; the export's config.yaml holds them whole.
+        click.echo("best configuration: " + ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.best_params.items()))
     click.echo("compare the runs with `mlflow ui`; export the winner with `cnnbench best --export`")
 
 

@@ -115,6 +115,25 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(swept, tmp_path):
     assert "study/optimization_history.png" in study_plots
 
 
+def test_the_best_configuration_is_printed_with_floats_to_four_digits(tmp_path, tiny_data):
+    res = sweep(tmp_path, """
+        dataset: mnist
+        study: floats
+        trials: 2
+        epochs: 1
+        sampler: random
+        pruner: none
+        baselines: []
+        fixed: {arch: two_conv, width: 4, batch_size: 32, device: cpu}
+        space:
+          lr: {low: 1e-3, high: 1e-1, log: true}
+        tracking: {log_model: none, plots: false}
+        """, "--data-dir", str(tiny_data))
+    assert res.exit_code == 0, res.output
+    lr = optuna.load_study(study_name="floats", storage=journal()).best_params["lr"]
+    assert f"best configuration: lr={lr:.4g}\n" in res.output and len(f"{lr:.4g}") < len(str(lr))
+
+
 def test_rerun_resumes_and_trials_is_a_total(swept, tmp_path, tiny_data):
     res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "6")
     assert res.exit_code == 0, res.output
