@@ -774,19 +774,32 @@ class _Report:
         rows = len(histories)
         fig, axes = plt.subplots(rows, 2 if wide else 1, figsize=(11, 3.7 * rows + 0.6), squeeze=False,
                                  layout="constrained", width_ratios=[3, 2] if wide else None)
+        off_axis: dict[str, int] = {}
         for (name, frame, importances, source), row_axes in zip(histories, axes):
             ax = row_axes[0]
             frame = frame.sort_values("trial")
             complete = frame[frame["state"] == "COMPLETE"].dropna(subset=["value"])
             pruned = frame[frame["state"] == "PRUNED"].dropna(subset=["value"])
-            ax.scatter(pruned["trial"], pruned["value"], marker="x", s=18, color=_GREY, linewidths=1, zorder=2)
+            maximise = len(complete) > 0 and complete["direction"].iloc[0] == "maximize"
+            # The axis spans the complete trials: a pruned trial's early value (75% where the complete ones
+            # reach 99%) would squash them flat. Pruned values beyond it sit on its edge as triangles.
+            low, high = self._history_range(complete["value"])
+            inside = pruned["value"].between(low, high)
+            ax.scatter(pruned["trial"][inside], pruned["value"][inside], marker="x", s=18, color=_GREY, linewidths=1,
+                       zorder=2)
+            for edge, marker, beyond in ((low, "v", pruned[pruned["value"] < low]),
+                                         (high, "^", pruned[pruned["value"] > high])):
+                ax.scatter(beyond["trial"], [edge] * len(beyond), marker=marker, s=22, color=_GREY, linewidths=0,
+                           zorder=2, clip_on=False)
+                off_axis[marker] = off_axis.get(marker, 0) + len(beyond)
+            if len(complete):
+                ax.set_ylim(low, high)
             plain = complete[complete["baseline"] == ""]
             ax.scatter(plain["trial"], plain["value"], s=18, color=PALETTE[0], zorder=3, linewidths=0)
             base = complete[complete["baseline"] != ""]
             ax.scatter(base["trial"], base["value"], s=120, marker="*", color=PALETTE[0], edgecolors="black",
                        linewidths=0.8, zorder=4)
             if len(complete):
-                maximise = complete["direction"].iloc[0] == "maximize"
                 so_far = complete["value"].cummax() if maximise else complete["value"].cummin()
                 xs = list(complete["trial"]) + [frame["trial"].max()]
                 ax.step(xs, list(so_far) + [so_far.iloc[-1]], where="post", color=PALETTE[3], linewidth=2, zorder=5)
@@ -804,10 +817,22 @@ class _Report:
                                   markeredgecolor="black", label="seed baseline"))
         if ((shown["state"] == "PRUNED") & shown["value"].notna()).any():
             handles.append(Line2D([], [], linestyle="", marker="x", color=_GREY, label="pruned (last value)"))
+        for marker, side in (("v", "below"), ("^", "above")):
+            if off_axis.get(marker):
+                handles.append(Line2D([], [], linestyle="", marker=marker, color=_GREY, label=f"pruned, {side} the axis"))
         handles.append(Line2D([], [], color=PALETTE[3], linewidth=2, label="best so far"))
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
         fig.suptitle(f"{ds.name}: optimization history" + (" and parameter importances" if wide else ""))
         return _png(fig)
+
+    @staticmethod
+    def _history_range(values: pd.Series) -> tuple[float, float]:
+        """Return the y range of a history panel: its complete trials' values and a margin (all values without any)."""
+        if not len(values):
+            return -math.inf, math.inf
+        low, high = float(values.min()), float(values.max())
+        pad = 0.08 * (high - low) or max(abs(high) * 0.01, 0.01)
+        return low - pad, high + pad
 
     @staticmethod
     def _importance_axes(ax, importances: dict[str, float], study: str) -> None:
