@@ -774,7 +774,7 @@ class _Report:
         rows = len(histories)
         fig, axes = plt.subplots(rows, 2 if wide else 1, figsize=(11, 3.7 * rows + 0.6), squeeze=False,
                                  layout="constrained", width_ratios=[3, 2] if wide else None)
-        off_axis: dict[str, int] = {}
+        marks: dict[str, int] = {}  # how many points each legend marker stands for
         for (name, frame, importances, source), row_axes in zip(histories, axes):
             ax = row_axes[0]
             frame = frame.sort_values("trial")
@@ -783,19 +783,21 @@ class _Report:
             maximise = len(complete) > 0 and complete["direction"].iloc[0] == "maximize"
             # The axis spans the complete trials: a pruned trial's early value (75% where the complete ones
             # reach 99%) would squash them flat. Pruned values beyond it sit on its edge as triangles.
-            low, high = self._history_range(complete["value"])
+            low, high = self._history_range(complete["value"], pruned["value"])
             inside = pruned["value"].between(low, high)
+            marks["x"] = marks.get("x", 0) + int(inside.sum())
             ax.scatter(pruned["trial"][inside], pruned["value"][inside], marker="x", s=18, color=_GREY, linewidths=1,
                        zorder=2)
             for edge, marker, beyond in ((low, "v", pruned[pruned["value"] < low]),
                                          (high, "^", pruned[pruned["value"] > high])):
                 ax.scatter(beyond["trial"], [edge] * len(beyond), marker=marker, s=22, color=_GREY, linewidths=0,
                            zorder=2, clip_on=False)
-                off_axis[marker] = off_axis.get(marker, 0) + len(beyond)
-            if len(complete):
+                marks[marker] = marks.get(marker, 0) + len(beyond)
+            if math.isfinite(low):
                 ax.set_ylim(low, high)
             plain = complete[complete["baseline"] == ""]
             ax.scatter(plain["trial"], plain["value"], s=18, color=PALETTE[0], zorder=3, linewidths=0)
+            marks["o"] = marks.get("o", 0) + len(plain)
             base = complete[complete["baseline"] != ""]
             ax.scatter(base["trial"], base["value"], s=120, marker="*", color=PALETTE[0], edgecolors="black",
                        linewidths=0.8, zorder=4)
@@ -811,14 +813,14 @@ class _Report:
             if wide:
                 self._importance_axes(row_axes[1], importances, name)
         shown = pd.concat([frame for _, frame, _, _ in histories])
-        handles = [Line2D([], [], linestyle="", marker="o", color=PALETTE[0], label="complete trial")]
+        handles = [Line2D([], [], linestyle="", marker="o", color=PALETTE[0], label="complete trial")] if marks["o"] else []
         if (shown["baseline"] != "").any():
             handles.append(Line2D([], [], linestyle="", marker="*", markersize=11, color=PALETTE[0],
                                   markeredgecolor="black", label="seed baseline"))
-        if ((shown["state"] == "PRUNED") & shown["value"].notna()).any():
+        if marks.get("x"):
             handles.append(Line2D([], [], linestyle="", marker="x", color=_GREY, label="pruned (last value)"))
         for marker, side in (("v", "below"), ("^", "above")):
-            if off_axis.get(marker):
+            if marks.get(marker):
                 handles.append(Line2D([], [], linestyle="", marker=marker, color=_GREY, label=f"pruned, {side} the axis"))
         handles.append(Line2D([], [], color=PALETTE[3], linewidth=2, label="best so far"))
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
@@ -826,12 +828,16 @@ class _Report:
         return _png(fig)
 
     @staticmethod
-    def _history_range(values: pd.Series) -> tuple[float, float]:
-        """Return the y range of a history panel: its complete trials' values and a margin (all values without any)."""
-        if not len(values):
+    def _history_range(complete: pd.Series, pruned: pd.Series) -> tuple[float, float]:
+        """Return the y range of a history panel: the complete trials' values with a margin where pruned values
+        beyond them would take more than half the axis, else (-inf, inf), every value."""
+        if len(complete) < 3:  # too few to say where the search lies
             return -math.inf, math.inf
-        low, high = float(values.min()), float(values.max())
+        low, high = float(complete.min()), float(complete.max())
         pad = 0.08 * (high - low) or max(abs(high) * 0.01, 0.01)
+        every = pd.concat([complete, pruned])
+        if float(every.max()) - float(every.min()) <= 2 * (high - low + 2 * pad):
+            return -math.inf, math.inf
         return low - pad, high + pad
 
     @staticmethod

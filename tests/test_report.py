@@ -430,21 +430,31 @@ def test_the_history_spans_the_complete_trials_and_puts_pruned_outliers_on_its_e
     png = report._png
     monkeypatch.setattr(report, "_png", lambda fig: drawn.append(fig) or png(fig))
     tracker = Tracker("edge")
-    for number, (state, value) in enumerate([("COMPLETE", 0.98), ("PRUNED", 0.50), ("COMPLETE", 0.99),
-                                             ("PRUNED", 0.985), ("PRUNED", 0.999)]):
-        run = tracker.start(f"trial-{number}", params={"dataset": "mnist", "arch": "two_conv"}, tags={
-            "cnnbench.study": "edge", "cnnbench.trial": number, "cnnbench.dataset": "mnist", "cnnbench.state": state})
-        tracker.log_metrics(run, {"val_acc": value}, step=1)
-        if state == "COMPLETE":
-            tracker.log_metrics(run, {"best_val_acc": value, "test_acc": value, "params": 10, "train_seconds": 1})
-        tracker.end(run, "FINISHED" if state == "COMPLETE" else "KILLED")
 
-    report.build(out_dir=tmp_path / "r", formats=["md"], echo=lambda _: None)
-    history = next(f for f in drawn if "optimization history" in f.get_suptitle())
-    ax = history.axes[0]
+    def record(runs) -> None:
+        for state, value in runs:
+            number = len(tracker.runs())
+            run = tracker.start(f"trial-{number}", params={"dataset": "mnist", "arch": "two_conv"}, tags={
+                "cnnbench.study": "edge", "cnnbench.trial": number, "cnnbench.dataset": "mnist",
+                "cnnbench.state": state})
+            tracker.log_metrics(run, {"val_acc": value}, step=1)
+            if state == "COMPLETE":
+                tracker.log_metrics(run, {"best_val_acc": value, "test_acc": value, "params": 10, "train_seconds": 1})
+            tracker.end(run, "FINISHED" if state == "COMPLETE" else "KILLED")
+
+    def history():
+        drawn.clear()
+        report.build(out_dir=tmp_path / "r", formats=["md"], echo=lambda _: None)
+        fig = next(f for f in drawn if "optimization history" in f.get_suptitle())
+        return fig.axes[0], [t.get_text() for t in fig.legends[0].get_texts()]
+
+    record([("COMPLETE", 0.98), ("PRUNED", 0.50), ("COMPLETE", 0.99)])
+    ax, legend = history()
+    assert ax.get_ylim()[0] < 50 and "pruned (last value)" in legend  # two complete trials: every value shown
+    record([("PRUNED", 0.985), ("PRUNED", 0.999), ("COMPLETE", 0.982)])
+    ax, legend = history()
     low, high = ax.get_ylim()
     assert 50 < low < 98 and 99 < high < 99.9  # the complete trials' 98-99%, not the pruned 50%
     points = {tuple(p) for c in ax.collections for p in c.get_offsets().tolist()}
     assert (1, low) in points and (4, high) in points and (3, 98.5) in points  # below, above, inside
-    legend = [t.get_text() for t in history.legends[0].get_texts()]
-    assert "pruned, below the axis" in legend and "pruned, above the axis" in legend
+    assert {"pruned (last value)", "pruned, below the axis", "pruned, above the axis"} <= set(legend)
