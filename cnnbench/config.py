@@ -271,7 +271,7 @@ def schema_error(err: ValidationError, sources: dict[str, str], model: type[Base
 
 
 def _fields_at(model: type[BaseModel], path: tuple) -> list[str]:
-    """Return the field names of the schema that ``path`` (part of a pydantic error's location) leads to in ``model``."""
+    """Return the field names of the schema that ``path`` (part of a pydantic error's location) leads to."""
     kind: Any = model
     for part in (*path, None):
         while get_origin(kind) in (Union, UnionType, Annotated):  # Optional[X], X | None, Annotated[X, ...]: X

@@ -781,8 +781,8 @@ class _Report:
             complete = frame[frame["state"] == "COMPLETE"].dropna(subset=["value"])
             pruned = frame[frame["state"] == "PRUNED"].dropna(subset=["value"])
             maximise = len(complete) > 0 and complete["direction"].iloc[0] == "maximize"
-            # The axis spans the complete trials: a pruned trial's early value (75% where the complete ones
-            # reach 99%) would squash them flat. Pruned values beyond it sit on its edge as triangles.
+            # Where pruned trials' early values (75% against the complete ones' 99%) would squash the complete
+            # trials flat, the axis spans theirs, and values beyond it sit on its edge as triangles.
             low, high = self._history_range(complete["value"], pruned["value"])
             inside = pruned["value"].between(low, high)
             marks["x"] = marks.get("x", 0) + int(inside.sum())
@@ -813,7 +813,9 @@ class _Report:
             if wide:
                 self._importance_axes(row_axes[1], importances, name)
         shown = pd.concat([frame for _, frame, _, _ in histories])
-        handles = [Line2D([], [], linestyle="", marker="o", color=PALETTE[0], label="complete trial")] if marks["o"] else []
+        handles = []
+        if marks.get("o"):
+            handles.append(Line2D([], [], linestyle="", marker="o", color=PALETTE[0], label="complete trial"))
         if (shown["baseline"] != "").any():
             handles.append(Line2D([], [], linestyle="", marker="*", markersize=11, color=PALETTE[0],
                                   markeredgecolor="black", label="seed baseline"))
@@ -821,7 +823,8 @@ class _Report:
             handles.append(Line2D([], [], linestyle="", marker="x", color=_GREY, label="pruned (last value)"))
         for marker, side in (("v", "below"), ("^", "above")):
             if marks.get(marker):
-                handles.append(Line2D([], [], linestyle="", marker=marker, color=_GREY, label=f"pruned, {side} the axis"))
+                handles.append(Line2D([], [], linestyle="", marker=marker, color=_GREY,
+                                      label=f"pruned, {side} the axis"))
         handles.append(Line2D([], [], color=PALETTE[3], linewidth=2, label="best so far"))
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
         fig.suptitle(f"{ds.name}: optimization history" + (" and parameter importances" if wide else ""))

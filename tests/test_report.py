@@ -389,70 +389,59 @@ def test_an_out_dir_that_is_a_file_is_refused(tmp_path):
         report.build(out_dir=tmp_path / "r")
 
 
+class HandStore:
+    """An MLflow store of trial runs made by hand, and the figures a report on it draws."""
+
+    def __init__(self, tmp_path: Path, monkeypatch):
+        from cnnbench.tracking import Tracker
+
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        self.drawn: list = []
+        png = report._png
+        monkeypatch.setattr(report, "_png", lambda fig: self.drawn.append(fig) or png(fig))
+        self.tracker = Tracker("hand")
+        self.out = tmp_path / "r"
+
+    def record(self, state: str = "COMPLETE", value: float = 0.9, **params) -> None:
+        number = len(self.tracker.runs())
+        run = self.tracker.start(f"trial-{number}", params={"dataset": "mnist", "arch": "two_conv", **params}, tags={
+            "cnnbench.study": "hand", "cnnbench.trial": number, "cnnbench.dataset": "mnist", "cnnbench.state": state})
+        self.tracker.log_metrics(run, {"val_acc": value, "train_loss": 0.6}, step=1)
+        if state == "COMPLETE":
+            self.tracker.log_metrics(run, {"best_val_acc": value, "test_acc": value, "params": 10, "train_seconds": 1})
+        self.tracker.end(run, "FINISHED" if state == "COMPLETE" else "KILLED")
+
+    def figure(self, suptitle: str) -> tuple:
+        """Build the report; return the figure whose title holds ``suptitle`` and its legend's labels."""
+        self.drawn.clear()
+        report.build(out_dir=self.out, formats=["md"], echo=lambda _: None)
+        fig = next(f for f in self.drawn if suptitle in f.get_suptitle())
+        return fig, [t.get_text() for t in fig.legends[0].get_texts()]
+
+
 def test_the_training_loss_panel_names_the_runs_label_smoothing(tmp_path, monkeypatch):
-    from cnnbench.tracking import Tracker
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    drawn = []
-    png = report._png
-    monkeypatch.setattr(report, "_png", lambda fig: drawn.append(fig) or png(fig))
-    tracker = Tracker("smooth")
-
-    def record(number: int, smoothing: float) -> None:
-        run = tracker.start(f"trial-{number}", params={
-            "dataset": "mnist", "arch": "two_conv", "label_smoothing": smoothing}, tags={
-            "cnnbench.study": "smooth", "cnnbench.trial": number, "cnnbench.dataset": "mnist",
-            "cnnbench.state": "COMPLETE"})
-        tracker.log_metrics(run, {"val_acc": 0.9, "train_loss": 0.6}, step=1)
-        tracker.log_metrics(run, {"best_val_acc": 0.9 + number / 100, "test_acc": 0.9, "params": 10, "train_seconds": 1})
-        tracker.end(run, "FINISHED")
-
-    def loss_panel() -> tuple[str, list[str]]:
-        drawn.clear()
-        report.build(out_dir=tmp_path / "r", formats=["md"], echo=lambda _: None)
-        curves = next(f for f in drawn if "learning curves" in f.get_suptitle())
-        return curves.axes[1].get_title(), [t.get_text() for t in curves.legends[0].get_texts()]
-
-    record(0, 0.1)
-    record(1, 0.1)
-    title, labels = loss_panel()
-    assert title == "training loss (label smoothing 0.1)" and not any("smoothing" in label for label in labels)
-    record(2, 0.0)  # runs that differ: each one's in the legend
-    title, labels = loss_panel()
-    assert title == "training loss" and labels[0].endswith(", label smoothing 0)") and labels[1].endswith("0.1)")
+    store = HandStore(tmp_path, monkeypatch)
+    store.record(value=0.90, label_smoothing=0.1)
+    store.record(value=0.91, label_smoothing=0.1)
+    fig, labels = store.figure("learning curves")
+    assert fig.axes[1].get_title() == "training loss (label smoothing 0.1)"
+    assert not any("smoothing" in label for label in labels)
+    store.record(value=0.92, label_smoothing=0.0)  # runs that differ: each one's in the legend
+    fig, labels = store.figure("learning curves")
+    assert fig.axes[1].get_title() == "training loss"
+    assert labels[0].endswith(", label smoothing 0)") and labels[1].endswith("0.1)")
 
 
 def test_the_history_spans_the_complete_trials_and_puts_pruned_outliers_on_its_edge(tmp_path, monkeypatch):
-    from cnnbench.tracking import Tracker
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    drawn = []
-    png = report._png
-    monkeypatch.setattr(report, "_png", lambda fig: drawn.append(fig) or png(fig))
-    tracker = Tracker("edge")
-
-    def record(runs) -> None:
-        for state, value in runs:
-            number = len(tracker.runs())
-            run = tracker.start(f"trial-{number}", params={"dataset": "mnist", "arch": "two_conv"}, tags={
-                "cnnbench.study": "edge", "cnnbench.trial": number, "cnnbench.dataset": "mnist",
-                "cnnbench.state": state})
-            tracker.log_metrics(run, {"val_acc": value}, step=1)
-            if state == "COMPLETE":
-                tracker.log_metrics(run, {"best_val_acc": value, "test_acc": value, "params": 10, "train_seconds": 1})
-            tracker.end(run, "FINISHED" if state == "COMPLETE" else "KILLED")
-
-    def history():
-        drawn.clear()
-        report.build(out_dir=tmp_path / "r", formats=["md"], echo=lambda _: None)
-        fig = next(f for f in drawn if "optimization history" in f.get_suptitle())
-        return fig.axes[0], [t.get_text() for t in fig.legends[0].get_texts()]
-
-    record([("COMPLETE", 0.98), ("PRUNED", 0.50), ("COMPLETE", 0.99)])
-    ax, legend = history()
-    assert ax.get_ylim()[0] < 50 and "pruned (last value)" in legend  # two complete trials: every value shown
-    record([("PRUNED", 0.985), ("PRUNED", 0.999), ("COMPLETE", 0.982)])
-    ax, legend = history()
+    store = HandStore(tmp_path, monkeypatch)
+    for state, value in [("COMPLETE", 0.98), ("PRUNED", 0.50), ("COMPLETE", 0.99)]:
+        store.record(state, value)
+    fig, legend = store.figure("optimization history")
+    assert fig.axes[0].get_ylim()[0] < 50 and "pruned (last value)" in legend  # two complete trials: every value
+    for state, value in [("PRUNED", 0.985), ("PRUNED", 0.999), ("COMPLETE", 0.982)]:
+        store.record(state, value)
+    fig, legend = store.figure("optimization history")
+    ax = fig.axes[0]
     low, high = ax.get_ylim()
     assert 50 < low < 98 and 99 < high < 99.9  # the complete trials' 98-99%, not the pruned 50%
     points = {tuple(p) for c in ax.collections for p in c.get_offsets().tolist()}
