@@ -87,4 +87,5 @@ class Registry(Generic[T]):
 
 def _first_line(obj: object) -> str:
     doc = getattr(obj, "summary", None) or getattr(obj, "__doc__", None) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    # A docstring's ``code`` marks read as noise in a terminal; one backtick still marks the name.
+    return doc.strip().splitlines()[0].replace("``", "`") if doc.strip() else ""

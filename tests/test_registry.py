@@ -16,6 +16,14 @@ def test_register_and_get():
     assert reg.names() == ["alpha"]
     assert reg.summaries() == [("alpha", "First thing.")]
 
+    @reg.register("beta")
+    def beta():
+        """Second thing, ``width`` wide.
+
+        More."""
+
+    assert reg.summaries()[1] == ("beta", "Second thing, `width` wide.")  # one line, terminal-plain
+
 
 def test_registering_twice_is_an_error():
     reg = Registry("thing")
