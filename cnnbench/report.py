@@ -740,10 +740,11 @@ class _Report:
         styles = ("-", "--", "-.", ":", (0, (5, 1)))
         # Label smoothing lifts a training loss's floor (about 0.5 at 0.1 on ten classes): the panel says which.
         smoothing = top["label_smoothing"].fillna(0.0) if "label_smoothing" in top else pd.Series(0.0, index=top.index)
+        per_run = smoothing.nunique() > 1
         for i, (_, row) in enumerate(top.iterrows()):
             mine = curves[curves["run_id"] == row["run_id"]] if len(curves) else curves
             label = f"#{row['rank']} {self._trial(row)}: {row['arch']} ({_pct(row['test_acc'])} test"
-            label += f", label smoothing {smoothing[row.name]:g})" if smoothing.nunique() > 1 else ")"
+            label += f", label smoothing {smoothing[row.name]:g})" if per_run else ")"
             for ax, key, scale in ((ax_acc, acc_key, 100), (ax_loss, "train_loss", 1)):
                 points = mine[mine["key"] == key].sort_values("step") if len(mine) else mine
                 ax.plot(points["step"] if len(points) else [], (points["value"] * scale) if len(points) else [],
@@ -752,7 +753,7 @@ class _Report:
         ax_acc.set(xlabel="epoch", ylabel=f"{'validation' if has_val else 'training'} accuracy (%)",
                    title=f"{'validation' if has_val else 'training'} accuracy")
         ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss" + (
-            "" if smoothing.nunique() > 1 or not smoothing.any() else f" (label smoothing {smoothing.iloc[0]:g})"))
+            "" if per_run or not smoothing.any() else f" (label smoothing {smoothing.iloc[0]:g})"))
         epochs = sorted(curves["step"].unique()) if len(curves) else []
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)
