@@ -202,28 +202,48 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
             err.source = "--devices" if pinned else "--device"
             raise
     outcome = sweeps.run(definition, data_dir=data_dir, device=device, devices=pinned, join=join, echo=click.echo)
-    best = (f"best {definition.objectives[0]} {outcome.best_value:.4f} (trial {outcome.best_trial})"
-            if outcome.best_value is not None else "no complete trial yet")
+    objectives = definition.objectives
+    if outcome.front:
+        best = f"Pareto front of {' and '.join(objectives)}: {len(outcome.front)} trial{'s' * (len(outcome.front) > 1)}"
+    elif outcome.best_value is not None:
+        best = f"best {objectives[0]} {sweeps.format_value(objectives[0], outcome.best_value)} (trial {outcome.best_trial})"
+    else:
+        best = "no complete trial yet"
     click.echo(f"study {outcome.study!r}: {outcome.complete} complete, {outcome.pruned} pruned, "
                f"{outcome.failed} failed; {best}")
+    shown = 10
+    for number, values in outcome.front[:shown]:
+        click.echo(f"  trial {number}: " + ", ".join(f"{name} {sweeps.format_value(name, value)}"
+                                                    for name, value in zip(objectives, values)))
+    if len(outcome.front) > shown:
+        click.echo(f"  and {len(outcome.front) - shown} more: `cnnbench best --top {len(outcome.front)}`")
     if outcome.best_params:
         # Floats to 4 digits, as `cnnbench best` shows them; the export's config.yaml holds them whole.
         click.echo("best configuration: " + ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.best_params.items()))
-    click.echo("compare the runs with `mlflow ui`; export the winner with `cnnbench best --export`")
+    if outcome.front:
+        click.echo(f"compare the runs with `mlflow ui`; export one with `cnnbench best --export --trial N` "
+                   f"(without --trial, the front's best {objectives[0]})")
+    else:
+        click.echo("compare the runs with `mlflow ui`; export the winner with `cnnbench best --export`")
 
 
 @main.command()
 @click.option("--study", "study_name", help="Study name (default: the only study in the storage).")
 @click.option("--storage", help="Optuna storage URL (default: ./cnnbench-journal.log).")
 @click.option("--top", type=click.IntRange(min=1), default=5, show_default=True, help="How many trials to show.")
+@click.option("--trial", "trial_number", type=click.IntRange(min=0), metavar="N",
+              help="Show (and with --export, export) this complete trial instead of the best.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--export", "export_dir", is_flag=False, flag_value="", default=None, metavar="[DIR]",
               help="Export the best trial's model to DIR (default: exports/STUDY-trialN).")
 @click.option("--register", metavar="NAME", help="Also register the exported model in MLflow's model registry.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
-def best(study_name, storage, top, as_json, export_dir, register, overwrite) -> None:
-    """Show the best trials of a study, and export the winner ready to load and predict."""
+def best(study_name, storage, top, trial_number, as_json, export_dir, register, overwrite) -> None:
+    """Show the best trials of a study, and export the winner ready to load and predict.
+
+    A study of several objectives lists its Pareto front first (`pareto` column), by the first objective.
+    """
     from cnnbench import sweep as sweeps
     from cnnbench.storage import check_url, describe
 
@@ -239,12 +259,13 @@ def best(study_name, storage, top, as_json, export_dir, register, overwrite) -> 
             raise StudyError(f"no study in {describe(storage)}", hint="run `cnnbench sweep DATASET` first")
         study_name = names[0]
     study = sweeps.load_study(study_name, storage)
-    rows = sweeps.best_trials(study, top)
+    rows = sweeps.best_trials(study, top) if trial_number is None else [_complete_trial(study, trial_number)]
     if not rows:
         from cnnbench.errors import StudyError
 
         raise StudyError(f"study {study_name!r} has no complete trial yet", hint="run or resume the sweep")
-    table = [_best_row(t) for t in rows]
+    front = {t.number for t in study.best_trials} if len(study.directions) > 1 else None
+    table = [_best_row(t, front) for t in rows]
     if export_dir is not None:
         path = sweeps.export_trial(study_name, rows[0], export_dir or None, overwrite=overwrite, register=register)
         if not as_json:
@@ -259,16 +280,46 @@ def best(study_name, storage, top, as_json, export_dir, register, overwrite) -> 
         return
     import pandas as pd
 
-    frame = pd.DataFrame(table).set_index("trial")
+    columns = list(dict.fromkeys(key for row in table for key in row))  # settings only some trials have stay in place
+    settings = [c for c in columns if c not in _BEST_COLUMNS]
+    frame = pd.DataFrame(table, columns=[c for c in _BEST_COLUMNS[:2] + settings + _BEST_COLUMNS[2:] if c in columns])
+    frame = frame.set_index("trial").drop(columns=["export"], errors="ignore")
+    if "pareto" in frame:
+        frame["pareto"] = frame["pareto"].map({True: "yes", False: "no"})
     with pd.option_context("display.width", 200, "display.max_columns", 30):
-        click.echo(frame.drop(columns=["export"], errors="ignore").to_string(float_format=lambda v: f"{v:.4g}"))
+        # - : a setting that trial did not sample (e.g. momentum for adam).
+        click.echo(frame.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-"))
 
 
-def _best_row(trial) -> dict:
+#: The columns of `cnnbench best` besides the trial's sampled settings, which come after the first two.
+_BEST_COLUMNS = ["trial", "pareto", "baseline", "val_acc", "test_acc", "params", "seconds", "run_id", "export"]
+
+
+def _best_row(trial, front: set[int] | None = None) -> dict:
     attrs = trial.user_attrs
-    return {"trial": trial.number, **trial.params, "baseline": attrs.get("baseline", ""),
+    pareto = {} if front is None else {"pareto": trial.number in front}
+    return {"trial": trial.number, **pareto, **trial.params, "baseline": attrs.get("baseline", ""),
             "val_acc": attrs.get("best_val_acc"), "test_acc": attrs.get("test_acc"), "params": attrs.get("params"),
             "seconds": attrs.get("train_seconds"), "run_id": attrs.get("mlflow_run_id")}
+
+
+def _complete_trial(study, number: int):
+    """The study's trial ``number``, which must be complete (only those have a model to show and export)."""
+    import optuna
+
+    from cnnbench.errors import StudyError
+
+    trials = study.get_trials(deepcopy=False)
+    if number >= len(trials):
+        raise StudyError(f"study {study.study_name!r} has no trial {number} (it has {len(trials)}: 0-{len(trials) - 1})",
+                         source="--trial", hint="`cnnbench best --top K` lists the best")
+    trial = trials[number]
+    if trial.state != optuna.trial.TrialState.COMPLETE:
+        reason = trial.user_attrs.get("reason", "")
+        raise StudyError(f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}"
+                         + (f" ({reason})" if reason else "") + ": only a complete trial has a model",
+                         source="--trial", hint="`cnnbench best --top K` lists the complete trials")
+    return trial
 
 
 @main.command()

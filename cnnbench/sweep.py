@@ -17,7 +17,7 @@ import textwrap
 import threading
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -176,6 +176,8 @@ class Outcome:
     best_params: dict[str, Any]
     best_trial: int | None
     parent_run_id: str
+    #: A study of several objectives: its Pareto front as (trial number, values), by the first objective.
+    front: list[tuple[int, list[float]]] = field(default_factory=list)
 
 
 class Objective:
@@ -806,23 +808,26 @@ class _SweepBar:
         trials = study.get_trials(deepcopy=False)
         pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
         done = sum(t.state in FINISHED_STATES for t in trials)
-        try:
-            winner = study.best_trial if len(study.directions) == 1 else None
-            best = f"{winner.value:.4f} (trial {winner.number})" if winner else "pareto"
-        except ValueError:
-            best = "-"
+        if len(study.directions) > 1:
+            front = pareto_front(study)
+            best = f"Pareto front: {_trial_list([t.number for t in front])}" if front else "no Pareto front yet"
+        else:
+            try:
+                best = f"best {format_value(self.objectives[0], study.best_value)} (trial {study.best_trial.number})"
+            except ValueError:
+                best = "best -"
         if self.bar is not None:
             self.bar.n = done
-            self.bar.set_postfix_str(f"pruned {pruned}, best {best}")
+            self.bar.set_postfix_str(f"pruned {pruned}, {best}")
             return
         for trial in sorted((t for t in trials if t.state.is_finished() and t.number not in self.told),
                             key=lambda t: t.number):
             self.told.add(trial.number)
-            self.echo(f"trial {trial.number} {self._outcome(trial)}; {done} of {self.total} done, best {best}")
+            self.echo(f"trial {trial.number} {self._outcome(trial)}; {done} of {self.total} done, {best}")
 
     def _outcome(self, trial: optuna.trial.FrozenTrial) -> str:
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            values = ", ".join(f"{name} {value:.4f}" for name, value in zip(self.objectives, trial.values))
+            values = ", ".join(f"{name} {format_value(name, value)}" for name, value in zip(self.objectives, trial.values))
             return f"complete: {values}"
         word = "pruned" if trial.state == optuna.trial.TrialState.PRUNED else "failed"
         reason = textwrap.shorten(trial.user_attrs.get("reason", ""), 200, placeholder=" ...")
@@ -859,6 +864,9 @@ def _record_best(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: st
             log_model(tracker, best_run, trial_model(best)[0], data)
         tracker.log_params(parent, {f"best.{k}": v for k, v in best.params.items()
                                     if not _param_logged(tracker, parent, f"best.{k}", v)})
+    front = [(t.number, list(t.values)) for t in pareto_front(study)] if len(sweep.objectives) > 1 else []
+    if front:
+        tracker.set_tags(parent, {"cnnbench.pareto_trials": ",".join(str(number) for number, _ in front)})
     tracker.log_metrics(parent, {"trials_complete": count[optuna.trial.TrialState.COMPLETE],
                                  "trials_pruned": count[optuna.trial.TrialState.PRUNED],
                                  "trials_failed": count[optuna.trial.TrialState.FAIL]})
@@ -867,7 +875,7 @@ def _record_best(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: st
     tracker.end(parent, "FINISHED" if finished(study) >= sweep.trials else "KILLED")
     return Outcome(sweep.study_name, len(trials), count[optuna.trial.TrialState.COMPLETE],
                    count[optuna.trial.TrialState.PRUNED], count[optuna.trial.TrialState.FAIL], best_value,
-                   best_params or {}, best_number, parent)
+                   best_params or {}, best_number, parent, front)
 
 
 def _param_logged(tracker: Tracker, run_id: str, key: str, value) -> bool:
@@ -906,10 +914,37 @@ def _study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
 
 
 def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
-    """Return the ``top`` best complete trials (by the first objective)."""
+    """Return the ``top`` best complete trials, by the first objective.
+
+    In a study of several objectives the Pareto front comes first (by the first objective), then the rest.
+    """
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(complete, key=lambda t: t.values[0], reverse=reverse)[:top]
+    ranked = sorted(complete, key=lambda t: t.values[0], reverse=reverse)
+    if len(study.directions) > 1:
+        front = {t.number for t in study.best_trials}
+        ranked.sort(key=lambda t: t.number not in front)  # stable: each part stays in order
+    return ranked[:top]
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The complete trials no other complete trial beats on every objective, by the first objective."""
+    return best_trials(study, len(study.best_trials))  # the front comes first there
+
+
+def format_value(objective: str, value: float) -> str:
+    """An objective's value as people read it: counts whole, seconds to a tenth, accuracies and losses to 4 places."""
+    if objective == "params":
+        return f"{value:,.0f}"
+    if objective == "train_seconds":
+        return f"{value:.1f} s"
+    return f"{value:.4f}"
+
+
+def _trial_list(numbers: list[int], most: int = 6) -> str:
+    shown = ", ".join(str(n) for n in numbers[:most])
+    more = f" and {len(numbers) - most} more" if len(numbers) > most else ""
+    return f"trial{'s' if len(numbers) > 1 else ''} {shown}{more}"
 
 
 def load_study(name: str, storage: str | None) -> optuna.Study:

@@ -299,6 +299,66 @@ def test_best_prints_the_top_trials(swept):
     assert res.exit_code == 0 and "test_acc" in res.output and "run_id" in res.output
 
 
+PARETO = """
+dataset: mnist
+study: pareto
+trials: 5
+epochs: 1
+objective: [val_acc, params]
+sampler: random
+fixed: {val_fraction: 0.2, batch_size: 32, device: cpu}
+space:
+  arch: {choices: [two_conv, vgg]}
+  width: {choices: [4, 16]}
+  depth: {choices: [1], when: {arch: vgg}}
+  optimizer: {choices: [adam, sgd]}
+  lr: {low: 1e-3, high: 1e-1, log: true}
+  momentum: {low: 0.5, high: 0.9, when: {optimizer: sgd}}
+tracking: {log_model: none}
+"""
+
+
+def test_a_pareto_sweep_names_its_front_and_best_lists_and_exports_any_of_it(tmp_path, tiny_data):
+    res = sweep(tmp_path, PARETO, "--data-dir", str(tiny_data))
+    assert res.exit_code == 0, res.output
+    study = optuna.load_study(study_name="pareto", storage=journal())
+    front = sorted(study.best_trials, key=lambda t: -t.values[0])
+    # The summary lists the front by accuracy, parameters as whole counts; no 'no complete trial yet'.
+    assert f"Pareto front of val_acc and params: {len(front)} trial" in res.output
+    lines = [f"  trial {t.number}: val_acc {t.values[0]:.4f}, params {int(t.values[1]):,}" for t in front]
+    assert "\n".join(lines) in res.output and "no complete trial" not in res.output
+    assert "--trial N" in res.output
+    parent = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("pareto").experiment_id],
+                                        "tags.`cnnbench.role` = 'sweep'")[0]
+    assert parent.data.tags["cnnbench.pareto_trials"] == ",".join(str(t.number) for t in front)
+
+    rows = json.loads(CliRunner().invoke(main, ["best", "--json", "--top", "5"], catch_exceptions=False).output)
+    assert [r["trial"] for r in rows[:len(front)]] == [t.number for t in front]  # the front first
+    assert [r["pareto"] for r in rows] == [True] * len(front) + [False] * (5 - len(front))
+    table = CliRunner().invoke(main, ["best", "--top", "5"], catch_exceptions=False).output
+    header = table.splitlines()[0].split()
+    assert header[0] == "pareto" and header[-1] == "run_id"  # settings some trials lack stay before the metrics
+    assert header.index("momentum") < header.index("val_acc")
+
+    other = rows[-1]  # a trial plain --export would not pick
+    res = CliRunner().invoke(main, ["best", "--trial", str(other["trial"]), "--export", str(tmp_path / "other")],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "other" / "metrics.json").read_text())
+    assert metrics["trial"] == other["trial"] != rows[0]["trial"] and metrics["params"] == other["params"]
+    res = CliRunner().invoke(main, ["best", "--trial", "9"])
+    assert res.exit_code == 2 and res.output.startswith("error: --trial: study 'pareto' has no trial 9")
+
+
+def test_best_trial_refuses_a_trial_that_is_not_complete(tmp_path, tiny_data):
+    assert sweep(tmp_path, GRID, "--data-dir", str(tiny_data)).exit_code == 0
+    study = optuna.load_study(study_name="tiny", storage=journal())
+    pruned = next(t.number for t in study.get_trials() if t.state == optuna.trial.TrialState.PRUNED)
+    res = CliRunner().invoke(main, ["best", "--trial", str(pruned), "--export"])
+    assert res.exit_code == 2 and f"trial {pruned} of study 'tiny' is pruned (unbuildable" in res.output
+    assert not Path("exports").exists()
+
+
 def test_best_without_a_study_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(main, ["best"])
     assert res.exit_code == 2 and "no study in" in res.output and "cnnbench sweep" in res.output
