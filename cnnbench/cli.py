@@ -97,17 +97,33 @@ def _train_options(f):
 @_train_options
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Dataset folder [env CNNBENCH_DATA_DIR].")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Save each epoch here; resume if it exists.")
+@click.option("--export", "export_dir", type=click.Path(file_okay=False),
+              help="Export the trained model to DIR, as `cnnbench best --export` does (untracked run).")
+@click.option("--overwrite", is_flag=True, help="With --export: replace an earlier export in DIR.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the results.")
-def train(dataset, preset, config_file, data_dir, checkpoint, as_json, **flags) -> None:
+def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwrite, as_json, **flags) -> None:
     """Train one configuration on DATASET and report its test accuracy.
 
     Settings come from the defaults, then --preset, then --config, then the flags you give.
     """
+    from pathlib import Path
+
     from cnnbench import config as cfg
     from cnnbench import data as datamod
     from cnnbench import train as trainer
+    from cnnbench.errors import ConfigError
 
     trainer.flush_denormals()
+    if overwrite and not export_dir:
+        raise ConfigError("given without --export", source="--overwrite", hint="add --export DIR")
+    if export_dir:
+        from cnnbench import export
+
+        try:
+            export.check_target(Path(export_dir).absolute(), overwrite)  # before any training
+        except ConfigError as err:
+            err.source = "--export"
+            raise
     layers = []
     if preset:
         layers.append(cfg.Layer.preset(preset))
@@ -142,11 +158,20 @@ def train(dataset, preset, config_file, data_dir, checkpoint, as_json, **flags) 
         "params": result.params, "device": result.device, "precision": result.precision,
         "config": config.params(),
     }
+    if export_dir:
+        path = export.export(result.model, config, data.spec, export_dir, overwrite=overwrite, metrics={
+            "val_acc": best.val_acc, "test_acc": test.acc, "params": result.params,
+            "train_seconds": result.train_seconds, "precision": result.precision})
+        summary["export"] = str(path)
     if as_json:
         click.echo(json.dumps(summary))
     else:
         click.echo(f"test accuracy {test.acc:.4f} (best epoch {result.best_epoch}, "
                    f"{result.train_seconds:.1f}s of training on {result.device}, {result.precision})")
+        if export_dir:
+            click.echo(f"exported to {summary['export']}")
+    if export_dir and not (Path(export_dir) / export.ONNX).exists() and (missing := export.onnx_missing()):
+        click.echo(f"no {export.ONNX} in the export: {missing}", err=True)
 
 
 @main.command()

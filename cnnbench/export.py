@@ -67,7 +67,7 @@ def export(
     if config.dataset != spec.name:
         raise ConfigError(f"the config is for dataset {config.dataset!r} but the spec is for {spec.name!r}")
     out_dir = Path(out_dir).absolute()
-    _check_target(out_dir, overwrite)
+    check_target(out_dir, overwrite)
     metrics_text = _to_json(metrics, "metrics")
     run = dict(run or {})
     _to_json(run, "run")
@@ -186,7 +186,8 @@ def predict(export_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], *
     return results
 
 
-def _check_target(out_dir: Path, overwrite: bool) -> None:
+def check_target(out_dir: Path, overwrite: bool) -> None:
+    """Raise :class:`ConfigError` unless ``out_dir`` can take an export (see :func:`export`); writes nothing."""
     if not out_dir.exists():
         return
     if not out_dir.is_dir():
@@ -196,7 +197,7 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
         return
     if not overwrite:
         raise ConfigError(f"{out_dir} exists and is not empty",
-                          hint="choose another folder, or overwrite to replace an earlier export")
+                          hint="choose another folder, or give --overwrite to replace an earlier export")
     foreign = [name for name in entries if name not in FILES]
     if foreign:
         raise ConfigError(f"{out_dir} holds files that are not part of an export ({', '.join(foreign[:5])}); "
@@ -204,7 +205,7 @@ def _check_target(out_dir: Path, overwrite: bool) -> None:
 
 
 def _move_into_place(tmp: Path, out_dir: Path, overwrite: bool) -> None:
-    _check_target(out_dir, overwrite)
+    check_target(out_dir, overwrite)
     trash = None
     if out_dir.exists():
         trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent))

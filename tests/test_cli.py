@@ -40,6 +40,35 @@ def test_train_from_a_preset_and_a_config_file(tiny_data, tmp_path):
     assert (cfg["arch"], cfg["batch_size"], cfg["epochs"], cfg["width"]) == ("two_conv", 20, 1, 4)
 
 
+def test_train_exports_a_model_that_predicts_and_refuses_a_used_folder_before_training(tiny_data, tmp_path):
+    import torch
+
+    from cnnbench.export import load
+
+    target = tmp_path / "fast"
+    args = ["train", "mnist", "--data-dir", str(tiny_data), "--arch", "two_conv", "--width", "4", "--epochs", "1",
+            "--batch-size", "32", "--device", "cpu", "--export", str(target)]
+    res = run(*args, "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    assert out["export"] == str(target)
+    metrics = json.loads((target / "metrics.json").read_text())
+    assert metrics["test_acc"] == pytest.approx(out["test_acc"]) and metrics["params"] == out["params"]
+    assert "not made from a tracked run" in (target / "README.md").read_text()
+    model, _ = load(target)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert sum(p.numel() for p in model.parameters()) == out["params"]
+    before = (target / "model.safetensors").read_bytes()
+    res = CliRunner().invoke(main, args)  # the folder holds an export: refused before any epoch
+    assert res.exit_code == 2 and "--export" in res.output and "--overwrite" in res.output
+    assert "epoch" not in res.output and (target / "model.safetensors").read_bytes() == before
+    res = CliRunner().invoke(main, ["train", "mnist", "--overwrite"])
+    assert res.exit_code == 2 and res.output.startswith("error: --overwrite: given without --export")
+    res = run(*args, "--overwrite", "--seed", "1")
+    assert res.exit_code == 0 and f"exported to {target}" in res.output
+    assert (target / "model.safetensors").read_bytes() != before
+
+
 @pytest.mark.parametrize("args,expected", [
     (["--arch", "resnett"], "did you mean 'resnet'"),
     (["--arch", "four_conv", "--kernel-size", "7"], "kernel"),
