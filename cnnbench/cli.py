@@ -229,9 +229,11 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
     outcome = sweeps.run(definition, data_dir=data_dir, device=device, devices=pinned, join=join, echo=click.echo)
     objectives = definition.objectives
     if outcome.front:
-        best = f"Pareto front of {' and '.join(objectives)}: {len(outcome.front)} trial{'s' * (len(outcome.front) > 1)}"
+        count = len(outcome.front)
+        best = f"Pareto front of {' and '.join(objectives)}: {count} trial{'s' * (count > 1)}"
     elif outcome.best_value is not None:
-        best = f"best {objectives[0]} {sweeps.format_value(objectives[0], outcome.best_value)} (trial {outcome.best_trial})"
+        value = sweeps.format_value(objectives[0], outcome.best_value)
+        best = f"best {objectives[0]} {value} (trial {outcome.best_trial})"
     else:
         best = "no complete trial yet"
     click.echo(f"study {outcome.study!r}: {outcome.complete} complete, {outcome.pruned} pruned, "
@@ -284,12 +286,12 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
             raise StudyError(f"no study in {describe(storage)}", hint="run `cnnbench sweep DATASET` first")
         study_name = names[0]
     study = sweeps.load_study(study_name, storage)
-    rows = sweeps.best_trials(study, top) if trial_number is None else [_complete_trial(study, trial_number)]
+    rows = sweeps.best_trials(study, top) if trial_number is None else [sweeps.complete_trial(study, trial_number)]
     if not rows:
         from cnnbench.errors import StudyError
 
         raise StudyError(f"study {study_name!r} has no complete trial yet", hint="run or resume the sweep")
-    front = {t.number for t in study.best_trials} if len(study.directions) > 1 else None
+    front = {t.number for t in sweeps.pareto_front(study)} if len(study.directions) > 1 else None
     table = [_best_row(t, front) for t in rows]
     if export_dir is not None:
         path = sweeps.export_trial(study_name, rows[0], export_dir or None, overwrite=overwrite, register=register)
@@ -326,25 +328,6 @@ def _best_row(trial, front: set[int] | None = None) -> dict:
     return {"trial": trial.number, **pareto, **trial.params, "baseline": attrs.get("baseline", ""),
             "val_acc": attrs.get("best_val_acc"), "test_acc": attrs.get("test_acc"), "params": attrs.get("params"),
             "seconds": attrs.get("train_seconds"), "run_id": attrs.get("mlflow_run_id")}
-
-
-def _complete_trial(study, number: int):
-    """The study's trial ``number``, which must be complete (only those have a model to show and export)."""
-    import optuna
-
-    from cnnbench.errors import StudyError
-
-    trials = study.get_trials(deepcopy=False)
-    if number >= len(trials):
-        raise StudyError(f"study {study.study_name!r} has no trial {number} (it has {len(trials)}: 0-{len(trials) - 1})",
-                         source="--trial", hint="`cnnbench best --top K` lists the best")
-    trial = trials[number]
-    if trial.state != optuna.trial.TrialState.COMPLETE:
-        reason = trial.user_attrs.get("reason", "")
-        raise StudyError(f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}"
-                         + (f" ({reason})" if reason else "") + ": only a complete trial has a model",
-                         source="--trial", hint="`cnnbench best --top K` lists the complete trials")
-    return trial
 
 
 @main.command()

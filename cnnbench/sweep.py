@@ -827,7 +827,8 @@ class _SweepBar:
 
     def _outcome(self, trial: optuna.trial.FrozenTrial) -> str:
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            values = ", ".join(f"{name} {format_value(name, value)}" for name, value in zip(self.objectives, trial.values))
+            values = ", ".join(f"{name} {format_value(name, value)}"
+                               for name, value in zip(self.objectives, trial.values))
             return f"complete: {values}"
         word = "pruned" if trial.state == optuna.trial.TrialState.PRUNED else "failed"
         reason = textwrap.shorten(trial.user_attrs.get("reason", ""), 200, placeholder=" ...")
@@ -925,6 +926,22 @@ def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]
         front = {t.number for t in study.best_trials}
         ranked.sort(key=lambda t: t.number not in front)  # stable: each part stays in order
     return ranked[:top]
+
+
+def complete_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """Return the study's trial ``number``; raise :class:`StudyError` unless it exists and is complete."""
+    trials = study.get_trials(deepcopy=False)
+    if number >= len(trials):
+        raise StudyError(f"study {study.study_name!r} has no trial {number} "
+                         f"(it has {len(trials)}: 0-{len(trials) - 1})",
+                         source="--trial", hint="`cnnbench best --top K` lists the best")
+    trial = trials[number]
+    if trial.state != optuna.trial.TrialState.COMPLETE:  # only a complete trial has a model to show and export
+        reason = trial.user_attrs.get("reason", "")
+        raise StudyError(f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}"
+                         + (f" ({reason})" if reason else "") + ": only a complete trial has a model",
+                         source="--trial", hint="`cnnbench best --top K` lists the complete trials")
+    return trial
 
 
 def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
