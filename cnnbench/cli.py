@@ -116,6 +116,8 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
     trainer.flush_denormals()
     if overwrite and not export_dir:
         raise ConfigError("given without --export", source="--overwrite", hint="add --export DIR")
+    if export_dir == "":
+        raise ConfigError("empty folder name", source="--export", hint="name the folder to export to")
     if export_dir:
         from cnnbench import export
 

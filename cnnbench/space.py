@@ -104,6 +104,7 @@ class Sweep(_Strict):
     timeout: Optional[float] = Field(None, gt=0)
     sampler: Literal[SAMPLERS] = "tpe"  # type: ignore[valid-type]
     # Successive halving: only the best quarter of the trials at half an epoch (then 2, 8, ...) train on.
+    # None where the objective is not one accuracy or loss, which trials report as they train (see prunable).
     pruner: Literal[PRUNERS] = "halving"  # type: ignore[valid-type]
     # The pruner also sees the objective halfway through the first epoch (its steps then count half
     # epochs), so a poor trial stops after half an epoch. Set when the study is created.
@@ -137,6 +138,11 @@ class Sweep(_Strict):
     @property
     def directions(self) -> list[str]:
         return [OBJECTIVES[o] for o in self.objectives]
+
+    @property
+    def prunable(self) -> bool:
+        """Whether a pruner can judge the trials: one objective that they report as they train."""
+        return self.objectives in (["val_acc"], ["val_loss"])
 
     @property
     def study_name(self) -> str:
@@ -190,6 +196,8 @@ def load_sweep(name: str, overrides: dict[str, Any] | None = None) -> tuple[Swee
             sources = {**sources, str(first[0]): f"{path}:{where}"}
         raise schema_error(err, sources, Sweep) from None
     check_sweep(sweep, path, lines, sources)
+    if not sweep.prunable and "pruner" not in sources:
+        sweep = sweep.model_copy(update={"pruner": "none"})  # the default has nothing to judge
     return sweep, sources
 
 
@@ -238,6 +246,10 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
     if len(sweep.objectives) > 1 and sweep.sampler in ("cmaes", "qmc", "grid"):
         raise ConfigError(f"the {sweep.sampler} sampler optimises one objective; this sweep has "
                           f"{len(sweep.objectives)}", source=where("sampler"), hint="use nsga2, tpe or gp")
+    if not sweep.prunable and sweep.pruner != "none" and "pruner" in sources:
+        raise ConfigError(f"the {sweep.pruner} pruner judges trials by one objective, val_acc or val_loss, as they "
+                          f"train; this sweep's is {', '.join(sweep.objectives)}", source=where("pruner"),
+                          hint="give --pruner none" if sources["pruner"] == "--pruner" else "set pruner: none")
     if sweep.fixed.get("val_fraction", 0.1) == 0 and any(o.startswith("val_") for o in sweep.objectives):
         raise ConfigError("the objective needs a validation split, but val_fraction is 0",
                           source=where("fixed", "val_fraction"), hint="set val_fraction to e.g. 0.1")

@@ -238,7 +238,7 @@ class Objective:
             n_params = check(config)
         except ConfigError as err:
             raise optuna.TrialPruned(f"unbuildable: {err.message}") from None
-        single = len(self.sweep.objectives) == 1 and self.metric in ("val_acc", "val_loss")
+        prunable = self.sweep.prunable
         baseline = trial.user_attrs.get("baseline")
 
         def report(value: float, step: int, when: str, last: bool) -> None:
@@ -255,7 +255,7 @@ class Objective:
             self.tracker.log_metrics(run_id, {
                 "train_loss": m.train_loss, "train_acc": m.train_acc, "val_loss": m.val_loss, "val_acc": m.val_acc,
                 "lr": m.lr, "epoch_seconds": m.epoch_seconds, "images_per_sec": m.images_per_sec}, step=m.epoch)
-            value = getattr(m, self.metric) if single else None
+            value = getattr(m, self.metric) if prunable else None
             if value is not None:
                 report(value, m.epoch * self.steps_per_epoch, f"epoch {m.epoch}", m.epoch == config.epochs)
 
@@ -264,7 +264,7 @@ class Objective:
             report(check.acc if self.metric == "val_acc" else check.loss, 1, "half of epoch 1", False)
 
         # Without a pruner there is nothing to judge at half an epoch, so nothing to evaluate there.
-        half = on_half_epoch if single and self.steps_per_epoch == 2 and self.sweep.pruner != "none" else None
+        half = on_half_epoch if prunable and self.steps_per_epoch == 2 and self.sweep.pruner != "none" else None
         result = fit(config, self.data, on_epoch_end=on_epoch_end, on_half_epoch=half, checkpoint=checkpoint,
                      progress=self.progress)
         test = evaluate(result.model, self.data.test, self.data.spec, config)

@@ -64,6 +64,8 @@ def test_train_exports_a_model_that_predicts_and_refuses_a_used_folder_before_tr
     assert "epoch" not in res.output and (target / "model.safetensors").read_bytes() == before
     res = CliRunner().invoke(main, ["train", "mnist", "--overwrite"])
     assert res.exit_code == 2 and res.output.startswith("error: --overwrite: given without --export")
+    res = CliRunner().invoke(main, ["train", "mnist", "--export", ""])
+    assert res.exit_code == 2 and res.output.startswith("error: --export: empty folder name")
     res = run(*args, "--overwrite", "--seed", "1")
     assert res.exit_code == 0 and f"exported to {target}" in res.output
     assert (target / "model.safetensors").read_bytes() != before

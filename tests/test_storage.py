@@ -61,7 +61,7 @@ def test_every_pruner_runs_a_study(tmp_path, tiny_data, pruner):
 
 @pytest.mark.parametrize("sampler", ["nsga2", "tpe"])
 def test_a_pareto_study_has_two_objectives(tmp_path, tiny_data, sampler):
-    res = sweep(tmp_path, tiny_data, sampler=sampler, objective="[val_acc, params]")
+    res = sweep(tmp_path, tiny_data, sampler=sampler, objective="[val_acc, params]", pruner="none")
     assert res.exit_code == 0, res.output
     trials = trials_in(None)
     assert all(len(t.values) == 2 and t.values[1] == t.user_attrs["params"] for t in trials)

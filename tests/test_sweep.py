@@ -331,6 +331,7 @@ def test_a_pareto_sweep_names_its_front_and_best_lists_and_exports_any_of_it(tmp
     parent = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("pareto").experiment_id],
                                         "tags.`cnnbench.role` = 'sweep'")[0]
     assert parent.data.tags["cnnbench.pareto_trials"] == ",".join(str(t.number) for t in front)
+    assert parent.data.tags["cnnbench.pruner"] == "none"  # a Pareto study has nothing to prune by
 
     rows = json.loads(CliRunner().invoke(main, ["best", "--json", "--top", "5"], catch_exceptions=False).output)
     assert [r["trial"] for r in rows[:len(front)]] == [t.number for t in front]  # the front first
@@ -348,6 +349,17 @@ def test_a_pareto_sweep_names_its_front_and_best_lists_and_exports_any_of_it(tmp
     assert metrics["trial"] == other["trial"] != rows[0]["trial"] and metrics["params"] == other["params"]
     res = CliRunner().invoke(main, ["best", "--trial", "9"])
     assert res.exit_code == 2 and res.output.startswith("error: --trial: study 'pareto' has no trial 9")
+
+
+def test_a_pareto_sweep_without_a_pruner_records_none_and_refuses_one_given_by_flag(tmp_path):
+    from cnnbench.space import load_sweep
+
+    path = tmp_path / "pareto.yaml"
+    path.write_text(textwrap.dedent(PARETO))
+    assert load_sweep(str(path))[0].pruner == "none"  # the default, halving, would judge nothing
+    res = CliRunner().invoke(main, ["sweep", str(path), "--pruner", "halving"])
+    assert res.exit_code == 2 and "error: --pruner: the halving pruner judges" in res.output
+    assert "give --pruner none" in res.output and not Path(DEFAULT_JOURNAL).exists()
 
 
 def test_best_trial_refuses_a_trial_that_is_not_complete(tmp_path, tiny_data):
@@ -414,6 +426,9 @@ BAD = [
     ("dataset: mnist\nstorage: ftp://host/db\n", "unsupported storage"),
     ("dataset: mnist\nspace: {lr: {low: 1e-3, hihg: 0.1}}\n", "did you mean 'high'"),  # a nested key: its own level's
     ("dataset: mnist\ntracking: {plot: false}\n", "did you mean 'plots'"),
+    # Nothing to judge: a Pareto study, or an objective trials do not report as they train.
+    ("dataset: mnist\nobjective: [val_acc, params]\npruner: median\n", "bad.yaml:3: the median pruner judges"),
+    ("dataset: mnist\nobjective: train_seconds\npruner: halving\n", "set pruner: none"),
 ]
 
 
