@@ -161,9 +161,19 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         "config": config.params(),
     }
     if export_dir:
-        path = export.export(result.model, config, data.spec, export_dir, overwrite=overwrite, metrics={
-            "val_acc": best.val_acc, "test_acc": test.acc, "params": result.params,
-            "train_seconds": result.train_seconds, "precision": result.precision})
+        import tempfile
+
+        from cnnbench import plots
+
+        split = data.test
+        with tempfile.TemporaryDirectory() as tmp:
+            figures = plots.run_figures(tmp, f"{preset or config.arch} on {config.dataset}", result.history,
+                                        split.x.cpu().numpy(), split.y.cpu().numpy(), test.predictions.numpy(),
+                                        test.confidences.numpy(), data.spec.classes,
+                                        label_smoothing=config.label_smoothing)
+            path = export.export(result.model, config, data.spec, export_dir, figures=figures, overwrite=overwrite,
+                                 metrics={"val_acc": best.val_acc, "test_acc": test.acc, "params": result.params,
+                                          "train_seconds": result.train_seconds, "precision": result.precision})
         summary["export"] = str(path)
     if as_json:
         click.echo(json.dumps(summary))

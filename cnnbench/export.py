@@ -22,6 +22,7 @@ from torch import nn
 
 from cnnbench import config as cfg
 from cnnbench import data as datamod
+from cnnbench import plots
 from cnnbench import train as trainer
 from cnnbench.errors import CheckpointError, CnnbenchError, ConfigError, DataError
 from cnnbench.models import with_tta
@@ -35,7 +36,7 @@ PREPROCESS = "preprocess.json"
 METRICS = "metrics.json"
 CARD = "README.md"
 #: Every name an export may hold; replacing a folder with anything else in it is refused.
-FILES = (WEIGHTS, PROGRAM, ONNX, ONNX_DATA, CONFIG, PREPROCESS, METRICS, CARD)
+FILES = (WEIGHTS, PROGRAM, ONNX, ONNX_DATA, CONFIG, PREPROCESS, METRICS, CARD, *plots.FIGURES)
 #: The files :func:`load` needs.
 REQUIRED = (WEIGHTS, CONFIG, PREPROCESS)
 FORMAT_VERSION = 1
@@ -53,14 +54,16 @@ def export(
     *,
     metrics: dict[str, Any],
     run: dict[str, Any] | None = None,
+    figures: Sequence[str | os.PathLike] = (),
     overwrite: bool = False,
     onnx: bool = True,
 ) -> Path:
     """Write ``model`` as a self-contained export folder at ``out_dir`` and return its path.
 
     The folder holds the weights (safetensors), a ``torch.export`` program, ONNX (when ``onnx`` and
-    the onnx extra is installed), the preprocessing, the config, ``metrics`` and a model card naming
-    the MLflow ``run``. It appears whole or not at all. Raises :class:`ConfigError` when ``out_dir``
+    the onnx extra is installed), the preprocessing, the config, ``metrics``, the run's ``figures``
+    (files named as in :data:`cnnbench.plots.FIGURES`) and a model card naming the MLflow ``run``
+    and showing the figures. It appears whole or not at all. Raises :class:`ConfigError` when ``out_dir``
     exists and is not empty (unless ``overwrite`` and it holds only an earlier export), and
     :class:`CheckpointError` when the model cannot be exported.
     """
@@ -71,6 +74,9 @@ def export(
     metrics_text = _to_json(metrics, "metrics")
     run = dict(run or {})
     _to_json(run, "run")
+    figures = [Path(f) for f in figures]
+    if unknown := [f.name for f in figures if f.name not in plots.FIGURES]:
+        raise ConfigError(f"not a figure an export holds: {', '.join(unknown)}", hint=f"one of {plots.FIGURES}")
 
     model = trainer.copy_model(getattr(model, "_orig_mod", model)).eval()
     predictor = with_tta(model, config.tta)  # what the program and ONNX compute: what the metrics measured
@@ -96,6 +102,8 @@ def export(
             + yaml.safe_dump(config.params(), sort_keys=False))
         (tmp / PREPROCESS).write_text(json.dumps(preprocess, indent=2) + "\n")
         (tmp / METRICS).write_text(metrics_text + "\n")
+        for figure in figures:
+            shutil.copyfile(figure, tmp / figure.name)
         (tmp / CARD).write_text(_card(tmp, config, spec, preprocess, params, metrics, run, onnx_note))
         _move_into_place(tmp, out_dir, overwrite)
     finally:
@@ -362,6 +370,13 @@ import onnxruntime as ort
 session = ort.InferenceSession("{ONNX}", providers=["CPUExecutionProvider"])
 logits = session.run(["logits"], {{"input": x.numpy()}})[0]  # any batch size
 ```""" if (out / ONNX).exists() else f"ONNX {onnx_note}.")
+    what = dict(zip(plots.FIGURES, ("loss and accuracy per epoch, training and validation",
+                                    "the test set's confusion matrix",
+                                    "the misclassified test images, most confident first")))
+    shown = [name for name in plots.FIGURES if (out / name).exists()]
+    training = "".join(f"\n![{what[name]}]({name})\n" for name in shown)
+    training = f"\n## Training\n{training}" if shown else ""
+    figure_rows = "".join(f"\n| `{name}` | {what[name]} |" for name in shown)
     return f"""# {config.arch} on {spec.name}
 
 A `{config.arch}` network trained on {spec.summary}, exported by cnnbench.
@@ -371,7 +386,7 @@ A `{config.arch}` network trained on {spec.summary}, exported by cnnbench.
 {_table(metrics, ("metric", "value")) if metrics else "No metrics were given."}
 
 Accuracies are fractions of the images classified correctly.{_precision_note(metrics.get("precision"))}
-
+{training}
 ## Model
 
 - Architecture: `{config.arch}` ({hparams}), {params:,} parameters.
@@ -398,7 +413,7 @@ channel `(x - mean) / std` with mean = {list(spec.mean)} and std = {list(spec.st
 | `{ONNX}` | {onnx_note} |
 | `{CONFIG}` | the training config: `cnnbench train --config {CONFIG}` reproduces the run |
 | `{PREPROCESS}` | input size, channels, mean, std, polarity and class names |
-| `{METRICS}` | the metrics above |
+| `{METRICS}` | the metrics above |{figure_rows}
 
 ## Use it with plain PyTorch
 

@@ -9,17 +9,18 @@ matplotlib. PNGs are written with light compression: a few KB larger, twice as f
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 #: Okabe-Ito colours: distinguishable with every common colour-vision deficiency.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 DPI = 80
+#: The figures of every trained run (a sweep's trials in MLflow, exports), by file name.
+FIGURES = ("learning_curves.png", "confusion_matrix.png", "misclassified.png")
 #: Per thread, the learning-curve figures :func:`learning_curves` redraws (matplotlib figures are not thread-safe).
 _templates = threading.local()
 
@@ -54,6 +55,9 @@ def learning_curves(history: Sequence, path: str | os.PathLike, title: str, *, l
 
 
 def _curves_template(with_val: bool):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # here: importing plots stays light (exports)
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(8, 3.2), dpi=DPI)
     canvas = FigureCanvasAgg(fig)
     ax_loss, ax_acc = fig.subplots(1, 2)
@@ -167,3 +171,24 @@ def misclassified(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, 
     path = Path(path)
     sheet.save(path, compress_level=1)
     return path
+
+
+def run_figures(folder: str | os.PathLike, title: str, history: Sequence, images: np.ndarray, truth: np.ndarray,
+                predicted: np.ndarray, confidence: np.ndarray, classes: Sequence[str], *,
+                label_smoothing: float = 0.0) -> list[Path]:
+    """Draw a run's learning curves, test-set confusion matrix and misclassified test images into ``folder``,
+    named as in :data:`FIGURES`; return the paths drawn.
+
+    A figure that fails is named in a warning on stderr, not raised: the run it shows is trained by then.
+    """
+    folder = Path(folder)
+    drawers = (lambda path: learning_curves(history, path, title, label_smoothing=label_smoothing),
+               lambda path: confusion_matrix(truth, predicted, classes, path, f"{title}: test set"),
+               lambda path: misclassified(images, truth, predicted, confidence, classes, path, title))
+    drawn = []
+    for name, draw in zip(FIGURES, drawers):
+        try:
+            drawn.append(draw(folder / name))
+        except Exception as err:  # noqa: BLE001 - a figure never fails a trained run
+            print(f"warning: {name} of {title} was not drawn: {type(err).__name__}: {err}", file=sys.stderr)
+    return drawn

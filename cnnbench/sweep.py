@@ -303,19 +303,11 @@ class Objective:
             log_model(self.tracker, run_id, model, self.data)
 
     def _figures(self, folder: Path, title: str, history, test, label_smoothing: float) -> None:
-        """Draw a trial's learning curves, confusion matrix and misclassified test images into ``folder``.
-
-        Nothing a resumed sweep or an export needs is drawn here, so a failure only warns.
-        """
-        spec, split = self.data.spec, self.data.test
-        truth, pred = split.y.cpu().numpy(), test.predictions.numpy()
-        try:
-            plots.learning_curves(history, folder / "learning_curves.png", title, label_smoothing=label_smoothing)
-            plots.confusion_matrix(truth, pred, spec.classes, folder / "confusion_matrix.png", f"{title}: test set")
-            plots.misclassified(split.x.cpu().numpy(), truth, pred, test.confidences.numpy(), spec.classes,
-                                folder / "misclassified.png", title)
-        except Exception as err:  # noqa: BLE001 - a figure never fails a trained, recorded trial
-            print(f"warning: the figures of {title} were not all drawn: {type(err).__name__}: {err}", file=sys.stderr)
+        """Draw a trial's figures into ``folder``; nothing a resumed sweep or an export needs is drawn here."""
+        split = self.data.test
+        plots.run_figures(folder, title, history, split.x.cpu().numpy(), split.y.cpu().numpy(),
+                          test.predictions.numpy(), test.confidences.numpy(), self.data.spec.classes,
+                          label_smoothing=label_smoothing)
 
 
 def log_model(tracker: Tracker, run_id: str, model: torch.nn.Module, data: datamod.Data) -> None:
@@ -992,7 +984,7 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
     With ``register``, the trial's MLflow model is also registered under that name.
     """
     from cnnbench import export
-    from cnnbench.tracking import export_run_info, register_model
+    from cnnbench.tracking import download_artifact, export_run_info, register_model
 
     if out_dir is None and not _FILE_SAFE.fullmatch(study_name):
         # A study made by other tools in a shared storage may have any name; it must not pick the folder.
@@ -1008,8 +1000,11 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
     if "cnnbench.precision" in tags:  # what the accuracies were measured in (runs before it was tagged lack it)
         metrics["precision"] = tags["cnnbench.precision"]
     target = Path(out_dir) if out_dir else Path("exports") / f"{study_name}-trial{trial.number}"
-    path = export.export(model, config, spec, target, metrics=metrics, run=export_run_info(tracker, run_id),
-                         overwrite=overwrite)
+    drawn = set(tracker.artifacts(run_id))  # a sweep with plots: false, or a figure that failed, has fewer
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = [download_artifact(run_id, name, tmp) for name in plots.FIGURES if name in drawn]
+        path = export.export(model, config, spec, target, metrics=metrics, run=export_run_info(tracker, run_id),
+                             figures=figures, overwrite=overwrite)
     if register:
         if tags.get("cnnbench.logged_model") != "1":
             raise StudyError(f"trial {trial.number} has no MLflow model to register",

@@ -166,6 +166,10 @@ class Tracker:
         """Close a run as FINISHED, KILLED or FAILED."""
         self._call(self.client.set_terminated, run_id, status=status)
 
+    def artifacts(self, run_id: str) -> list[str]:
+        """Return the paths of the files and folders at the top of a run's artifacts."""
+        return [a.path for a in self._call(self.client.list_artifacts, run_id)]
+
     def run_data(self, run_id: str):
         """Return a run's data: its ``params``, ``tags`` and latest ``metrics``, as dicts."""
         return self._call(self.client.get_run, run_id).data

@@ -55,6 +55,7 @@ def test_train_exports_a_model_that_predicts_and_refuses_a_used_folder_before_tr
     metrics = json.loads((target / "metrics.json").read_text())
     assert metrics["test_acc"] == pytest.approx(out["test_acc"]) and metrics["params"] == out["params"]
     assert "not made from a tracked run" in (target / "README.md").read_text()
+    assert {"learning_curves.png", "confusion_matrix.png", "misclassified.png"} <= {p.name for p in target.iterdir()}
     model, _ = load(target)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     assert sum(p.numel() for p in model.parameters()) == out["params"]

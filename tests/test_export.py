@@ -303,6 +303,29 @@ def test_the_model_card_says_when_its_accuracies_were_measured_in_autocast(mnist
     assert "autocast" not in (mnist.dir / "README.md").read_text()  # no precision given, nothing said
 
 
+def test_the_run_s_figures_go_into_the_export_and_its_card(mnist, tmp_path):
+    from cnnbench import plots
+
+    d, ev = mnist.data, evaluate(mnist.result.model, mnist.data.test, mnist.data.spec, mnist.config)
+    drawn = plots.run_figures(tmp_path / ".", "tiny", mnist.result.history, d.test.x.numpy(), d.test.y.numpy(),
+                              ev.predictions.numpy(), ev.confidences.numpy(), d.spec.classes)
+    assert [p.name for p in drawn] == list(plots.FIGURES)
+    out = export(mnist.result.model, mnist.config, d.spec, tmp_path / "out", metrics={}, figures=drawn, onnx=False)
+    for figure in drawn:
+        assert (out / figure.name).read_bytes() == figure.read_bytes()
+    card = (out / "README.md").read_text()
+    assert "## Training" in card
+    assert "![loss and accuracy per epoch, training and validation](learning_curves.png)" in card
+    assert "| `misclassified.png` | the misclassified test images, most confident first |" in card
+    plain = (mnist.dir / "README.md").read_text()  # exported without figures
+    assert "## Training" not in plain and "learning_curves.png" not in plain
+    # An export with figures is still an export: overwriting it is allowed; other files are refused as before.
+    export(mnist.result.model, mnist.config, d.spec, out, metrics={}, onnx=False, overwrite=True)
+    assert not (out / "misclassified.png").exists()
+    with pytest.raises(ConfigError, match="not a figure an export holds: notes.png"):
+        export(mnist.result.model, mnist.config, d.spec, tmp_path / "c", metrics={}, figures=[tmp_path / "notes.png"])
+
+
 def test_the_model_card_names_dataset_accuracy_and_run(mnist):
     card = (mnist.dir / "README.md").read_text()
     acc = json.loads((mnist.dir / "metrics.json").read_text())["test_acc"]

@@ -346,6 +346,10 @@ def test_a_pareto_sweep_names_its_front_and_best_lists_and_exports_any_of_it(tmp
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "other" / "metrics.json").read_text())
+    client = MlflowClient()  # the trial's figures, as its MLflow run holds them
+    for name in ("learning_curves.png", "confusion_matrix.png", "misclassified.png"):
+        run_copy = client.download_artifacts(other["run_id"], name, str(tmp_path))
+        assert (tmp_path / "other" / name).read_bytes() == Path(run_copy).read_bytes()
     assert metrics["trial"] == other["trial"] != rows[0]["trial"] and metrics["params"] == other["params"]
     res = CliRunner().invoke(main, ["best", "--trial", "9"])
     assert res.exit_code == 2 and res.output.startswith("error: --trial: study 'pareto' has no trial 9")
