@@ -372,7 +372,7 @@ logits = session.run(["logits"], {{"input": x.numpy()}})[0]  # any batch size
 ```""" if (out / ONNX).exists() else f"ONNX {onnx_note}.")
     what = dict(zip(plots.FIGURES, ("loss and accuracy per epoch, training and validation",
                                     "the test set's confusion matrix",
-                                    "the misclassified test images, most confident first")))
+                                    "test images classified right (the least confident) and wrong (the most confident)")))
     shown = [name for name in plots.FIGURES if (out / name).exists()]
     training = "".join(f"\n![{what[name]}]({name})\n" for name in shown)
     training = f"\n## Training\n{training}" if shown else ""

@@ -141,33 +141,47 @@ def _vertical_text(sheet, text: str, at: tuple[int, int], font, centre: bool = F
 
 def misclassified(images: np.ndarray, truth: np.ndarray, predicted: np.ndarray, confidence: np.ndarray,
                   classes: Sequence[str], path: str | os.PathLike, title: str, limit: int = 32,
-                  scale: int = 3) -> Path:
-    """Draw up to ``limit`` misclassified images (uint8, N x C x H x W), most confident first, to ``path``.
+                  scale: int = 3, right: int = 8) -> Path:
+    """Draw up to ``limit`` misclassified images (uint8, N x C x H x W), most confident first, under a row of
+    ``right`` correctly classified ones, the least confident first, to ``path``; return it.
 
-    Each tile is captioned ``true→predicted confidence%``.
+    Each tile is captioned ``true→predicted confidence%`` (the right ones ``true confidence%``).
     """
     from PIL import Image, ImageDraw
 
     font = _font(11)
     wrong = np.flatnonzero(truth != predicted)
-    wrong = wrong[np.argsort(-confidence[wrong])][:limit]
+    wrong = wrong[np.argsort(-confidence[wrong], kind="stable")][:limit]
+    good = np.flatnonzero(truth == predicted)
+    good = good[np.argsort(confidence[good], kind="stable")][:right]
     _, _, h, w = images.shape
-    cols, caption, pad = 8, 25, 4
+    cols, caption, pad, label = 8, 25, 4, 18
     tile_w, tile_h = w * scale + pad, h * scale + caption + pad
+    top = 24 + label + tile_h + label  # the title, the right row with its label, the wrong rows' label
     rows = max(1, -(-len(wrong) // cols))
-    sheet = Image.new("RGB", (cols * tile_w + pad, rows * tile_h + 24 + pad), "white")
+    sheet = Image.new("RGB", (cols * tile_w + pad, top + rows * tile_h + pad), "white")
     draw = ImageDraw.Draw(sheet)
-    draw.text((pad, 5), f"{title}: misclassified test images (true→predicted, confidence)", fill="black", font=font)
-    for k, i in enumerate(wrong):
-        img = images[i].transpose(1, 2, 0)
-        tile = Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).convert("RGB")
-        x, y = pad + (k % cols) * tile_w, 24 + pad + (k // cols) * tile_h
-        sheet.paste(tile.resize((w * scale, h * scale), Image.Resampling.NEAREST), (x, y))
-        label = f"{classes[truth[i]][:7]}→{classes[predicted[i]][:7]}"
-        draw.text((x, y + h * scale), label, fill=PALETTE[3], font=font)
-        draw.text((x, y + h * scale + 11), f"{100 * confidence[i]:.0f}%", fill="black", font=font)
+    draw.text((pad, 5), f"{title}: test predictions", fill="black", font=font)
+
+    def tiles(indices: np.ndarray, y0: int, colour: str, arrow: bool) -> None:
+        for k, i in enumerate(indices):
+            img = images[i].transpose(1, 2, 0)
+            tile = Image.fromarray(img[..., 0] if img.shape[2] == 1 else img).convert("RGB")
+            x, y = pad + (k % cols) * tile_w, y0 + (k // cols) * tile_h
+            sheet.paste(tile.resize((w * scale, h * scale), Image.Resampling.NEAREST), (x, y))
+            text = f"{classes[truth[i]][:7]}→{classes[predicted[i]][:7]}" if arrow else classes[truth[i]][:15]
+            draw.text((x, y + h * scale), text, fill=colour, font=font)
+            draw.text((x, y + h * scale + 11), f"{100 * confidence[i]:.0f}%", fill="black", font=font)
+
+    draw.text((pad, 24), f"right, the least confident first ({len(good)} of {int((truth == predicted).sum()):,}):",
+              fill="black", font=font)
+    tiles(good, 24 + label, PALETTE[2], arrow=False)
+    y_wrong = 24 + label + tile_h
+    draw.text((pad, y_wrong), f"wrong, the most confident first ({len(wrong)} of {int((truth != predicted).sum()):,};"
+              " true→predicted):", fill="black", font=font)
+    tiles(wrong, top, PALETTE[3], arrow=True)
     if not len(wrong):
-        draw.text((pad, 30), "no misclassified images", fill="black", font=font)
+        draw.text((pad, top + 6), "no misclassified images", fill="black", font=font)
     path = Path(path)
     sheet.save(path, compress_level=1)
     return path

@@ -88,7 +88,7 @@ class Tracking(_Strict):
 
     # Log the MLflow PyTorch model (with signature and input example) for: every trial, the best so far, or none.
     log_model: Literal["all", "best", "none"] = "best"
-    # Log the curve, confusion-matrix and misclassified-image plots.
+    # Log the learning curves, the confusion matrix and the right and wrong test predictions as figures.
     plots: bool = True
 
 

@@ -316,7 +316,7 @@ def test_the_run_s_figures_go_into_the_export_and_its_card(mnist, tmp_path):
     card = (out / "README.md").read_text()
     assert "## Training" in card
     assert "![loss and accuracy per epoch, training and validation](learning_curves.png)" in card
-    assert "| `misclassified.png` | the misclassified test images, most confident first |" in card
+    assert "| `misclassified.png` | test images classified right (the least confident) and wrong" in card
     plain = (mnist.dir / "README.md").read_text()  # exported without figures
     assert "## Training" not in plain and "learning_curves.png" not in plain
     # An export with figures is still an export: overwriting it is allowed; other files are refused as before.

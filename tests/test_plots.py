@@ -33,15 +33,26 @@ def test_the_confusion_matrix_is_shaded_by_count_and_sized_by_classes(tmp_path):
 def test_learning_curves_and_the_misclassified_grid_are_drawn(tmp_path):
     history = [EpochMetrics(e, 1 / e, 0.9, 1 / e, 0.9, 0.1, 1.0, 100.0) for e in (1, 2, 3)]
     curves = plots.learning_curves(history, tmp_path / "curves.png", "three epochs")
-    images = np.zeros((4, 1, 28, 28), dtype=np.uint8)
-    grid = plots.misclassified(images, np.array([0, 1, 2, 3]), np.array([0, 2, 2, 0]), np.full(4, 0.9),
-                               [str(i) for i in range(10)], tmp_path / "grid.png", "two wrong")
-    none = plots.misclassified(images, np.arange(4), np.arange(4), np.full(4, 0.9), [str(i) for i in range(10)],
+    with Image.open(curves) as img:
+        assert img.width > 100 and img.height > 50
+    # Four images, each one grey level; 0 and 2 right, 1 and 3 wrong.
+    grey = np.array([40, 90, 140, 190], dtype=np.uint8)
+    images = np.broadcast_to(grey[:, None, None, None], (4, 1, 28, 28)).copy()
+    truth, predicted, confidence = np.array([0, 1, 2, 3]), np.array([0, 2, 2, 0]), np.array([0.9, 0.6, 0.5, 0.8])
+    grid = plots.misclassified(images, truth, predicted, confidence, [str(i) for i in range(10)],
+                               tmp_path / "grid.png", "two wrong")
+    sheet = np.asarray(Image.open(grid).convert("L"))
+    tile, right_row, wrong_row = 28 * 3, 24 + 18, 24 + 18 + (28 * 3 + 25 + 4) + 18
+
+    def centre(row: int, k: int) -> int:
+        return int(sheet[row + tile // 2, 4 + k * (tile + 4) + tile // 2])
+
+    assert [centre(right_row, 0), centre(right_row, 1)] == [140, 40]  # right: the least confident first
+    assert [centre(wrong_row, 0), centre(wrong_row, 1)] == [190, 90]  # wrong: the most confident first
+    assert centre(right_row, 2) == 255  # only two right ones: the rest of the row is blank
+    none = plots.misclassified(images, np.arange(4), np.arange(4), confidence, [str(i) for i in range(10)],
                                tmp_path / "none.png", "none wrong")
-    for path in (curves, grid, none):
-        with Image.open(path) as img:
-            assert img.width > 100 and img.height > 50
-    assert _darkness(grid) > _darkness(none)  # two captioned tiles
+    assert Image.open(none).size == Image.open(grid).size  # one row of right ones, one (empty) of wrong ones
 
 
 def test_the_loss_panel_names_the_label_smoothing_and_the_next_figure_does_not_keep_it(tmp_path):
