@@ -450,10 +450,23 @@ class _Report:
                        f"No seed baseline was recorded for {ds.name} (list one under `baselines:` in the sweep file)")
             text += (f", with {_count(win['params'])} parameters and {_secs(win['train_seconds'])} s of training. "
                      f"{missing}.")
-        important = self._importance(ds)
-        if important:
-            text += f" {important}"
+        for extra in (self._importance(ds), self._fronts(ds)):
+            if extra:
+                text += f" {extra}"
         return f"{text} Runs: {counts}."
+
+    def _fronts(self, ds: _Dataset) -> str:
+        """Name the Pareto front of each study of several objectives among the dataset's runs."""
+        texts = []
+        for study in dict.fromkeys(ds.trials["study"]):
+            record = self.studies.get(study)
+            if record is not None and record.front:
+                numbers = [str(n) for n in record.front]
+                listed = numbers[0] if len(numbers) == 1 else ", ".join(numbers[:-1]) + " and " + numbers[-1]
+                texts.append(f"Study {study} weighs {' against '.join(record.objectives)}: its Pareto front, the "
+                             f"trial{'s' * (len(numbers) > 1)} no other beats on all of them, is trial"
+                             f"{'s' * (len(numbers) > 1)} {listed}.")
+        return " ".join(texts)
 
     def _importance(self, ds: _Dataset) -> str:
         for study in dict.fromkeys(ds.ranked["study"]):

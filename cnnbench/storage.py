@@ -8,7 +8,7 @@ import functools
 import os
 import warnings
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -189,13 +189,16 @@ def unavailable(err: BaseException) -> bool:
 @dataclass(frozen=True)
 class StudyRecord:
     """What a report reads of an Optuna study: its first objective, that objective's direction, its trials
-    (columns trial, state, value, baseline) and its parameter importances (name -> share, summing to 1)."""
+    (columns trial, state, value, baseline), its parameter importances (name -> share, summing to 1) and, for
+    a study of several objectives, all of them and its Pareto front's trial numbers."""
 
     name: str
     objective: str
     direction: str
     trials: "pd.DataFrame"
     importances: dict[str, float]
+    objectives: list[str] = field(default_factory=list)
+    front: list[int] = field(default_factory=list)
 
 
 def local_file(url: str | None) -> Path | None:
@@ -230,8 +233,10 @@ def read_study(url: str | None, name: str) -> StudyRecord | None:
     frame = pd.DataFrame([{"trial": t.number, "state": t.state.name, "value": t.values[0] if t.values else None,
                            "baseline": t.user_attrs.get("baseline", "")} for t in trials],
                          columns=["trial", "state", "value", "baseline"]).astype({"value": float})
-    objective = ((study.user_attrs.get("cnnbench.sweep") or {}).get("objective") or ["value"])[0]
-    return StudyRecord(name, objective, study.directions[0].name.lower(), frame, param_importances(study))
+    objectives = (study.user_attrs.get("cnnbench.sweep") or {}).get("objective") or ["value"]
+    front = sorted(t.number for t in study.best_trials) if len(study.directions) > 1 else []
+    return StudyRecord(name, objectives[0], study.directions[0].name.lower(), frame, param_importances(study),
+                       objectives if front else [], front)
 
 
 def sampled_study(study: optuna.Study) -> optuna.Study:

@@ -353,6 +353,14 @@ def test_a_pareto_sweep_names_its_front_and_best_lists_and_exports_any_of_it(tmp
     assert metrics["trial"] == other["trial"] != rows[0]["trial"] and metrics["params"] == other["params"]
     res = CliRunner().invoke(main, ["best", "--trial", "9"])
     assert res.exit_code == 2 and res.output.startswith("error: --trial: study 'pareto' has no trial 9")
+    res = CliRunner().invoke(main, ["report", "--format", "md", "--out", str(tmp_path / "report")],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    numbers = [str(t.number) for t in sorted(front, key=lambda t: t.number)]
+    listed = numbers[0] if len(numbers) == 1 else ", ".join(numbers[:-1]) + " and " + numbers[-1]
+    verdict = (tmp_path / "report" / "report.md").read_text()
+    assert "Study pareto weighs val_acc against params: its Pareto front" in verdict
+    assert f" is trial{'s' * (len(numbers) > 1)} {listed}." in verdict
 
 
 def test_a_pareto_sweep_without_a_pruner_records_none_and_refuses_one_given_by_flag(tmp_path):
