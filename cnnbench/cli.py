@@ -260,6 +260,10 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
         # Floats to 4 digits, as `cnnbench best` shows them; the export's config.yaml holds them whole.
         click.echo("best configuration: " + ", ".join(
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in outcome.best_params.items()))
+    done = outcome.complete + outcome.pruned
+    if definition.timeout and done < definition.trials:
+        click.echo(f"the timeout ({definition.timeout:g} s) stopped the sweep at {done} of {definition.trials} "
+                   "trials; run the same command to go on")
     if outcome.front:
         click.echo(f"compare the runs with `mlflow ui`; export one with `cnnbench best --export --trial N` "
                    f"(without --trial, the front's best {objectives[0]})")

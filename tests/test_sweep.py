@@ -54,6 +54,10 @@ def sweep(tmp_path, text, *args):
     return CliRunner().invoke(main, ["sweep", str(path), *args], catch_exceptions=False)
 
 
+def trials_of(study: str) -> list:
+    return optuna.load_study(study_name=study, storage=journal()).get_trials()
+
+
 def journal():
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -160,6 +164,16 @@ def test_a_sweep_run_again_from_scratch_with_its_seed_draws_the_same_trials(tmp_
         assert res.exit_code == 0, res.output
         drawn.append([t.params for t in optuna.load_study(study_name="tiny", storage=journal()).get_trials()])
     assert drawn[0] == drawn[1] and len(drawn[0]) == 4
+
+
+def test_a_sweep_stopped_by_its_timeout_says_so_and_how_to_go_on(tmp_path, tiny_data):
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--timeout", "0.001")
+    assert res.exit_code == 0, res.output
+    done = len([t for t in trials_of("tiny") if t.state.is_finished()])
+    assert done < 4
+    assert f"the timeout (0.001 s) stopped the sweep at {done} of 4 trials; run the same command to go on" in res.output
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data))  # resumed without one: runs the rest, says nothing
+    assert res.exit_code == 0 and "4 of 4 done" in res.output and "timeout" not in res.output
 
 
 def test_resuming_with_another_space_is_refused_unless_renamed(swept, tmp_path, tiny_data):
