@@ -74,7 +74,7 @@ def _curves_template(with_val: bool):
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
         ax.legend(frameon=False)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)  # one epoch: the tick 1, not 0.96
     fig.subplots_adjust(left=0.08, right=0.98, bottom=0.16, top=0.82, wspace=0.28)
     return fig, canvas, (ax_loss, ax_acc), lines
 

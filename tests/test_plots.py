@@ -55,6 +55,17 @@ def test_learning_curves_and_the_misclassified_grid_are_drawn(tmp_path):
     assert Image.open(none).size == Image.open(grid).size  # one row of right ones, one (empty) of wrong ones
 
 
+def test_the_epoch_axis_has_whole_epochs_even_for_one(tmp_path):
+    for epochs in (1, 2, 14):
+        history = [EpochMetrics(e, 1 / e, 0.9, 1 / e, 0.9, 0.1, 1.0, 100.0) for e in range(1, epochs + 1)]
+        plots.learning_curves(history, tmp_path / "curves.png", f"{epochs} epochs")
+        _, _, axes, _ = plots._templates.curves[True]  # the figure just drawn (each thread keeps its own)
+        for ax in axes:
+            low, high = ax.get_xlim()
+            shown = [t for t in ax.get_xticks() if low <= t <= high]
+            assert shown and all(float(t).is_integer() for t in shown), (epochs, shown)
+
+
 def test_the_loss_panel_names_the_label_smoothing_and_the_next_figure_does_not_keep_it(tmp_path):
     history = [EpochMetrics(e, 0.5 + 1 / e, 0.9, 1 / e, 0.9, 0.1, 1.0, 100.0) for e in (1, 2, 3)]
     plain = plots.learning_curves(history, tmp_path / "plain.png", "t").read_bytes()
