@@ -182,8 +182,8 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
                    f"{result.train_seconds:.1f}s of training on {result.device}, {result.precision})")
         if export_dir:
             click.echo(f"exported to {summary['export']}")
-    if export_dir and not (Path(export_dir) / export.ONNX).exists() and (missing := export.onnx_missing()):
-        click.echo(f"no {export.ONNX} in the export: {missing}", err=True)
+    if export_dir:
+        _say_if_onnx_missing(Path(export_dir))
 
 
 @main.command()
@@ -313,10 +313,7 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
         path = sweeps.export_trial(study_name, rows[0], export_dir or None, overwrite=overwrite, register=register)
         if not as_json:
             click.echo(f"exported trial {rows[0].number} to {path}")
-        from cnnbench.export import ONNX, onnx_missing
-
-        if not (path / ONNX).exists() and (missing := onnx_missing()):
-            click.echo(f"no {ONNX} in the export: {missing}", err=True)
+        _say_if_onnx_missing(path)
         table[0]["export"] = str(path)
     if as_json:
         click.echo(json.dumps(table, indent=1))
@@ -332,6 +329,14 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         # - : a setting that trial did not sample (e.g. momentum for adam).
         click.echo(frame.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-"))
+
+
+def _say_if_onnx_missing(path) -> None:
+    """Say on stderr why the export at ``path`` holds no ONNX model, where the onnx extra is what it lacks."""
+    from cnnbench.export import ONNX, onnx_missing
+
+    if not (path / ONNX).exists() and (missing := onnx_missing()):
+        click.echo(f"no {ONNX} in the export: {missing}", err=True)
 
 
 #: The columns of `cnnbench best` besides the trial's sampled settings, which come after the first two.

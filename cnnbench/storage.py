@@ -189,8 +189,8 @@ def unavailable(err: BaseException) -> bool:
 @dataclass(frozen=True)
 class StudyRecord:
     """What a report reads of an Optuna study: its first objective, that objective's direction, its trials
-    (columns trial, state, value, baseline), its parameter importances (name -> share, summing to 1) and, for
-    a study of several objectives, all of them and its Pareto front's trial numbers."""
+    (columns trial, state, value, baseline), its parameter importances (name -> share, summing to 1), all its
+    objectives and, for a study of several, its Pareto front's trial numbers."""
 
     name: str
     objective: str
@@ -236,7 +236,7 @@ def read_study(url: str | None, name: str) -> StudyRecord | None:
     objectives = (study.user_attrs.get("cnnbench.sweep") or {}).get("objective") or ["value"]
     front = sorted(t.number for t in study.best_trials) if len(study.directions) > 1 else []
     return StudyRecord(name, objectives[0], study.directions[0].name.lower(), frame, param_importances(study),
-                       objectives if front else [], front)
+                       objectives, front)
 
 
 def sampled_study(study: optuna.Study) -> optuna.Study:

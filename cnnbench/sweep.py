@@ -911,13 +911,17 @@ def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]
 
     In a study of several objectives the Pareto front comes first (by the first objective), then the rest.
     """
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    ranked = sorted(complete, key=lambda t: t.values[0], reverse=reverse)
+    ranked = _ranked(study)
     if len(study.directions) > 1:
         front = {t.number for t in study.best_trials}
         ranked.sort(key=lambda t: t.number not in front)  # stable: each part stays in order
     return ranked[:top]
+
+
+def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(complete, key=lambda t: t.values[0], reverse=reverse)
 
 
 def complete_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
@@ -938,7 +942,8 @@ def complete_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial
 
 def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The complete trials no other complete trial beats on every objective, by the first objective."""
-    return best_trials(study, len(study.best_trials))  # the front comes first there
+    front = {t.number for t in study.best_trials}
+    return [t for t in _ranked(study) if t.number in front]
 
 
 def format_value(objective: str, value: float) -> str:
