@@ -989,12 +989,15 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
     With ``register``, the trial's MLflow model is also registered under that name.
     """
     from cnnbench import export
-    from cnnbench.tracking import download_artifact, export_run_info, register_model
+    from cnnbench.tracking import download_artifact, export_run_info, missing_store, register_model
 
     if out_dir is None and not _FILE_SAFE.fullmatch(study_name):
         # A study made by other tools in a shared storage may have any name; it must not pick the folder.
         raise StudyError(f"study name {study_name!r} cannot name an export folder",
                          hint="give the folder: cnnbench best --export DIR")
+    if (store := missing_store()) is not None:  # a command run in another folder: say so, leave no empty store
+        raise StudyError(f"no MLflow store at {store}, which holds trial {trial.number}'s weights",
+                         hint="run from the folder the sweep ran in, or set MLFLOW_TRACKING_URI to its store")
     model, config, run_id = trial_model(trial, wait=False)  # a command just started: a wrong store fails at once
     spec = datamod.DATASETS.get(config.dataset)
     tracker = Tracker(study_name)

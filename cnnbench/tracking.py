@@ -289,12 +289,18 @@ def _unreadable(err: Exception) -> CnnbenchError:
                          hint="check MLFLOW_TRACKING_URI and that the server is up")
 
 
-def cnnbench_experiments() -> dict[str, str]:
-    """Return the experiments cnnbench created in the tracking store (tag ``cnnbench=1``): name -> id, by name."""
+def missing_store() -> Path | None:
+    """Return the file of the tracking store where it is a local sqlite file that does not exist (connecting
+    would create it, empty), else ``None``."""
     uri = tracking_uri()
     path = local_file(uri) if uri.startswith("sqlite:") else None
-    if path is not None and not path.exists():
-        return {}  # nothing recorded yet; connecting would create the file
+    return path if path is not None and not path.exists() else None
+
+
+def cnnbench_experiments() -> dict[str, str]:
+    """Return the experiments cnnbench created in the tracking store (tag ``cnnbench=1``): name -> id, by name."""
+    if missing_store() is not None:
+        return {}  # nothing recorded yet
     try:
         found = mlflow.search_experiments(filter_string="tags.cnnbench = '1'")
     except mlflow.exceptions.MlflowException as err:

@@ -1,6 +1,7 @@
 """Sweeps end to end through the CLI on tiny data, checked through Optuna's and MLflow's own APIs."""
 
 import json
+import os
 import socket
 import sys
 import textwrap
@@ -528,6 +529,19 @@ def test_best_export_against_an_unreachable_store_fails_at_once(swept, tmp_path,
     trial = optuna.load_study(study_name="tiny", storage=journal()).best_trial
     with pytest.raises(Unavailable, match="was unreachable for 3 s"):
         trial_model(trial)
+
+
+def test_best_export_in_a_folder_without_the_mlflow_store_says_so_and_creates_none(swept, tmp_path, monkeypatch):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    os.replace(DEFAULT_JOURNAL, elsewhere / DEFAULT_JOURNAL)  # the study, without the sweep's mlflow.db beside it
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    res = CliRunner().invoke(main, ["best", "--export"])
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith(f"error: no MLflow store at {elsewhere / 'mlflow.db'}, which holds trial ")
+    assert "MLFLOW_TRACKING_URI" in res.output
+    assert sorted(p.name for p in elsewhere.iterdir()) == [DEFAULT_JOURNAL]  # no empty mlflow.db, no exports/
 
 
 def test_best_export_without_the_onnx_extra_says_what_is_missing(swept, tmp_path, monkeypatch):
