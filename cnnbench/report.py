@@ -461,11 +461,10 @@ class _Report:
         for study in dict.fromkeys(ds.trials["study"]):
             record = self.studies.get(study)
             if record is not None and record.front:
-                numbers = [str(n) for n in record.front]
-                listed = numbers[0] if len(numbers) == 1 else ", ".join(numbers[:-1]) + " and " + numbers[-1]
+                *rest, last = [str(n) for n in record.front]
+                listed, plural = (f"{', '.join(rest)} and {last}", "s") if rest else (last, "")
                 texts.append(f"Study {study} weighs {' against '.join(record.objectives)}: its Pareto front, the "
-                             f"trial{'s' * (len(numbers) > 1)} no other beats on all of them, is trial"
-                             f"{'s' * (len(numbers) > 1)} {listed}.")
+                             f"trial{plural} no other beats on all of them, is trial{plural} {listed}.")
         return " ".join(texts)
 
     def _importance(self, ds: _Dataset) -> str:
