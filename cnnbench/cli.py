@@ -328,7 +328,8 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
         frame["pareto"] = frame["pareto"].map({True: "yes", False: "no"})
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         # - : a setting that trial did not sample (e.g. momentum for adam).
-        click.echo(frame.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-"))
+        click.echo(frame.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-",
+                                   formatters={"params": lambda v: "-" if v != v else f"{v:,.0f}"}))
 
 
 def _say_if_onnx_missing(path) -> None:

@@ -815,7 +815,7 @@ class _SweepBar:
         for trial in sorted((t for t in trials if t.state.is_finished() and t.number not in self.told),
                             key=lambda t: t.number):
             self.told.add(trial.number)
-            self.echo(f"trial {trial.number} {self._outcome(trial)}; {done} of {self.total} done, {best}")
+            self.echo(f"trial {trial.number}{_label(trial)} {self._outcome(trial)}; {done} of {self.total} done, {best}")
 
     def _outcome(self, trial: optuna.trial.FrozenTrial) -> str:
         if trial.state == optuna.trial.TrialState.COMPLETE:
@@ -829,6 +829,12 @@ class _SweepBar:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _label(trial: optuna.trial.FrozenTrial) -> str:
+    """What a progress line calls a trial besides its number: the baseline it ran, or the architecture drawn."""
+    name = trial.user_attrs.get("baseline") or trial.params.get("arch")
+    return f" ({name})" if name else ""
 
 
 def _summarise(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: str, data: datamod.Data) -> Outcome:

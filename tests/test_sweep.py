@@ -221,9 +221,9 @@ def test_without_a_terminal_the_sweep_prints_a_line_per_finished_trial(tmp_path,
     assert len(lines) == 2 and lines[1].endswith(f"2 of 2 done, {best}")
     for line, trial in zip(lines, study.trials):
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            assert line.startswith(f"trial {trial.number} complete: val_acc {trial.value:.4f}; ")
+            assert line.startswith(f"trial {trial.number} (four_conv) complete: val_acc {trial.value:.4f}; ")
         else:
-            assert line.startswith(f"trial {trial.number} pruned: unbuildable: ")
+            assert line.startswith(f"trial {trial.number} (four_conv) pruned: unbuildable: ")
 
 
 def test_median_pruner_stops_poor_trials_early(tmp_path, tiny_data):
@@ -264,6 +264,10 @@ def test_baselines_train_every_epoch_where_the_pruner_stops_the_sampled_trials(t
     # Half an epoch, then the end of each epoch, in half epochs.
     assert [sorted(t.intermediate_values) for t in trials] == [[1, 2, 4], [1, 2, 4], [1]]
     assert trials[2].user_attrs["reason"].startswith("pruned at half of epoch 1 (val_acc ")
+    # The progress lines name each baseline, and the architecture a sampled trial drew.
+    lines = [line.split(";")[0] for line in res.output.splitlines() if line.startswith("trial ")]
+    assert [line.split(" complete")[0].split(" pruned")[0] for line in lines] == [
+        "trial 0 (seed004)", "trial 1 (seed002)", f"trial 2 ({trials[2].params['arch']})"]
     # Its MLflow run holds the value it was judged on, though it logged no epoch.
     metrics = MlflowClient().get_run(trials[2].user_attrs["mlflow_run_id"]).data.metrics
     assert metrics["half_epoch_val_acc"] == pytest.approx(trials[2].intermediate_values[1])
@@ -312,6 +316,7 @@ def test_best_prints_the_top_trials(swept):
     assert rows[0]["run_id"] == study.best_trial.user_attrs["mlflow_run_id"]
     res = CliRunner().invoke(main, ["best"], catch_exceptions=False)
     assert res.exit_code == 0 and "test_acc" in res.output and "run_id" in res.output
+    assert f"{rows[0]['params']:,}" in res.output  # parameter counts as people read them, e.g. 18,482
 
 
 PARETO = """
