@@ -354,10 +354,13 @@ def _best_row(trial, front: set[int] | None = None) -> dict:
 
 @main.command()
 @click.argument("export_dir", type=click.Path(file_okay=False))
-@click.argument("images", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("images", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON list with a result per image.")
 def predict(export_dir, images, as_json) -> None:
-    """Classify IMAGES (PNG, JPEG, any size) with the model exported to EXPORT_DIR."""
+    """Classify IMAGES (PNG, JPEG, any size) with the model exported to EXPORT_DIR.
+
+    A folder among IMAGES stands for the images directly in it, by name.
+    """
     from cnnbench.export import predict as classify
 
     results = classify(export_dir, list(images))

@@ -178,9 +178,35 @@ def load_images(paths: Sequence[str | os.PathLike], preprocess: dict[str, Any]) 
     return (batch.float() / 255 - mean) / std
 
 
+#: What a folder given to :func:`predict` is searched for (by suffix, in any case).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """``paths`` with each folder among them replaced by the images directly in it, by name.
+
+    Raises :class:`DataError` for a folder that holds none.
+    """
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not found:
+            raise DataError(f"no images in folder {path}", hint=f"give image files ({', '.join(IMAGE_SUFFIXES)}) "
+                                                                "or a folder holding some")
+        files += found
+    return files
+
+
 def predict(export_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], *,
             batch_size: int = 256) -> list[dict[str, Any]]:
-    """Classify image files with an export; return per file its ``file``, ``label``, ``index`` and ``probability``."""
+    """Classify image files with an export; return per file its ``file``, ``label``, ``index`` and ``probability``.
+
+    A folder among ``paths`` stands for the images directly in it, in order of name.
+    """
+    paths = image_files(paths)
     model, preprocess = load(export_dir)
     classes = preprocess["classes"]
     results: list[dict[str, Any]] = []

@@ -112,6 +112,13 @@ def test_predict_from_a_folder_that_is_no_export_exits_2(tmp_path):
         assert str(folder) in res.output and "Traceback" not in res.output
 
 
+def test_predict_a_folder_without_images_exits_2(tmp_path):
+    (tmp_path / "notes.txt").write_text("not an image")
+    res = CliRunner().invoke(main, ["predict", str(tmp_path / "export"), str(tmp_path)])
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith(f"error: no images in folder {tmp_path}\n") and "Traceback" not in res.output
+
+
 def test_list_shows_every_registry():
     res = run("list")
     assert res.exit_code == 0

@@ -187,6 +187,10 @@ def test_predict_classifies_png_files(which, request, tmp_path):
     assert [r["probability"] for r in results] == pytest.approx(probs.tolist(), abs=1e-4)
     truth = ex.data.test.y[:n].tolist()
     assert sum(r["index"] == y for r, y in zip(results, truth)) >= 0.75 * n
+    # A folder stands for the images in it, by name; other files in it are left alone.
+    (paths[0].parent / "notes.txt").write_text("not an image")
+    by_file = {r["file"]: r for r in results}
+    assert predict(ex.dir, [paths[0].parent]) == [by_file[str(p)] for p in sorted(paths)]
 
 
 def test_predict_inverts_dark_ink_and_resizes(mnist, tmp_path):
