@@ -48,6 +48,40 @@ def test_every_sampler_runs_a_study(tmp_path, tiny_data, sampler):
     assert all(set(t.params) == {"lr", "width"} for t in trials)
 
 
+RANGES = """
+dataset: mnist
+study: ranges
+trials: 14
+sampler: {sampler}
+space:
+  arch: {{choices: [two_conv, vgg]}}
+  lr: {{low: 1e-3, high: 0.3, log: true}}
+  weight_decay: {{low: 1e-6, high: 1e-3, log: true}}
+  optimizer: {{choices: [sgd]}}
+  momentum: {{low: 0.8, high: 0.95}}
+"""
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "gp", "qmc"])
+def test_every_sampler_draws_from_ranges_past_its_startup_trials(tmp_path, monkeypatch, sampler):
+    # The studies above search choices only, which the model-based samplers draw at random; here each
+    # sampler fits its model (GP's, CMA-ES's: the packages they need) on a quick stand-in objective.
+    from cnnbench.space import load_sweep, suggest
+    from cnnbench.sweep import make_sampler
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "ranges.yaml").write_text(textwrap.dedent(RANGES.format(sampler=sampler)))
+    sweep_def, _ = load_sweep("ranges.yaml")
+    study = optuna.create_study(direction="maximize")
+    for draw in range(sweep_def.trials):
+        study.sampler = make_sampler(sweep_def, draw)
+        trial = study.ask()
+        values = suggest(trial, sweep_def)
+        study.tell(trial, -(values["lr"] - 0.05) ** 2 - values["momentum"] + (values["arch"] == "vgg"))
+    assert len(study.trials) == sweep_def.trials
+    assert all(t.state == optuna.trial.TrialState.COMPLETE and 1e-3 <= t.params["lr"] <= 0.3 for t in study.trials)
+
+
 @pytest.mark.parametrize("pruner", ["halving", "hyperband", "none"])
 def test_every_pruner_runs_a_study(tmp_path, tiny_data, pruner):
     res = sweep(tmp_path, tiny_data, pruner=pruner)
