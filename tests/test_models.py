@@ -6,7 +6,10 @@ from cnnbench.models import MODELS, arch_params, check_model, create_model
 
 SHAPES = {"mnist": (1, 28), "cifar10": (3, 32)}
 ARCHS = [name for name in MODELS]
-TORCHVISION = ["tv:resnet18", "tv:mobilenet_v3_small", "tv:vgg11_bn"]
+# A linear head, a conv head (squeezenet), auxiliary heads (googlenet), linear layers inside the blocks
+# (swin), widths worked out with tensors (regnet), and one too deep for 28 pixels (vgg11_bn).
+TORCHVISION = ["tv:resnet18", "tv:mobilenet_v3_small", "tv:vgg11_bn", "tv:squeezenet1_1", "tv:googlenet", "tv:swin_t",
+               "tv:regnet_x_400mf"]
 
 
 def _kernels(name):
@@ -80,6 +83,43 @@ def test_kernel_larger_than_the_feature_map_is_a_shape_error():
 def test_an_architecture_rejects_a_parameter_it_does_not_take():
     with pytest.raises(ConfigError, match="does not take depth"):
         create_model("two_conv", in_channels=1, num_classes=10, input_size=28, depth=3)
+
+
+def _torchvision_families():
+    import re
+
+    from cnnbench.models.tv import _names
+
+    families = {}
+    for name in _names():
+        families.setdefault(re.match(r"[a-z]+", name).group(), name)
+    return sorted(families.values())
+
+
+@pytest.mark.parametrize("name", _torchvision_families())
+def test_every_torchvision_family_builds_or_is_rejected_up_front(name):
+    # Every name `cnnbench list` offers is checked before training: it fits, or a ShapeError says why (the
+    # ViTs assert a 224-pixel input); no other error reaches the user.
+    for channels, size in SHAPES.values():
+        try:
+            check_model(f"tv:{name}", in_channels=channels, num_classes=10, input_size=(size, size))
+        except ShapeError as err:
+            assert "kernel_size" not in str(err.hint)  # torchvision models take none
+
+
+@pytest.mark.parametrize("name,head", [("swin_t", "head"), ("squeezenet1_1", "classifier.1"), ("googlenet", "fc")])
+def test_a_pretrained_torchvision_head_is_replaced_not_a_layer_inside(name, head):
+    import torchvision
+
+    from cnnbench.models.tv import _replace_head
+
+    model = torchvision.models.get_model(name, weights=None, **({"aux_logits": False} if name == "googlenet" else {}))
+    before = dict(model.named_modules())
+    _replace_head(model, 1000, 10)
+    after = dict(model.named_modules())
+    assert [n for n in before if before[n] is not after[n]] == [head]
+    out = model.eval()(torch.randn(1, 3, 64, 64))
+    assert out.shape == (1, 10)
 
 
 def test_unknown_torchvision_model_suggests_a_name():

@@ -99,11 +99,12 @@ def check_model(name: str, *, in_channels: int, num_classes: int, input_size: tu
     try:
         with torch.no_grad():
             out = model(torch.zeros(2, in_channels, *input_size, device="meta"))
-    except RuntimeError as err:
+    except (RuntimeError, ValueError, AssertionError) as err:  # torchvision's ViTs assert their input size
+        smaller_kernel = "a smaller kernel_size, " if "kernel_size" in arch_params(name) else ""
         raise ShapeError(
             f"architecture {name!r} cannot take a {in_channels}x{input_size[0]}x{input_size[1]} input: "
-            f"{str(err).splitlines()[0]}",
-            hint="use a smaller kernel_size, another architecture, or a larger input",
+            f"{(str(err).splitlines() or [type(err).__name__])[0]}",
+            hint=f"use {smaller_kernel}another architecture, or a larger input",
         ) from None
     if tuple(out.shape) != (2, num_classes):
         raise ShapeError(f"architecture {name!r} gives outputs of shape {tuple(out.shape)}, not (N, {num_classes})")

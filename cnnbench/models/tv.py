@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 from typing import Callable
 
+import torch
 from torch import nn
 
 from cnnbench.errors import DataError
@@ -28,17 +29,41 @@ def _resolve(name: str) -> Callable[..., nn.Module]:
     return build
 
 
+#: Classifiers with auxiliary heads, whose outputs in training are tuples: built without them.
+_AUX_LOGITS = ("googlenet", "inception_v3")
+
+
 def _build(name: str, in_channels: int, num_classes: int, input_size: tuple[int, int], pretrained: bool):
     import torchvision.models
 
+    extra = {"aux_logits": False} if name in _AUX_LOGITS else {}
+    if not pretrained:  # built with the dataset's classes: the head is the model's own
+        model = _construct(name, weights=None, num_classes=num_classes, **extra)
+        _adapt_stem(model, in_channels, small=min(input_size) < 64)
+        return model
+    weights = torchvision.models.get_model_weights(name).DEFAULT
     try:
-        model = torchvision.models.get_model(name, weights="DEFAULT" if pretrained else None)
+        model = _construct(name, weights=weights, **extra)
     except (OSError, RuntimeError) as err:  # no network, or a bad cached file
         raise DataError(f"cannot fetch pretrained weights for tv:{name}: {err}",
                         hint="train without pretrained weights, or fill torch's hub cache first") from None
     _adapt_stem(model, in_channels, small=min(input_size) < 64)
-    _replace_classifier(model, num_classes)
+    _replace_head(model, len(weights.meta["categories"]), num_classes)
     return model
+
+
+def _construct(name: str, **kwargs) -> nn.Module:
+    import torchvision.models
+
+    try:
+        return torchvision.models.get_model(name, **kwargs)
+    except NotImplementedError:
+        # The regnets work out their widths with tensors, which cannot be read on the meta device that
+        # `check_model` builds on: build on the CPU, then move there.
+        if torch.get_default_device().type != "meta":
+            raise
+        with torch.device("cpu"):
+            return torchvision.models.get_model(name, **kwargs).to("meta")
 
 
 def _adapt_stem(model: nn.Module, in_channels: int, small: bool) -> None:
@@ -57,17 +82,22 @@ def _adapt_stem(model: nn.Module, in_channels: int, small: bool) -> None:
                 return
 
 
-def _replace_classifier(model: nn.Module, num_classes: int) -> None:
-    """Swap the last linear layer for one with ``num_classes`` outputs."""
-    last = None
-    for parent in model.modules():
-        for child_name, child in parent.named_children():
-            if isinstance(child, nn.Linear):
-                last = (parent, child_name, child)
-    if last is None:
-        raise DataError("this torchvision model has no linear classifier to replace")
-    parent, child_name, child = last
-    setattr(parent, child_name, nn.Linear(child.in_features, num_classes, bias=child.bias is not None))
+def _replace_head(model: nn.Module, pretrained_classes: int, num_classes: int) -> None:
+    """Swap the pretrained head (the last layer, in the model's order, with one output per pretrained class:
+    a linear layer, or squeezenet's 1x1 conv) for a fresh one with ``num_classes`` outputs."""
+    heads = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, nn.Linear) and m.out_features == pretrained_classes
+             or isinstance(m, nn.Conv2d) and m.out_channels == pretrained_classes]
+    if not heads:
+        raise DataError(f"this torchvision model has no layer with {pretrained_classes} outputs to replace")
+    name, head = heads[-1]
+    parent_name, _, child_name = name.rpartition(".")
+    if isinstance(head, nn.Linear):
+        new = nn.Linear(head.in_features, num_classes, bias=head.bias is not None)
+    else:
+        new = nn.Conv2d(head.in_channels, num_classes, head.kernel_size, head.stride, head.padding,
+                        bias=head.bias is not None)
+    setattr(model.get_submodule(parent_name), child_name, new)
 
 
 MODELS.add_namespace("tv", _resolve, _names, "any torchvision.models classifier, e.g. tv:resnet18 (pretrained=...)")
