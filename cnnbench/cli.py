@@ -112,6 +112,7 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
     from cnnbench import data as datamod
     from cnnbench import train as trainer
     from cnnbench.errors import ConfigError
+    from cnnbench.paths import unwritable
 
     trainer.flush_denormals()
     if overwrite and not export_dir:
@@ -126,6 +127,9 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         except ConfigError as err:
             err.source = "--export"
             raise
+    if checkpoint and (why := unwritable(Path(checkpoint).parent)):
+        raise ConfigError(f"cannot save checkpoints to {checkpoint}: {why}", source="--checkpoint",
+                          hint="choose another file")
     layers = []
     if preset:
         layers.append(cfg.Layer.preset(preset))

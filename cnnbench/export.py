@@ -26,6 +26,7 @@ from cnnbench import plots
 from cnnbench import train as trainer
 from cnnbench.errors import CheckpointError, CnnbenchError, ConfigError, DataError
 from cnnbench.models import with_tta
+from cnnbench.paths import unwritable
 
 WEIGHTS = "model.safetensors"
 PROGRAM = "model.pt2"
@@ -222,6 +223,9 @@ def predict(export_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], *
 
 def check_target(out_dir: Path, overwrite: bool) -> None:
     """Raise :class:`ConfigError` unless ``out_dir`` can take an export (see :func:`export`); writes nothing."""
+    # The export is made beside its folder, then moved into place.
+    if why := unwritable(out_dir.parent):
+        raise ConfigError(f"cannot export to {out_dir}: {why}", hint="choose another export folder")
     if not out_dir.exists():
         return
     if not out_dir.is_dir():

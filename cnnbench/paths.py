@@ -25,6 +25,24 @@ def cache_dir() -> Path:
     return Path(os.environ.get("CNNBENCH_CACHE_DIR") or Path.home() / ".cache" / "cnnbench").expanduser()
 
 
+def unwritable(path: str | os.PathLike) -> str | None:
+    """Why files could not be made at ``path`` (a folder that may not exist yet), or ``None`` when they can.
+
+    Probed by making and removing a temporary folder in ``path``, or in its nearest ancestor that exists, so
+    that a command can refuse an output it cannot write before doing any work; leaves nothing behind.
+    """
+    folder = Path(path).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is a file"
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".cnnbench-probe-", dir=folder))
+    except OSError as err:
+        return f"cannot write in {folder}: {err.strerror or err}"
+    return None
+
+
 def cached_json(name: str, compute: Callable[[], Any], parse: Callable[[Any], T] = lambda value: value) -> T:
     """Return ``parse`` of the JSON value kept in the cache folder under ``name``; compute and keep it when there
     is none.

@@ -22,6 +22,7 @@ import pandas as pd
 
 from cnnbench.config import FIELDS, SCHEDULE_SETTINGS, TrainConfig
 from cnnbench.errors import ConfigError, StudyError, UnknownNameError
+from cnnbench.paths import unwritable
 from cnnbench.plots import PALETTE
 from cnnbench.storage import local_file, read_study
 from cnnbench.tracking import cnnbench_experiments, metric_histories, search_runs
@@ -148,6 +149,9 @@ def _check_out(out_dir: str | Path) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"the report folder {str(out)!r} is a file", hint="give another folder with --out")
+    if why := unwritable(out):
+        raise ConfigError(f"cannot write the report to {str(out)!r}: {why}", source="--out",
+                          hint="give another folder with --out")
     return out
 
 

@@ -1001,6 +1001,8 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
         # A study made by other tools in a shared storage may have any name; it must not pick the folder.
         raise StudyError(f"study name {study_name!r} cannot name an export folder",
                          hint="give the folder: cnnbench best --export DIR")
+    target = Path(out_dir) if out_dir else Path("exports") / f"{study_name}-trial{trial.number}"
+    export.check_target(target.absolute(), overwrite)  # before any download
     if (store := missing_store()) is not None:  # a command run in another folder: say so, leave no empty store
         raise StudyError(f"no MLflow store at {store}, which holds trial {trial.number}'s weights",
                          hint="run from the folder the sweep ran in, or set MLFLOW_TRACKING_URI to its store")
@@ -1013,7 +1015,6 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
                "train_seconds": trial.user_attrs.get("train_seconds")}
     if "cnnbench.precision" in tags:  # what the accuracies were measured in (runs before it was tagged lack it)
         metrics["precision"] = tags["cnnbench.precision"]
-    target = Path(out_dir) if out_dir else Path("exports") / f"{study_name}-trial{trial.number}"
     drawn = set(tracker.artifacts(run_id))  # a sweep with plots: false, or a figure that failed, has fewer
     with tempfile.TemporaryDirectory() as tmp:
         figures = [download_artifact(run_id, name, tmp) for name in plots.FIGURES if name in drawn]

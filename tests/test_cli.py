@@ -40,6 +40,39 @@ def test_train_from_a_preset_and_a_config_file(tiny_data, tmp_path):
     assert (cfg["arch"], cfg["batch_size"], cfg["epochs"], cfg["width"]) == ("two_conv", 20, 1, 4)
 
 
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tiny_data, tmp_path, monkeypatch):
+    import cnnbench.data
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    (work / "afile").write_text("in the way")
+    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the output was checked"))
+    for args, source in [(["train", "mnist", "--export", "afile/model"], "--export"),
+                         (["train", "mnist", "--checkpoint", "afile/run.ckpt"], "--checkpoint"),
+                         (["report", "--out", "afile/report"], "--out")]:
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2, res.output
+        assert res.output.startswith(f"error: {source}: ") and f"{work / 'afile'} is a file" in res.output
+    assert sorted(p.name for p in work.iterdir()) == ["afile"]
+
+
+def test_a_folder_that_refuses_writes_is_named_with_the_reason(tmp_path, monkeypatch):
+    import tempfile
+
+    from cnnbench.paths import unwritable
+
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert unwritable(folder / "new" / "deeper") is None and list(folder.iterdir()) == []  # the probe leaves nothing
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    assert unwritable(folder / "new") == f"cannot write in {folder}: Permission denied"
+
+
 def test_train_exports_a_model_that_predicts_and_refuses_a_used_folder_before_training(tiny_data, tmp_path):
     import torch
 
