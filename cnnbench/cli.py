@@ -138,7 +138,7 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
     layers.append(cfg.Layer.flags({"dataset": dataset, **flags}))
     config, _ = cfg.resolve(*layers)
     params = trainer.check(config)
-    trainer.resolve_device(config.device)
+    trainer.check_precision(config.precision, trainer.resolve_device(config.device))
     data = datamod.load(config.dataset, data_dir, val_fraction=config.val_fraction)
 
     def show(m):
@@ -215,7 +215,7 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
     from cnnbench import space
     from cnnbench import sweep as sweeps
     from cnnbench.errors import ConfigError, install_signal_handlers
-    from cnnbench.train import flush_denormals, resolve_device
+    from cnnbench.train import check_precision, flush_denormals, resolve_device
 
     flush_denormals()
     install_signal_handlers()
@@ -236,11 +236,12 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
                           source=sources.get("workers", "--devices"),
                           hint=f"use --workers {len(pinned)} (or a multiple), or list fewer devices")
     click.get_current_context().meta["cnnbench.resume"] = "the same `cnnbench sweep` command again"
-    for name in pinned or ([device] if device else []):
+    # The devices this machine's workers will train on, and the precision the sweep asks of them.
+    for name in pinned or [device or definition.fixed.get("device") or "auto"]:
         try:
-            resolve_device(name)
+            check_precision(definition.fixed.get("precision", "auto"), resolve_device(name))
         except ConfigError as err:
-            err.source = "--devices" if pinned else "--device"
+            err.source = "--devices" if pinned else "--device" if device else sources.get("fixed", err.source)
             raise
     outcome = sweeps.run(definition, data_dir=data_dir, device=device, devices=pinned, join=join, echo=click.echo)
     objectives = definition.objectives

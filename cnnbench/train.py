@@ -206,12 +206,17 @@ def _measure_bf16_speedup(rounds: int = 5) -> dict[str, float]:
     return {"speedup": best[False] / best[True]}
 
 
+def check_precision(precision: str, device: torch.device) -> None:
+    """Raise :class:`ConfigError` for a precision ``device`` cannot train in (fp16 on the CPU); costs nothing."""
+    if precision == "fp16" and device.type == "cpu":
+        raise ConfigError("fp16 autocast is not supported on the CPU", hint="use --precision bf16 or fp32")
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """Return the precision to train in: ``auto`` is bf16 on CUDA and on CPUs where it was measured faster (see
     :func:`cpu_bf16_speedup`), else fp32."""
     if precision != "auto":
-        if precision == "fp16" and device.type == "cpu":
-            raise ConfigError("fp16 autocast is not supported on the CPU", hint="use --precision bf16 or fp32")
+        check_precision(precision, device)
         if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16_hardware():
             warnings.warn("bf16 on a CPU without AMX or AVX512-BF16 is emulated: training is several times slower "
                           "than in fp32 here (--precision auto picks fp32)", stacklevel=2)

@@ -57,6 +57,14 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tiny_data, t
     assert sorted(p.name for p in work.iterdir()) == ["afile"]
 
 
+def test_train_refuses_fp16_on_the_cpu_before_loading_data(monkeypatch):
+    import cnnbench.data
+
+    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the precision was checked"))
+    res = CliRunner().invoke(main, ["train", "mnist", "--device", "cpu", "--precision", "fp16"])
+    assert res.exit_code == 2 and res.output.startswith("error: fp16 autocast is not supported on the CPU"), res.output
+
+
 def test_a_folder_that_refuses_writes_is_named_with_the_reason(tmp_path, monkeypatch):
     import tempfile
 

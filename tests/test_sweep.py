@@ -306,6 +306,18 @@ def test_without_the_half_epoch_check_steps_are_epochs_and_a_last_epoch_is_never
     assert [sorted(t.intermediate_values) for t in study.trials] == [[1], [1], [1]]
 
 
+@pytest.mark.parametrize("fixed,error", [
+    ("device: cuda", "device 'cuda' asked for, but CUDA is not available here"),
+    ("device: cpu, precision: fp16", "fp16 autocast is not supported on the CPU"),
+])
+def test_a_device_or_precision_this_machine_lacks_is_refused_before_any_study(tmp_path, monkeypatch, fixed, error):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    res = sweep(tmp_path, TINY.replace("device: cpu", fixed))
+    assert res.exit_code == 2, res.output
+    assert res.output.startswith(f"error: {tmp_path / 'tiny.yaml'}:") and error in res.output
+    assert not Path(DEFAULT_JOURNAL).exists() and not Path("mlflow.db").exists()
+
+
 def test_best_prints_the_top_trials(swept):
     res = CliRunner().invoke(main, ["best", "--json", "--top", "2"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
