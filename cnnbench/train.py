@@ -95,6 +95,9 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"unknown device {name!r}", hint="use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for, but CUDA is not available here", hint="use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):
+        raise ConfigError(f"device {name!r} asked for, but this machine has {count} CUDA device{'s' * (count != 1)}",
+                          hint=f"use cuda:0 to cuda:{count - 1}" if count > 1 else "use cuda")
     if device.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(f"device {name!r} asked for, but MPS is not available here", hint="use --device cpu")
     return device

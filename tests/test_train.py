@@ -162,6 +162,15 @@ def test_device_and_precision_resolution():
         resolve_precision("fp16", torch.device("cpu"))
 
 
+@pytest.mark.parametrize("count,error", [(1, "this machine has 1 CUDA device"), (2, "this machine has 2 CUDA devices")])
+def test_a_cuda_device_beyond_the_machines_is_refused(monkeypatch, count, error):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    assert resolve_device("cuda:1" if count == 2 else "cuda:0") == torch.device("cuda", count - 1)
+    with pytest.raises(ConfigError, match=f"'cuda:2' asked for, but {error}"):
+        resolve_device("cuda:2")
+
+
 @pytest.mark.parametrize("hardware", [True, False])
 def test_bf16_asked_for_on_a_cpu_without_bf16_hardware_warns_and_is_kept(monkeypatch, recwarn, hardware):
     monkeypatch.setattr(train, "cpu_has_bf16_hardware", lambda: hardware)
