@@ -153,9 +153,10 @@ def _atomic_save(obj: object, path: Path) -> None:
 def _read_files(spec: DatasetSpec, root: Path, download: bool) -> tuple[Split, Split]:
     if not _files_present(spec, root):
         if not download:
-            raise DataError(f"{spec.name} is not in {root}", hint=_offline_hint(spec))
+            raise DataError(_absent(spec, root), hint=_offline_hint(spec))
         import torchvision.datasets
 
+        absent = _absent(spec, root)
         cls = getattr(torchvision.datasets, spec.torchvision_class)
         made = [p for p in (root / spec.folder / "raw", root / spec.folder, root, *root.parents) if not p.exists()]
         try:
@@ -166,7 +167,7 @@ def _read_files(spec: DatasetSpec, root: Path, download: bool) -> tuple[Split, S
                 with contextlib.suppress(OSError):
                     folder.rmdir()
             reason = textwrap.shorten(str(err), 160, placeholder=" ...")
-            raise DataError(f"{spec.name} is not in {root} and downloading it failed ({reason})",
+            raise DataError(f"{absent}, and downloading it failed ({reason})",
                             hint=_offline_hint(spec)) from None
     reader = _read_idx_split if spec.folder.endswith("MNIST") else _read_cifar_split
     return reader(spec, root, True), reader(spec, root, False)
@@ -184,10 +185,26 @@ _CIFAR_FILES = {"cifar10": {True: [f"data_batch_{i}" for i in range(1, 6)], Fals
 
 
 def _files_present(spec: DatasetSpec, root: Path) -> bool:
+    return not _missing_files(spec, root)
+
+
+def _missing_files(spec: DatasetSpec, root: Path) -> list[Path]:
+    """The dataset's files in torchvision's layout under ``root`` that are not there."""
     if spec.folder.endswith("MNIST"):
-        names = [n for pair in _IDX_FILES.values() for n in pair]
-        return all((root / spec.folder / "raw" / n).is_file() for n in names)
-    return all((root / spec.folder / n).is_file() for files in _CIFAR_FILES[spec.name].values() for n in files)
+        files = [root / spec.folder / "raw" / n for pair in _IDX_FILES.values() for n in pair]
+    else:
+        files = [root / spec.folder / n for names in _CIFAR_FILES[spec.name].values() for n in names]
+    return [f for f in files if not f.is_file()]
+
+
+def _absent(spec: DatasetSpec, root: Path) -> str:
+    """How a dataset is missing from ``root``: wholly, or (a folder of it there) by which files."""
+    missing = _missing_files(spec, root)
+    if not (root / spec.folder).is_dir():
+        return f"{spec.name} is not in {root}"
+    shown = ", ".join(str(f.relative_to(root / spec.folder)) for f in missing[:3])
+    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+    return f"{spec.name} in {root / spec.folder} lacks {shown}{more}"
 
 
 def _read_idx(path: Path) -> torch.Tensor:

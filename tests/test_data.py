@@ -85,6 +85,30 @@ def test_a_failed_download_is_one_line_and_leaves_no_empty_folders(tmp_path, mon
     assert not (tmp_path / "new").exists()
 
 
+def test_a_dataset_folder_missing_files_names_them(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    from conftest import write_cifar10
+
+    write_mnist(tmp_path, n_train=20, n_test=10)
+    (tmp_path / "MNIST" / "raw" / "t10k-labels-idx1-ubyte").unlink()
+    with pytest.raises(DataError) as info:
+        data.load("mnist", tmp_path, download=False)
+    assert info.value.message == f"mnist in {tmp_path / 'MNIST'} lacks raw/t10k-labels-idx1-ubyte"
+    write_cifar10(tmp_path, per_batch=10, n_test=10)
+    for name in ("data_batch_2", "data_batch_3", "data_batch_4", "test_batch"):
+        (tmp_path / "cifar-10-batches-py" / name).unlink()
+
+    def offline(root, train, download):
+        raise RuntimeError("no network")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(DataError) as info:
+        data.load("cifar10", tmp_path)
+    assert info.value.message.startswith(f"cifar10 in {tmp_path / 'cifar-10-batches-py'} lacks data_batch_2, "
+                                         "data_batch_3, data_batch_4 and 1 more, and downloading it failed (")
+
+
 def test_truncated_idx_file_is_refused(tmp_path):
     write_mnist(tmp_path, n_train=20, n_test=10)
     path = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
