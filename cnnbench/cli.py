@@ -139,6 +139,13 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
     config, _ = cfg.resolve(*layers)
     params = trainer.check(config)
     trainer.check_precision(config.precision, trainer.resolve_device(config.device))
+    try:
+        done = trainer.check_resume(checkpoint, config)
+    except ConfigError as err:
+        err.source = "--checkpoint"
+        raise
+    if checkpoint:
+        click.get_current_context().meta["cnnbench.resume"] = "the same `cnnbench train` command again"
     data = datamod.load(config.dataset, data_dir, val_fraction=config.val_fraction)
 
     def show(m):
@@ -150,6 +157,8 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
     if not as_json:
         click.echo(f"training {config.arch} ({params:,} params) on {config.dataset}: "
                    f"{len(data.train):,} train / {len(data.val) if data.val else 0:,} val / {len(data.test):,} test")
+        if done:
+            click.echo(f"resuming from {checkpoint}: {done} of {config.epochs} epochs done")
     result = trainer.fit(config, data, on_epoch_end=show, checkpoint=checkpoint, progress=sys.stderr.isatty())
     started = time.perf_counter()
     test = trainer.evaluate(result.model, data.test, data.spec, config)

@@ -412,6 +412,7 @@ def fit(
     start_epoch, since_best, stopped_early = 1, 0, False
     if resuming:
         state = load_checkpoint(checkpoint)
+        _same_run(checkpoint, state, config)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -588,6 +589,34 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+#: Settings a run may change when it resumes from a checkpoint: where and how it runs and is evaluated, not
+#: what it trains.
+RESUME_MAY_CHANGE = ("device", "precision", "compile", "eval_batch_size", "tta")
+
+
+def check_resume(checkpoint: str | os.PathLike | None, config: TrainConfig) -> int:
+    """Return the epochs ``checkpoint`` holds of the run ``config`` describes (0 where there is no checkpoint).
+
+    Raises :class:`ConfigError` when it holds a run of other settings.
+    """
+    if checkpoint is None or not Path(checkpoint).exists():
+        return 0
+    state = load_checkpoint(checkpoint)
+    _same_run(checkpoint, state, config)
+    return len(state.get("history", []))
+
+
+def _same_run(checkpoint: str | os.PathLike, state: dict, config: TrainConfig) -> None:
+    saved, now = state.get("config"), config.params()
+    if saved is None:  # written before checkpoints held their settings
+        return
+    changed = [k for k in dict.fromkeys([*saved, *now]) if k not in RESUME_MAY_CHANGE and saved.get(k) != now.get(k)]
+    if changed:
+        shown = ", ".join(f"{k} {saved.get(k, '-')} (now {now.get(k, '-')})" for k in changed[:4])
+        raise ConfigError(f"{checkpoint} holds a run with other settings: {shown}",
+                          hint="give the same settings to resume it, or another --checkpoint file to start afresh")
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

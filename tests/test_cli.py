@@ -57,6 +57,20 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tiny_data, t
     assert sorted(p.name for p in work.iterdir()) == ["afile"]
 
 
+def test_train_says_it_resumes_a_checkpoint_and_refuses_one_of_other_settings(tiny_data, tmp_path):
+    ckpt = tmp_path / "run.ckpt"
+    args = ["train", "mnist", "--data-dir", str(tiny_data), "--arch", "two_conv", "--width", "4", "--epochs", "1",
+            "--batch-size", "32", "--device", "cpu", "--checkpoint", str(ckpt)]
+    first = run(*args)
+    assert first.exit_code == 0 and "resuming" not in first.output, first.output
+    again = run(*args)
+    assert again.exit_code == 0 and f"resuming from {ckpt}: 1 of 1 epochs done" in again.output, again.output
+    assert again.output.splitlines()[-1] == first.output.splitlines()[-1]  # the same run, not trained again
+    res = CliRunner().invoke(main, args + ["--lr", "0.5"])
+    assert res.exit_code == 2 and res.output.startswith(f"error: --checkpoint: {ckpt} holds a run with other "
+                                                        "settings: lr "), res.output
+
+
 def test_train_refuses_fp16_on_the_cpu_before_loading_data(monkeypatch):
     import cnnbench.data
 

@@ -1,5 +1,6 @@
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -109,6 +110,24 @@ def test_checkpoint_resumes_where_it_stopped(tiny_data, tmp_path, extra):
     assert result.history[-1].val_acc == straight.history[-1].val_acc
     for a, b in zip(result.model.parameters(), straight.model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_a_checkpoint_of_other_settings_is_refused_not_resumed(tiny_data, tmp_path):
+    from cnnbench.train import check_resume
+
+    cfg = validate(FAST)
+    d = data.load("mnist", tiny_data)
+    ckpt = tmp_path / "run.ckpt"
+    assert check_resume(ckpt, cfg) == 0
+    fit(cfg, d, checkpoint=ckpt)
+    assert check_resume(ckpt, cfg) == cfg.epochs
+    assert check_resume(ckpt, validate(dict(FAST, precision="fp32", eval_batch_size=64))) == cfg.epochs
+    other = validate(dict(FAST, batch_size=cfg.batch_size * 2))
+    message = f"{ckpt} holds a run with other settings: batch_size {cfg.batch_size} (now {cfg.batch_size * 2})"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_resume(ckpt, other)
+    with pytest.raises(ConfigError, match=re.escape(message)):  # a finished run is not handed back as this one's
+        fit(other, d, checkpoint=ckpt)
 
 
 def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
