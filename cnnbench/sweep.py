@@ -374,7 +374,12 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
                         "pruner": sweep.pruner, "objective": ",".join(sweep.objectives), "seed": sweep.seed,
                         "dataset": sweep.dataset})
             study.set_user_attr(PARENT_ATTR, parent)
-    echo(f"study {sweep.study_name!r} ({describe(sweep.storage)}): {finished(study)} of {sweep.trials} trials done; "
+    done = finished(study)
+    state = (f"{done} of {sweep.trials} trials done" if done <= sweep.trials
+             else f"{done} trials done, {sweep.trials} asked for")
+    if done >= sweep.trials:
+        state += ", nothing to run (raise --trials for more)"
+    echo(f"study {sweep.study_name!r} ({describe(sweep.storage)}): {state}; "
          f"MLflow experiment {sweep.study_name!r} at {tracker.url(parent).split('#')[0]}")
     devices = devices or [device]
     try:
@@ -815,7 +820,8 @@ class _SweepBar:
         for trial in sorted((t for t in trials if t.state.is_finished() and t.number not in self.told),
                             key=lambda t: t.number):
             self.told.add(trial.number)
-            self.echo(f"trial {trial.number}{_label(trial)} {self._outcome(trial)}; {done} of {self.total} done, {best}")
+            self.echo(f"trial {trial.number}{_label(trial)} {self._outcome(trial)}; "
+                      f"{done} of {self.total} done, {best}")
 
     def _outcome(self, trial: optuna.trial.FrozenTrial) -> str:
         if trial.state == optuna.trial.TrialState.COMPLETE:

@@ -74,7 +74,7 @@ def test_train_says_it_resumes_a_checkpoint_and_refuses_one_of_other_settings(ti
 def test_train_refuses_fp16_on_the_cpu_before_loading_data(monkeypatch):
     import cnnbench.data
 
-    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the precision was checked"))
+    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the check"))
     res = CliRunner().invoke(main, ["train", "mnist", "--device", "cpu", "--precision", "fp16"])
     assert res.exit_code == 2 and res.output.startswith("error: fp16 autocast is not supported on the CPU"), res.output
 

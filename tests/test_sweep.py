@@ -149,7 +149,9 @@ def test_rerun_resumes_and_trials_is_a_total(swept, tmp_path, tiny_data):
     drawn = [t.params["lr"] for t in study.get_trials() if t.params]
     assert len(set(drawn)) == len(drawn) == 5  # the resumed sampler does not draw the first run's points again
     res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "6")
-    assert "6 of 6 trials done" in res.output
+    assert "6 of 6 trials done, nothing to run (raise --trials for more)" in res.output
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "5")
+    assert "6 trials done, 5 asked for, nothing to run" in res.output
     assert len(optuna.load_study(study_name="tiny", storage=journal()).get_trials()) == 6
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
