@@ -317,9 +317,11 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
             except ConfigError as err:
                 errors.append(err)
         else:
-            raise ConfigError(f"architecture {arch!r} cannot be built for {sweep.dataset} with any kernel size in "
-                              f"the space: {errors[-1].message}", source=where("space", "arch"),
-                              hint=f"remove {arch!r} from space.arch or allow smaller kernel sizes")
+            if kernels != [None] and "kernel_size" in arch_params(arch):
+                raise ConfigError(f"architecture {arch!r} cannot be built for {sweep.dataset} with any kernel size in "
+                                  f"the space: {errors[-1].message}", source=where("space", "arch"),
+                                  hint=f"remove {arch!r} from space.arch or allow smaller kernel sizes")
+            raise ConfigError(errors[-1].message, source=where("space", "arch"), hint=f"remove {arch!r} from space.arch")
 
 
 def grid(sweep: Sweep) -> dict[str, list[Any]]:

@@ -475,6 +475,10 @@ BAD = [
     # Nothing to judge: a Pareto study, or an objective trials do not report as they train.
     ("dataset: mnist\nobjective: [val_acc, params]\npruner: median\n", "bad.yaml:3: the median pruner judges"),
     ("dataset: mnist\nobjective: train_seconds\npruner: halving\n", "set pruner: none"),
+    # A net that takes no kernel size is not told to try smaller ones.
+    ("dataset: mnist\nspace: {arch: {choices: [vgg, tv:vit_b_32]}}\n",
+     "bad.yaml:2: architecture 'tv:vit_b_32' cannot take a 1x28x28 input: Wrong image height! Expected 224 but got "
+     "28!\n  fix: remove 'tv:vit_b_32' from space.arch\n"),
 ]
 
 
