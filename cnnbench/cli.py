@@ -47,9 +47,9 @@ def list_(kind: str | None) -> None:
     everything = summaries()
     regs = everything if kind is None else {k: v for k, v in everything.items() if k == kind}
     if not regs:
-        from cnnbench.errors import ConfigError
+        from cnnbench.registry import unknown_name
 
-        raise ConfigError(f"unknown registry {kind!r}; valid: {', '.join(everything)}")
+        raise unknown_name("registry", kind, list(everything))
     for title, rows in regs.items():
         click.echo(f"{title}:")
         pad = max(len(n) for n, _ in rows)

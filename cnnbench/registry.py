@@ -59,10 +59,7 @@ class Registry(Generic[T]):
         raise self._unknown(name, self.names())
 
     def _unknown(self, name: str, valid: list[str]) -> UnknownNameError:
-        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
-        hint = f"did you mean {close[0]!r}?" if close else None
-        shown = ", ".join(valid[:40]) + (", ..." if len(valid) > 40 else "")
-        return UnknownNameError(f"unknown {self.kind} {name!r}; valid: {shown}", hint=hint)
+        return unknown_name(self.kind, name, valid)
 
     def __contains__(self, name: str) -> bool:
         try:
@@ -89,3 +86,11 @@ def _first_line(obj: object) -> str:
     doc = getattr(obj, "summary", None) or getattr(obj, "__doc__", None) or ""
     # A docstring's ``code`` marks read as noise in a terminal; one backtick still marks the name.
     return doc.strip().splitlines()[0].replace("``", "`") if doc.strip() else ""
+
+
+def unknown_name(kind: str, name: str, valid: list[str]) -> UnknownNameError:
+    """Return the error for ``name``, not among the ``valid`` names of a ``kind``: the valid names, and the closest."""
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}?" if close else None
+    shown = ", ".join(valid[:40]) + (", ..." if len(valid) > 40 else "")
+    return UnknownNameError(f"unknown {kind} {name!r}; valid: {shown}", hint=hint)

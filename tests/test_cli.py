@@ -181,6 +181,8 @@ def test_list_shows_every_registry():
         assert title in res.output
     res = run("list", "optimizers")
     assert "adadelta" in res.output and "architectures" not in res.output
+    res = CliRunner().invoke(main, ["list", "architecture"])
+    assert res.exit_code == 2 and res.output.endswith("fix: did you mean 'architectures'?\n"), res.output
 
 
 def test_list_answers_from_its_cache_without_torch(tmp_path):
