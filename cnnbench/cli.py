@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 
@@ -278,6 +279,10 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
     if definition.timeout and done < definition.trials:
         click.echo(f"the timeout ({definition.timeout:g} s) stopped the sweep at {done} of {definition.trials} "
                    "trials; run the same command to go on")
+    elif definition.sampler == "grid" and done < definition.trials:
+        points = math.prod(len(values) for values in space.grid(definition).values())
+        click.echo(f"the grid's {points} points are all tried, so the sweep stopped at {done} of "
+                   f"{definition.trials} trials")
     if outcome.front:
         click.echo(f"compare the runs with `mlflow ui`; export one with `cnnbench best --export --trial N` "
                    f"(without --trial, the front's best {objectives[0]})")

@@ -61,10 +61,11 @@ def make_sampler(sweep: Sweep, draw: int = 0) -> optuna.samplers.BaseSampler:
 
     Every ask gets its own seed, derived from the sweep's and ``draw``: workers sharing a study, and
     a resumed study, then never draw the first points again, and one worker's sweep stays
-    reproducible. QMC keeps the sweep's seed: its points are one scrambled sequence, indexed in the study.
+    reproducible. QMC and grid keep the sweep's seed: their points are one scrambled sequence, or one
+    shuffled grid, indexed in the study, and another seed would index another order.
     """
     s = optuna.samplers
-    seed = sweep.seed if sweep.sampler == "qmc" else int(
+    seed = sweep.seed if sweep.sampler in ("qmc", "grid") else int(
         np.random.SeedSequence((sweep.seed & 0xFFFFFFFF, draw)).generate_state(1)[0])
     builders: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
         # constant_liar: workers sharing a study count each other's running trials as bad, so they spread
@@ -234,6 +235,9 @@ class Objective:
             _patiently(self.sweep, lambda: trial.set_user_attr("reason", reason[:500]))
 
     def _train(self, trial: optuna.Trial, config: TrainConfig, run_id: str, checkpoint: Path) -> float | list[float]:
+        if self.sweep.sampler == "grid" and (twin := _twin(trial)) is not None:
+            raise optuna.TrialPruned(f"duplicate of trial {twin}: the grid's points differ only in settings "
+                                     "this trial does not use")
         try:
             n_params = check(config)
         except ConfigError as err:
@@ -542,6 +546,14 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
                 break
     finally:
         bar.close()
+
+
+def _twin(trial: optuna.Trial) -> int | None:
+    """The number of an earlier trial, running or finished but not failed, that drew the same settings, if any."""
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    return next((t.number for t in trial.study.get_trials(deepcopy=False, states=states)
+                 if t.number < trial.number and t.params == trial.params and "duplicate of" not in
+                 t.user_attrs.get("reason", "")), None)
 
 
 def _tell(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, values=None, *, state=None) -> bool:

@@ -214,6 +214,24 @@ def test_unbuildable_configuration_is_pruned_before_training(tmp_path, tiny_data
     assert by_kernel[7].intermediate_values == {}
 
 
+def test_a_grid_with_a_conditional_setting_tries_each_combination_once(tmp_path, tiny_data):
+    # Four grid points, two of which differ only in vgg's depth for two_conv: three distinct trials, and the
+    # twin pruned as a duplicate before training; the grid keeps one order from ask to ask.
+    text = GRID.replace("trials: 2", "trials: 8").replace("sampler: grid", "sampler: grid\npruner: none").replace(
+        "  arch: {choices: [four_conv]}\n  kernel_size: {choices: [3, 7]}",
+        "  arch: {choices: [two_conv, vgg]}\n  depth: {choices: [1, 2], when: {arch: vgg}}").replace(
+        "batch_size: 32,", "batch_size: 32, width: 4,")
+    res = sweep(tmp_path, text, "--data-dir", str(tiny_data))
+    assert res.exit_code == 0, res.output
+    trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
+    complete = [t.params for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(map(str, complete)) == sorted(map(str, [{"arch": "two_conv"}, {"arch": "vgg", "depth": 1},
+                                                          {"arch": "vgg", "depth": 2}]))
+    [twin] = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert twin.params == {"arch": "two_conv"} and twin.user_attrs["reason"].startswith("duplicate of trial ")
+    assert "the grid's 4 points are all tried, so the sweep stopped at 4 of 8 trials" in res.output
+
+
 def test_without_a_terminal_the_sweep_prints_a_line_per_finished_trial(tmp_path, tiny_data):
     res = sweep(tmp_path, GRID, "--data-dir", str(tiny_data))
     assert res.exit_code == 0, res.output
