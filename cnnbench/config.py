@@ -227,6 +227,8 @@ class Layer:
         prefix: tuple = ()
         if key is not None:
             data, prefix = data.get(key) or {}, (key,)
+        elif {"space", "fixed", "trials"} & set(data) and not set(data) <= set(FIELDS):
+            raise ConfigError(f"{path} is a sweep file, not a training config", hint=f"run it: cnnbench sweep {path}")
         return cls(dict(data), {k: f"{path}:{lines.get(prefix + (k,), 1)}" for k in data})
 
 

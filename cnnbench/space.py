@@ -183,6 +183,9 @@ def load_sweep(name: str, overrides: dict[str, Any] | None = None) -> tuple[Swee
     """
     path = find_sweep(name)
     raw, lines = load_yaml(path)
+    if raw and not {"space", "fixed", "trials"} & set(raw) and set(raw) <= set(FIELDS) and "arch" in raw:
+        raise ConfigError(f"{path} is a training config, not a sweep file",
+                          hint=f"train with it: cnnbench train --config {path}")
     sources = {k: f"{path}:{lines.get((k,), 1)}" for k in raw}
     flags = Layer.flags(overrides or {})
     raw.update(flags.values)

@@ -71,6 +71,14 @@ def test_train_says_it_resumes_a_checkpoint_and_refuses_one_of_other_settings(ti
                                                         "settings: lr "), res.output
 
 
+def test_train_given_a_sweep_file_as_its_config_says_so(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("dataset: mnist\ntrials: 3\nspace: {lr: {low: 0.01, high: 0.1}}\n")
+    res = CliRunner().invoke(main, ["train", "--config", str(path)])
+    assert res.exit_code == 2, res.output
+    assert res.output == f"error: {path} is a sweep file, not a training config\n  fix: run it: cnnbench sweep {path}\n"
+
+
 def test_train_refuses_fp16_on_the_cpu_before_loading_data(monkeypatch):
     import cnnbench.data
 

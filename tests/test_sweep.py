@@ -493,6 +493,9 @@ BAD = [
     # Nothing to judge: a Pareto study, or an objective trials do not report as they train.
     ("dataset: mnist\nobjective: [val_acc, params]\npruner: median\n", "bad.yaml:3: the median pruner judges"),
     ("dataset: mnist\nobjective: train_seconds\npruner: halving\n", "set pruner: none"),
+    # An export's config.yaml, a training config, given as a sweep.
+    ("dataset: mnist\narch: vgg\nlr: 0.1\nepochs: 2\n", "bad.yaml is a training config, not a sweep file\n"
+     "  fix: train with it: cnnbench train --config "),
     # A net that takes no kernel size is not told to try smaller ones.
     ("dataset: mnist\nspace: {arch: {choices: [vgg, tv:vit_b_32]}}\n",
      "bad.yaml:2: architecture 'tv:vit_b_32' cannot take a 1x28x28 input: Wrong image height! Expected 224 but got "
