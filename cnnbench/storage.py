@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import json
 import os
 import warnings
 import zlib
@@ -52,6 +53,7 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
     try:
         if url is None or url.endswith(".log") or url.startswith("journal:"):
             path = (url or DEFAULT_JOURNAL).removeprefix("journal:")
+            _check_journal(Path(path))
             return JournalStorage(JournalFileBackend(path))
         if url.startswith(("redis://", "rediss://")):
             plain, prefix = _redis_parts(url)
@@ -64,8 +66,21 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
         from cnnbench.errors import redact
 
         kind = UnreachableStorage if unavailable(err) else StudyError
-        raise kind(f"cannot open storage {describe(url)}: {redact(str(err)).splitlines()[0][:200]}",
-                         hint="check the URL and that the database is up") from None
+        damaged = isinstance(err, ValueError) and (url is None or not url.startswith(("redis", "sqlite", "postgres")))
+        raise kind(f"cannot open storage {describe(url)}: {(redact(str(err)).splitlines() or [repr(err)])[0][:200]}",
+                   hint="it is not an Optuna journal, or it is damaged: move it aside to start afresh, or give "
+                        "another --storage" if damaged else "check the URL and that the database is up") from None
+
+
+def _check_journal(path: Path) -> None:
+    """Raise ``ValueError`` where ``path`` holds something other than an Optuna journal, before anything is added.
+
+    Optuna reads past a last line it cannot decode (a write cut short) and appends after it, so a file of one
+    line that is not JSON (not a journal at all) would be written to, and unreadable from then on.
+    """
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb") as f:
+            json.loads(f.readline())
 
 
 # A server that went away is noticed within a minute instead of hanging on TCP's defaults.

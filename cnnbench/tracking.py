@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import mlflow
 import pandas as pd
+import sqlalchemy.exc
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
@@ -29,6 +30,9 @@ logging.getLogger("alembic").setLevel(logging.WARNING)
 # and one time limit (errors.outlast), so MLflow's own retries are kept short unless the user set them.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+#: What reading a store that is not MLflow's raises: MLflow's own errors, and a file that is no database.
+_STORE_ERRORS = (mlflow.exceptions.MlflowException, sqlalchemy.exc.DatabaseError)
+
 _TRANSIENT_CODES = ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED")
 
 
@@ -62,15 +66,14 @@ class Tracker:
     """
 
     def __init__(self, experiment: str, *, wait: bool = True):
-        self.client = MlflowClient()
         self.gave_up = False
         try:
+            self.client = MlflowClient()
             found = self._call(self.client.get_experiment_by_name, experiment) if wait else \
                 self.client.get_experiment_by_name(experiment)
             self.experiment_id = found.experiment_id if found else self._create(experiment)
-        except mlflow.exceptions.MlflowException as err:
-            raise CnnbenchError(f"cannot reach the MLflow store {redact(tracking_uri())}: {redact(str(err))[:200]}",
-                                hint="check MLFLOW_TRACKING_URI and that the server is up") from None
+        except _STORE_ERRORS as err:
+            raise _unreadable(err, "reach") from None
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -284,9 +287,13 @@ def register_model(run_id: str, name: str) -> str:
     return str(version.version)
 
 
-def _unreadable(err: Exception) -> CnnbenchError:
-    return CnnbenchError(f"cannot read the MLflow store {redact(tracking_uri())}: {redact(str(err))[:200]}",
-                         hint="check MLFLOW_TRACKING_URI and that the server is up")
+def _unreadable(err: Exception, verb: str = "read") -> CnnbenchError:
+    """One line for a store that cannot be reached or read: the store, and the first line of what went wrong."""
+    first = (redact(str(err)).splitlines() or [type(err).__name__])[0][:200]
+    corrupt = isinstance(err, sqlalchemy.exc.DatabaseError) and not isinstance(err, sqlalchemy.exc.OperationalError)
+    hint = ("the file is not an MLflow database: move it aside, or point MLFLOW_TRACKING_URI at the sweep's store"
+            if corrupt else "check MLFLOW_TRACKING_URI and that the server is up")
+    return CnnbenchError(f"cannot {verb} the MLflow store {redact(tracking_uri())}: {first}", hint=hint)
 
 
 def missing_store() -> Path | None:
@@ -303,7 +310,7 @@ def cnnbench_experiments() -> dict[str, str]:
         return {}  # nothing recorded yet
     try:
         found = mlflow.search_experiments(filter_string="tags.cnnbench = '1'")
-    except mlflow.exceptions.MlflowException as err:
+    except _STORE_ERRORS as err:
         raise _unreadable(err) from None
     return {e.name: e.experiment_id for e in sorted(found, key=lambda e: e.name)}
 
@@ -319,7 +326,7 @@ def search_runs(experiment_names: list[str]) -> pd.DataFrame:
     gc.disable()
     try:
         return mlflow.search_runs(experiment_names=list(experiment_names), output_format="pandas")
-    except mlflow.exceptions.MlflowException as err:
+    except _STORE_ERRORS as err:
         raise _unreadable(err) from None
     finally:
         if collecting:
@@ -331,11 +338,11 @@ def metric_histories(run_ids: Iterable[str], keys: Iterable[str]) -> pd.DataFram
 
     One call per run and key: meant for a few runs, not for thousands.
     """
-    client = MlflowClient()
     keys = list(keys)
     try:
+        client = MlflowClient()
         rows = [(run_id, m.key, m.step, m.value) for run_id in run_ids for key in keys
                 for m in client.get_metric_history(run_id, key)]
-    except mlflow.exceptions.MlflowException as err:
+    except _STORE_ERRORS as err:
         raise _unreadable(err) from None
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])

@@ -105,6 +105,32 @@ def test_a_pareto_study_has_two_objectives(tmp_path, tiny_data, sampler):
     assert res.exit_code == 0
 
 
+@pytest.mark.parametrize("content", [b"notes, not a journal\n", bytes(range(256)) * 4])
+def test_a_damaged_journal_is_refused_and_left_as_it_was(tmp_path, tiny_data, content):
+    # Optuna reads past a last line it cannot decode, so a one-line file that is no journal would be appended to.
+    journal_file = tmp_path / "cnnbench-journal.log"
+    journal_file.write_bytes(content)
+    (tmp_path / "small.yaml").write_text(textwrap.dedent(SMALL.format(sampler="tpe", pruner="none",
+                                                                      objective="val_acc")))
+    for args in (["sweep", str(tmp_path / "small.yaml"), "--data-dir", str(tiny_data)], ["best"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2, res.output
+        assert res.output.startswith("error: cannot open storage journal file ./cnnbench-journal.log: ")
+        assert "it is not an Optuna journal, or it is damaged" in res.output
+    assert journal_file.read_bytes() == content
+
+
+def test_a_file_that_is_no_mlflow_store_is_named_in_one_line(tmp_path, tiny_data):
+    (tmp_path / "mlflow.db").write_text("not a database\n")
+    res = sweep(tmp_path, tiny_data)
+    assert res.exit_code == 1 and res.output.count("\n") == 2, res.output
+    assert res.output.startswith(f"error: cannot reach the MLflow store sqlite:///{tmp_path / 'mlflow.db'}: ")
+    assert "the file is not an MLflow database" in res.output
+    res = CliRunner().invoke(main, ["report"])
+    assert res.exit_code == 1 and res.output.startswith("error: cannot read the MLflow store "), res.output
+    assert (tmp_path / "mlflow.db").read_text() == "not a database\n"
+
+
 def test_sqlite_storage(tmp_path, tiny_data):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     res = sweep(tmp_path, tiny_data, "--storage", url)
