@@ -229,6 +229,22 @@ def local_file(url: str | None) -> Path | None:
     return None
 
 
+def damaged(url: str | None) -> str | None:
+    """Why the local file behind ``url`` (a journal or SQLite storage URL, Optuna's or MLflow's) cannot be what the
+    URL names, or ``None``: no such file yet, a server, or a file of the right kind. Reads a few bytes."""
+    path = local_file(url)
+    if path is None or not path.is_file() or not path.stat().st_size:
+        return None
+    if url is not None and url.startswith("sqlite:///"):
+        with path.open("rb") as f:
+            return None if f.read(16) == b"SQLite format 3\x00" else f"{path} is not a SQLite database"
+    try:
+        _check_journal(path)
+    except ValueError:
+        return f"{path} is not an Optuna journal, or it is damaged"
+    return None
+
+
 def read_study(url: str | None, name: str) -> StudyRecord | None:
     """Return study ``name`` of the storage at ``url`` as plain data; ``None`` when the storage file or the study
     is not there (a missing file is not created). Raises :class:`StudyError` when the storage cannot be opened."""

@@ -31,9 +31,9 @@ from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
                              UnreachableStorage, outlast)
 from cnnbench.space import Sweep, grid, suggest, trial_config
-from cnnbench.storage import (DEFAULT_JOURNAL, HEARTBEAT_SECONDS, describe, importance_evaluator, open_storage,
-                              sampled_study, study_lock, unavailable)
-from cnnbench.tracking import Tracker
+from cnnbench.storage import (DEFAULT_JOURNAL, HEARTBEAT_SECONDS, damaged, describe, importance_evaluator,
+                              open_storage, sampled_study, study_lock, unavailable)
+from cnnbench.tracking import Tracker, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
 
@@ -361,6 +361,11 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
     """
     progress = sys.stderr.isatty() if progress is None else progress
     _quiet()
+    # A file in the way of the study or the runs is refused before the data is loaded (or downloaded).
+    for url, what, hint in ((sweep.storage, f"storage {describe(sweep.storage)}", "give another --storage"),
+                            (tracking_uri(), f"the MLflow store {tracking_uri()}", "set MLFLOW_TRACKING_URI")):
+        if why := damaged(url):
+            raise StudyError(f"cannot open {what}: {why}", hint=f"move it aside to start afresh, or {hint}")
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
     data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
     study = open_study(sweep)

@@ -116,16 +116,31 @@ def test_a_damaged_journal_is_refused_and_left_as_it_was(tmp_path, tiny_data, co
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 2, res.output
         assert res.output.startswith("error: cannot open storage journal file ./cnnbench-journal.log: ")
-        assert "it is not an Optuna journal, or it is damaged" in res.output
+        assert "is not an Optuna journal, or it is damaged" in res.output
     assert journal_file.read_bytes() == content
 
 
-def test_a_file_that_is_no_mlflow_store_is_named_in_one_line(tmp_path, tiny_data):
+def test_a_sqlite_storage_that_is_no_database_is_refused_before_the_data(tmp_path, tiny_data, monkeypatch):
+    import cnnbench.data
+
+    (tmp_path / "optuna.db").write_text("not a database\n")
+    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the storage was checked"))
+    res = sweep(tmp_path, tiny_data, "--storage", f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert res.exit_code == 2 and f"{tmp_path / 'optuna.db'} is not a SQLite database" in res.output, res.output
+    assert (tmp_path / "optuna.db").read_text() == "not a database\n" and not (tmp_path / "mlflow.db").exists()
+
+
+def test_a_file_that_is_no_mlflow_store_is_named_in_one_line(tmp_path, tiny_data, monkeypatch):
+    import cnnbench.data
+
     (tmp_path / "mlflow.db").write_text("not a database\n")
+    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the stores were checked"))
     res = sweep(tmp_path, tiny_data)
-    assert res.exit_code == 1 and res.output.count("\n") == 2, res.output
-    assert res.output.startswith(f"error: cannot reach the MLflow store sqlite:///{tmp_path / 'mlflow.db'}: ")
-    assert "the file is not an MLflow database" in res.output
+    assert res.exit_code == 2, res.output
+    assert res.output == (f"error: cannot open the MLflow store sqlite:///{tmp_path / 'mlflow.db'}: "
+                          f"{tmp_path / 'mlflow.db'} is not a SQLite database\n"
+                          "  fix: move it aside to start afresh, or set MLFLOW_TRACKING_URI\n")
+    assert not (tmp_path / "cnnbench-journal.log").exists()
     res = CliRunner().invoke(main, ["report"])
     assert res.exit_code == 1 and res.output.startswith("error: cannot read the MLflow store "), res.output
     assert (tmp_path / "mlflow.db").read_text() == "not a database\n"
