@@ -50,8 +50,9 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
     from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
     check_url(url)
+    journal = url is None or url.endswith(".log") or url.startswith("journal:")
     try:
-        if url is None or url.endswith(".log") or url.startswith("journal:"):
+        if journal:
             path = (url or DEFAULT_JOURNAL).removeprefix("journal:")
             _check_journal(Path(path))
             return JournalStorage(JournalFileBackend(path))
@@ -66,10 +67,10 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
         from cnnbench.errors import redact
 
         kind = UnreachableStorage if unavailable(err) else StudyError
-        damaged = isinstance(err, ValueError) and (url is None or not url.startswith(("redis", "sqlite", "postgres")))
+        not_journal = journal and isinstance(err, ValueError)  # _check_journal's refusal
         raise kind(f"cannot open storage {describe(url)}: {(redact(str(err)).splitlines() or [repr(err)])[0][:200]}",
                    hint="it is not an Optuna journal, or it is damaged: move it aside to start afresh, or give "
-                        "another --storage" if damaged else "check the URL and that the database is up") from None
+                        "another --storage" if not_journal else "check the URL and that the database is up") from None
 
 
 def _check_journal(path: Path) -> None:

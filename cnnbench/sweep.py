@@ -554,11 +554,10 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
 
 
 def _twin(trial: optuna.Trial) -> int | None:
-    """The number of an earlier trial, running or finished but not failed, that drew the same settings, if any."""
+    """The number of the first trial, running or finished but not failed, that drew the same settings, if any."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
     return next((t.number for t in trial.study.get_trials(deepcopy=False, states=states)
-                 if t.number < trial.number and t.params == trial.params and "duplicate of" not in
-                 t.user_attrs.get("reason", "")), None)
+                 if t.number < trial.number and t.params == trial.params), None)
 
 
 def _tell(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, values=None, *, state=None) -> bool:
