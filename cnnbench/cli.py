@@ -97,7 +97,8 @@ def _train_options(f):
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Start from a YAML config file.")
 @_train_options
 @click.option("--data-dir", type=click.Path(file_okay=False), help="Dataset folder [env CNNBENCH_DATA_DIR].")
-@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Save each epoch here; resume if it exists.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False),
+              help="Save each epoch here; resume from it if it exists (a run of the same settings).")
 @click.option("--export", "export_dir", type=click.Path(file_okay=False),
               help="Export the trained model to DIR, as `cnnbench best --export` does (untracked run).")
 @click.option("--overwrite", is_flag=True, help="With --export: replace an earlier export in DIR.")
