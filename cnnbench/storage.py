@@ -46,11 +46,20 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
 
     A redis URL may end in ``?prefix=NAME`` to keep its keys apart from others in the same database.
     """
-    from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+    from optuna.exceptions import ExperimentalWarning
 
     check_url(url)
     journal = url is None or url.endswith(".log") or url.startswith("journal:")
+    # The redis backend and heartbeats are marked experimental; cnnbench's tests cover both.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return _open(url, journal)
+
+
+def _open(url: str | None, journal: bool) -> "optuna.storages.BaseStorage":
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+
     try:
         if journal:
             path = (url or DEFAULT_JOURNAL).removeprefix("journal:")
