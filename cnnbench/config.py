@@ -269,7 +269,9 @@ def schema_error(err: ValidationError, sources: dict[str, str], model: type[Base
         hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(fields)}"
         return ConfigError(f"unknown setting {loc!r}{more}", source=sources.get(key), hint=hint)
     value = first.get("input")
-    return ConfigError(f"{loc} = {value!r}: {first['msg']}{more}", source=sources.get(key))
+    message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix to a validator's own words
+    hint = "give a YAML list, e.g. [a, b], or [] for none" if first["type"] == "list_type" else None
+    return ConfigError(f"{loc} = {value!r}: {message}{more}", source=sources.get(key), hint=hint)
 
 
 def _fields_at(model: type[BaseModel], path: tuple) -> list[str]:

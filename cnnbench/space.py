@@ -9,9 +9,9 @@ from __future__ import annotations
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cnnbench.config import ARCH_FIELDS, FIELDS, PRESETS, Layer, TrainConfig, load_yaml, schema_error, validate
 from cnnbench.errors import ConfigError
@@ -83,6 +83,18 @@ class Param(_Strict):
         return True
 
 
+def _dimension(value: Any) -> Any:
+    """Read a bare list in the space as its choices (``arch: [vgg, two_conv]``); refuse a single value."""
+    if isinstance(value, list):
+        return {"choices": value}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        raise ValueError("one value is not a search dimension: put it under `fixed:`, or give choices or low/high")
+    return value
+
+
+Dimension = Annotated[Param, BeforeValidator(_dimension)]
+
+
 class Tracking(_Strict):
     """What each trial logs to MLflow beyond params, metrics, plots and weights."""
 
@@ -114,7 +126,7 @@ class Sweep(_Strict):
     storage: Optional[str] = None
     baselines: list[str] = Field(default_factory=list)
     fixed: dict[str, Any] = Field(default_factory=dict)
-    space: dict[str, Param] = Field(default_factory=dict)
+    space: dict[str, Dimension] = Field(default_factory=dict)
     tracking: Tracking = Field(default_factory=Tracking)
 
     @field_validator("objective")

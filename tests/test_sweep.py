@@ -452,7 +452,11 @@ def test_sweep_by_dataset_name_uses_the_packaged_file(tmp_path, tiny_data):
 
 
 BAD = [
-    ("dataset: mnist\nspace: {lr: {low: 0.1, high: 0.01}}\n", "swap them"),
+    ("dataset: mnist\nspace: {lr: {low: 0.1, high: 0.01}}\n", "high': 0.01}: low (0.1) is greater than high (0.01); swap"),
+    ("dataset: mnist\nspace:\n  lr: 0.01\n", "bad.yaml:3: space.lr = 0.01: one value is not a search dimension: put it "
+     "under `fixed:`"),
+    ("dataset: mnist\nspace: {arch: [resnett]}\n", "did you mean 'resnet'"),  # a bare list: its choices
+    ("dataset: mnist\nbaselines: false\n", "baselines = False: Input should be a valid list\n  fix: give a YAML list"),
     ("dataset: mnist\nspace: {lr: {low: 0, high: 0.1, log: true}}\n", "log range needs low > 0"),
     ("dataset: mnist\nspace: {arch: {choices: []}}\n", "choices is empty"),
     ("dataset: mnist\nspace: {arch: {choices: [resnett]}}\n", "did you mean 'resnet'"),
@@ -522,6 +526,19 @@ def test_a_fixed_setting_that_needs_a_searched_one_is_accepted(tmp_path):
     path.write_text("dataset: mnist\nfixed: {arch: vgg, optimizer: sgd, nesterov: true}\n"
                     "space: {momentum: {low: 0.8, high: 0.95}}\n")
     assert load_sweep(str(path))[0].fixed["nesterov"] is True
+
+
+def test_a_bare_list_in_the_space_is_its_choices(tmp_path):
+    from cnnbench.space import load_sweep
+
+    (tmp_path / "short.yaml").write_text("dataset: mnist\nspace:\n  arch: [vgg, two_conv]\n"
+                                         "  depth: {choices: [1, 2], when: {arch: vgg}}\n  batch_size: [128, 256]\n")
+    (tmp_path / "long.yaml").write_text("dataset: mnist\nspace:\n  arch: {choices: [vgg, two_conv]}\n"
+                                        "  depth: {choices: [1, 2], when: {arch: vgg}}\n"
+                                        "  batch_size: {choices: [128, 256]}\n")
+    short, long = (load_sweep(str(tmp_path / f"{n}.yaml"))[0] for n in ("short", "long"))
+    assert short.space["arch"].values() == ["vgg", "two_conv"] and short.space["batch_size"].values() == [128, 256]
+    assert short.identity() == long.identity()  # either spelling resumes the other's study
 
 
 def test_the_shipped_mnist_sweep_pools_first_in_its_vgg_trials_only():
