@@ -308,8 +308,14 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
     A study of several objectives lists its Pareto front first (`pareto` column), by the first objective.
     """
     from cnnbench import sweep as sweeps
+    from cnnbench.errors import ConfigError
     from cnnbench.storage import check_url, describe
 
+    for flag, given in (("--register", register is not None), ("--overwrite", overwrite)):
+        if given and export_dir is None:
+            raise ConfigError("given without --export", source=flag, hint="add --export [DIR]")
+    if register is not None and not register.strip():
+        raise ConfigError("empty model name", source="--register", hint="name the registered model")
     check_url(storage)
     names = sweeps.studies(storage)
     if study_name is None:
@@ -330,11 +336,16 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
     front = {t.number for t in sweeps.pareto_front(study)} if len(study.directions) > 1 else None
     table = [_best_row(t, front) for t in rows]
     if export_dir is not None:
-        path = sweeps.export_trial(study_name, rows[0], export_dir or None, overwrite=overwrite, register=register)
+        path, version = sweeps.export_trial(study_name, rows[0], export_dir or None, overwrite=overwrite,
+                                            register=register)
         if not as_json:
             click.echo(f"exported trial {rows[0].number} to {path}")
+            if version:
+                click.echo(f"registered it in MLflow's model registry as {register!r}, version {version}")
         _say_if_onnx_missing(path)
         table[0]["export"] = str(path)
+        if version and as_json:
+            table[0]["registered"] = {"name": register, "version": version}
     if as_json:
         click.echo(json.dumps(table, indent=1))
         return

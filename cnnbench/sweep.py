@@ -1011,10 +1011,11 @@ def studies(storage: str | None) -> list[str]:
 
 
 def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str | None, *, overwrite: bool = False,
-                 register: str | None = None) -> Path:
-    """Export a trial's trained model (weights from its MLflow run) to ``out_dir``; return the folder.
+                 register: str | None = None) -> tuple[Path, str | None]:
+    """Export a trial's trained model (weights from its MLflow run) to ``out_dir``.
 
-    With ``register``, the trial's MLflow model is also registered under that name.
+    With ``register``, the trial's MLflow model is also registered under that name. Returns the
+    folder and the registered model's version (``None`` without ``register``).
     """
     from cnnbench import export
     from cnnbench.tracking import download_artifact, export_run_info, missing_store, register_model
@@ -1035,6 +1036,9 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
     metrics = {"study": study_name, "trial": trial.number, "val_acc": trial.user_attrs.get("best_val_acc"),
                "test_acc": trial.user_attrs.get("test_acc"), "params": trial.user_attrs.get("params"),
                "train_seconds": trial.user_attrs.get("train_seconds")}
+    if register and tags.get("cnnbench.logged_model") != "1":  # before the export: nothing half done
+        raise StudyError(f"trial {trial.number} has no MLflow model to register",
+                         hint="set tracking.log_model: best (or all) in the sweep file")
     if "cnnbench.precision" in tags:  # what the accuracies were measured in (runs before it was tagged lack it)
         metrics["precision"] = tags["cnnbench.precision"]
     drawn = set(tracker.artifacts(run_id))  # a sweep with plots: false, or a figure that failed, has fewer
@@ -1042,9 +1046,4 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
         figures = [download_artifact(run_id, name, tmp) for name in plots.FIGURES if name in drawn]
         path = export.export(model, config, spec, target, metrics=metrics, run=export_run_info(tracker, run_id),
                              figures=figures, overwrite=overwrite)
-    if register:
-        if tags.get("cnnbench.logged_model") != "1":
-            raise StudyError(f"trial {trial.number} has no MLflow model to register",
-                             hint="set tracking.log_model: best (or all) in the sweep file")
-        register_model(run_id, register)
-    return path
+    return path, (register_model(run_id, register) if register else None)

@@ -283,7 +283,10 @@ def download_artifact(run_id: str, path: str, dst: str | os.PathLike, *, wait: b
 
 def register_model(run_id: str, name: str) -> str:
     """Register the MLflow model logged in run ``run_id`` under ``name``; return the new version."""
-    version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    # MLflow 3 keeps a logged model apart from its run's artifacts: register it by its own id.
+    outputs = mlflow.get_run(run_id).outputs
+    models = [m.model_id for m in (outputs.model_outputs if outputs else [])]
+    version = mlflow.register_model(f"models:/{models[-1]}" if models else f"runs:/{run_id}/model", name)
     return str(version.version)
 
 

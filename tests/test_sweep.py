@@ -613,6 +613,27 @@ def test_best_export_without_the_onnx_extra_says_what_is_missing(swept, tmp_path
     assert "no model.onnx in the export: onnxscript is not installed (pip install 'cnnbench[onnx]')" in res.output
 
 
+def test_best_register_needs_export_and_a_trial_with_an_mlflow_model(swept, tmp_path, caplog):
+    for args, flag in ((["--register", "m"], "--register"), (["--overwrite"], "--overwrite")):
+        res = CliRunner().invoke(main, ["best", *args])
+        assert res.exit_code == 2, res.output
+        assert res.output.startswith(f"error: {flag}: given without --export"), res.output
+    study = optuna.load_study(study_name="tiny", storage=journal())
+    run_id = study.best_trial.user_attrs["mlflow_run_id"]
+    res = CliRunner().invoke(main, ["best", "--export", str(tmp_path / "out"), "--register", "m", "--json"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)[0]["registered"] == {"name": "m", "version": "1"}
+    # MLflow 3 keeps the model apart from the run's artifacts: registered by its id, without a warning
+    assert "has no artifacts at artifact path" not in caplog.text
+    assert MlflowClient().get_model_version("m", "1").run_id == run_id
+
+    MlflowClient().set_tag(run_id, "cnnbench.logged_model", "0")  # as with tracking.log_model: none
+    res = CliRunner().invoke(main, ["best", "--export", str(tmp_path / "again"), "--register", "m"])
+    assert res.exit_code != 0 and "has no MLflow model to register" in res.output, res.output
+    assert not (tmp_path / "again").exists()  # refused before the export
+
+
 def test_best_export_matches_the_reported_accuracy_with_plain_torch(swept, tmp_path, tiny_data):
     res = CliRunner().invoke(main, ["best", "--export", str(tmp_path / "out"), "--register", "tiny-best"],
                              catch_exceptions=False)
@@ -645,6 +666,7 @@ def test_best_export_matches_the_reported_accuracy_with_plain_torch(swept, tmp_p
                           capture_output=True, text=True, check=True)
     assert float(done.stdout.strip()) == pytest.approx(reported, abs=0.0005)
     assert MlflowClient().get_registered_model("tiny-best").name == "tiny-best"
+    assert "registered it in MLflow's model registry as 'tiny-best', version 1" in res.output
 
     from PIL import Image
 
