@@ -73,7 +73,7 @@ def make_sampler(sweep: Sweep, draw: int = 0) -> optuna.samplers.BaseSampler:
         "tpe": lambda: s.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=8, constant_liar=True),
         "random": lambda: s.RandomSampler(seed=seed),
         "cmaes": lambda: s.CmaEsSampler(seed=seed, warn_independent_sampling=False),
-        "gp": lambda: s.GPSampler(seed=seed),
+        "gp": lambda: s.GPSampler(seed=seed, warn_independent_sampling=False),
         "qmc": lambda: s.QMCSampler(seed=seed, warn_independent_sampling=False),
         "grid": lambda: s.GridSampler(grid(sweep), seed=seed),
         "nsga2": lambda: s.NSGAIISampler(seed=seed),
