@@ -65,6 +65,7 @@ def _train_options(f):
         click.option("--lr", type=float, help="Learning rate."),
         click.option("--weight-decay", type=float, help="Weight decay."),
         click.option("--momentum", type=float, help="Momentum (sgd, rmsprop)."),
+        click.option("--nesterov/--no-nesterov", default=None, help="Nesterov momentum (sgd)."),
         click.option("--batch-size", type=int, help="Training batch size."),
         click.option("--epochs", type=int, help="Number of epochs."),
         click.option("--kernel-size", type=int, help="Convolution kernel size."),
@@ -134,12 +135,16 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
                           hint="choose another file")
     layers = []
     if preset:
-        layers.append(cfg.Layer.preset(preset))
+        try:
+            layers.append(cfg.Layer.preset(preset))
+        except ConfigError as err:
+            err.source = err.source or "--preset"
+            raise
     if config_file:
         layers.append(cfg.Layer.yaml_file(config_file))
     layers.append(cfg.Layer.flags({"dataset": dataset, **flags}))
-    config, _ = cfg.resolve(*layers)
-    params = trainer.check(config)
+    config, sources = cfg.resolve(*layers)
+    params = trainer.check(config, sources)
     trainer.check_precision(config.precision, trainer.resolve_device(config.device))
     try:
         done = trainer.check_resume(checkpoint, config)

@@ -27,7 +27,7 @@ from torch import nn
 
 from cnnbench import data as datamod
 from cnnbench.config import TrainConfig
-from cnnbench.errors import CheckpointError, ConfigError, DivergedError
+from cnnbench.errors import CheckpointError, ConfigError, DivergedError, UnknownNameError
 from cnnbench.models import check_model, create_model, with_tta
 from cnnbench.optim import create_optimizer, create_schedule, optimizer_params
 from cnnbench.paths import keep_json, read_json
@@ -321,28 +321,46 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def check(config: TrainConfig) -> int:
+def check(config: TrainConfig, sources: dict[str, str] | None = None) -> int:
     """Check that every name in ``config`` exists and that its model can be built for its dataset.
 
     Does no training, loads no data and touches no accelerator; returns the parameter count.
-    Raises :class:`ConfigError` (or a subclass) for the first problem.
+    Raises :class:`ConfigError` (or a subclass) for the first problem, naming where the setting
+    came from when ``sources`` (as :func:`cnnbench.config.resolve` returns them) has it.
     """
-    spec = datamod.DATASETS.get(config.dataset)
+    sources = sources or {}
+    with _blame(sources, "dataset"):
+        spec = datamod.DATASETS.get(config.dataset)
     if config.augment is not None:
-        datamod.AUGMENTS.get(config.augment)
+        with _blame(sources, "augment"):
+            datamod.AUGMENTS.get(config.augment)
     from cnnbench.optim import SCHEDULERS
 
-    SCHEDULERS.get(config.scheduler)
+    with _blame(sources, "scheduler"):
+        SCHEDULERS.get(config.scheduler)
     extras = {"momentum": config.momentum, "nesterov": config.nesterov}
     unknown = sorted(k for k, v in extras.items() if v is not None and k not in optimizer_params(config.optimizer))
     if unknown:
         raise ConfigError(f"optimizer {config.optimizer!r} does not take {', '.join(unknown)}",
+                          source=sources.get(unknown[0]),
                           hint="drop it, or use sgd (momentum, nesterov) or rmsprop (momentum)")
     if config.nesterov and not config.momentum:
-        raise ConfigError("nesterov needs momentum > 0", hint="set momentum, e.g. 0.9")
+        raise ConfigError("nesterov needs momentum > 0", source=sources.get("nesterov"),
+                          hint="set momentum, e.g. 0.9")
     c, h, w = spec.shape
-    return check_model(config.arch, in_channels=c, num_classes=spec.num_classes, input_size=(h, w),
-                       **config.arch_kwargs())
+    with _blame(sources, "arch"):
+        return check_model(config.arch, in_channels=c, num_classes=spec.num_classes, input_size=(h, w),
+                           **config.arch_kwargs())
+
+
+@contextlib.contextmanager
+def _blame(sources: dict[str, str], key: str):
+    """Name where ``key`` was set (a flag, ``file:line``, a preset) in an unknown-name error that has no source."""
+    try:
+        yield
+    except UnknownNameError as err:  # not a shape error: that is the whole combination's
+        err.source = err.source or sources.get(key)
+        raise
 
 
 def build_model(config: TrainConfig, spec: datamod.DatasetSpec) -> nn.Module:

@@ -136,13 +136,15 @@ def test_train_exports_a_model_that_predicts_and_refuses_a_used_folder_before_tr
 
 
 @pytest.mark.parametrize("args,expected", [
-    (["--arch", "resnett"], "did you mean 'resnet'"),
+    (["--arch", "resnett"], "error: --arch: unknown architecture 'resnett'"),
     (["--arch", "four_conv", "--kernel-size", "7"], "kernel"),
     (["--lr", "-1"], "--lr"),
-    (["--optimizer", "adam", "--momentum", "0.9"], "does not take momentum"),
-    (["--scheduler", "cosin"], "did you mean 'cosine'"),
+    (["--optimizer", "adam", "--momentum", "0.9"], "error: --momentum: optimizer 'adam' does not take momentum"),
+    (["--optimizer", "sgd", "--nesterov"], "error: --nesterov: nesterov needs momentum > 0"),
+    (["--scheduler", "cosin"], "error: --scheduler: unknown scheduler 'cosin'"),
+    (["--augment", "rotat"], "error: --augment: unknown augmentation 'rotat'"),
     (["--epochs", "0"], "--epochs"),
-    (["--preset", "seed005"], "did you mean"),
+    (["--preset", "seed005"], "error: --preset: unknown preset 'seed005'"),
     (["--config", "missing.yaml"], "missing.yaml"),
     (["--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"], "device"),
 ])
@@ -152,6 +154,16 @@ def test_bad_input_is_one_clear_line_and_exit_2(tiny_data, args, expected):
     assert expected in res.output
     assert "Traceback" not in res.output and "epoch   1" not in res.output
     assert len(res.output.strip().splitlines()) <= 2
+
+
+def test_a_bad_setting_in_a_config_file_names_its_line(tiny_data, tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("dataset: mnist\nepochs: 1\narch: vgga\n")
+    res = CliRunner().invoke(main, ["train", "--config", str(path), "--data-dir", str(tiny_data)])
+    assert res.exit_code == 2 and res.output.startswith(f"error: {path}:3: unknown architecture 'vgga'"), res.output
+    path.write_text("dataset: mnist\noptimizer: adamw\nmomentum: 0.9\n")
+    res = CliRunner().invoke(main, ["train", "--config", str(path), "--data-dir", str(tiny_data)])
+    assert res.exit_code == 2 and res.output.startswith(f"error: {path}:3: optimizer 'adamw' does not take"), res.output
 
 
 def test_unknown_dataset_and_missing_data_exit_2(tmp_path):
