@@ -364,8 +364,10 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
         frame["pareto"] = frame["pareto"].map({True: "yes", False: "no"})
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         # - : a setting that trial did not sample (e.g. momentum for adam).
-        click.echo(frame.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-",
-                                   formatters={"params": lambda v: "-" if v != v else f"{v:,.0f}"}))
+        # Accuracies to the same four places, so that a column reads down; settings (lr, ...) to 4 figures.
+        shown = {"params": "{:,.0f}", "val_acc": "{:.4f}", "test_acc": "{:.4f}", "seconds": "{:.1f}"}
+        formatters = {c: (lambda v, f=f: "-" if v is None or v != v else f.format(v)) for c, f in shown.items()}
+        click.echo(frame.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-", formatters=formatters))
 
 
 def _say_if_onnx_missing(path) -> None:

@@ -349,6 +349,10 @@ def test_best_prints_the_top_trials(swept):
     res = CliRunner().invoke(main, ["best"], catch_exceptions=False)
     assert res.exit_code == 0 and "test_acc" in res.output and "run_id" in res.output
     assert f"{rows[0]['params']:,}" in res.output  # parameter counts as people read them, e.g. 18,482
+    line = next(x for x in res.output.splitlines() if x.split() and x.split()[0] == str(rows[0]["trial"]))
+    # accuracies to four places each (0.9690, not 0.969), so that a column reads down; seconds to a tenth
+    assert f" {rows[0]['val_acc']:.4f} " in line and f" {rows[0]['test_acc']:.4f} " in line, line
+    assert f" {rows[0]['seconds']:.1f} " in line, line
 
 
 PARETO = """
