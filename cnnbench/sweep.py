@@ -916,12 +916,14 @@ def _study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
     if len(complete) < 2 or len(study.directions) != 1:
         return
     sampled = sampled_study(study)  # importances over the sampled trials: baselines have no parameters
+    figures = [("optimization_history", lambda: ovm.plot_optimization_history(study)),
+               ("param_importances", lambda: ovm.plot_param_importances(sampled, evaluator=importance_evaluator())),
+               ("parallel_coordinate", lambda: ovm.plot_parallel_coordinate(study))]
+    if len(sampled.trials) < 2:  # only baselines done (a short --timeout): Optuna would log that it has nothing
+        figures = [f for f in figures if f[0] != "param_importances"]
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for name, draw in (("optimization_history", lambda: ovm.plot_optimization_history(study)),
-                           ("param_importances",
-                            lambda: ovm.plot_param_importances(sampled, evaluator=importance_evaluator())),
-                           ("parallel_coordinate", lambda: ovm.plot_parallel_coordinate(study))):
+        for name, draw in figures:
             try:
                 ax = draw()
                 fig = (ax.flat[0] if hasattr(ax, "flat") else ax).figure

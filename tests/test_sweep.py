@@ -829,3 +829,30 @@ def test_a_sweep_whose_trials_keep_failing_stops_with_the_reason(tmp_path, tiny_
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert len(children) == 5 and all(r.info.status == "FAILED" for r in children)
     assert all("out of memory, say" in r.data.tags["cnnbench.reason"] for r in children)
+
+
+def test_study_figures_of_baselines_alone_leave_out_importances_without_a_word(tmp_path):
+    # A sweep stopped by a short --timeout after its baselines: no sampled trial to weigh.
+    import logging
+
+    from cnnbench.sweep import _study_plots
+
+    study = optuna.create_study(direction="maximize")
+    for i, value in enumerate((0.98, 0.97)):
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"baseline": f"seed00{i}"},
+                                                  intermediate_values={1: value}))
+    logged, said = [], []
+
+    class Tracker:
+        def log_artifacts(self, run_id, folder, path=None):
+            logged.extend(sorted(p.name for p in Path(folder).iterdir()))
+
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    logging.getLogger("optuna").addHandler(handler)  # Optuna's own logger does not propagate
+    try:
+        _study_plots(study, Tracker(), "parent")
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    assert "optimization_history.png" in logged and "param_importances.png" not in logged
+    assert said == []
