@@ -349,9 +349,13 @@ def _save_onnx(model: nn.Module, example: torch.Tensor, path: Path) -> str:
 def _fmt(key: str, value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return str(value)
+    if isinstance(value, int) and key == "params":
+        return f"{value:,}"
     if isinstance(value, float) and math.isfinite(value):
         if "acc" in key and 0 <= value <= 1:
             return f"{value:.4f} ({value:.2%})"
+        if key.endswith("seconds"):
+            return f"{value:.1f}"
         return f"{value:.4g}"
     if isinstance(value, (dict, list)):
         return f"`{json.dumps(value)}`"

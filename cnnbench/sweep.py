@@ -29,7 +29,7 @@ from cnnbench import data as datamod
 from cnnbench import __version__, plots
 from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
-                             UnreachableStorage, outlast)
+                             UnreachableStorage, outlast, redact)
 from cnnbench.space import Sweep, grid, suggest, trial_config
 from cnnbench.storage import (DEFAULT_JOURNAL, HEARTBEAT_SECONDS, damaged, describe, importance_evaluator,
                               open_storage, sampled_study, study_lock, unavailable)
@@ -389,7 +389,7 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
     if done >= sweep.trials:
         state += ", nothing to run (raise --trials for more)"
     echo(f"study {sweep.study_name!r} ({describe(sweep.storage)}): {state}; "
-         f"MLflow experiment {sweep.study_name!r} at {tracker.url(parent).split('#')[0]}")
+         f"MLflow experiment {sweep.study_name!r} at {redact(tracking_uri())}")
     devices = devices or [device]
     try:
         with _holding(study, sweep):

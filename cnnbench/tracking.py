@@ -183,8 +183,13 @@ class Tracker:
                           max_results=50000)
 
     def url(self, run_id: str) -> str:
-        """Return where a person finds the run: the UI path under the tracking URI."""
-        return f"{redact(tracking_uri())}#/experiments/{self.experiment_id}/runs/{run_id}"
+        """Return where a person finds the run in MLflow's UI: under a tracking server's address, or, for a
+        local store, under the address `mlflow ui` serves it on by default, with the command."""
+        uri = redact(tracking_uri())
+        path = f"#/experiments/{self.experiment_id}/runs/{run_id}"
+        if uri.startswith(("http://", "https://")):
+            return f"{uri.rstrip('/')}/{path}"
+        return f"http://127.0.0.1:5000/{path} (with `mlflow ui --backend-store-uri {uri}` running)"
 
 
 def _duplicate_key(err: BaseException) -> bool:

@@ -650,7 +650,13 @@ def test_best_export_matches_the_reported_accuracy_with_plain_torch(swept, tmp_p
     run_id = study.best_trial.user_attrs["mlflow_run_id"]
     precision = MlflowClient().get_run(run_id).data.tags["cnnbench.precision"]
     assert json.loads((out / "metrics.json").read_text())["precision"] == precision
-    assert (f"in {precision} autocast" in (out / "README.md").read_text()) == (precision != "fp32")
+    card = (out / "README.md").read_text()
+    assert (f"in {precision} autocast" in card) == (precision != "fp32")
+    params = json.loads((out / "metrics.json").read_text())["params"]
+    assert isinstance(params, int) and f"| params | {params:,} |" in card  # 315,146 as people read it
+    # where to see the run: MLflow's UI over the sweep's local store, not the store's file URI with a fragment
+    assert (f"http://127.0.0.1:5000/#/experiments/{MlflowClient().get_run(run_id).info.experiment_id}/runs/{run_id}"
+            f" (with `mlflow ui --backend-store-uri sqlite:///") in card, card
     code = (
         "import sys, json, torch\n"
         "sys.path.insert(0, sys.argv[3])\n"
