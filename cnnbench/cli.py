@@ -269,8 +269,9 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
         best = f"best {objectives[0]} {value} (trial {outcome.best_trial})"
     else:
         best = "no complete trial yet"
+    running = f", {outcome.running} running in other workers" if outcome.running else ""
     click.echo(f"study {outcome.study!r}: {outcome.complete} complete, {outcome.pruned} pruned, "
-               f"{outcome.failed} failed; {best}")
+               f"{outcome.failed} failed{running}; {best}")
     shown = 10
     for number, values in outcome.front[:shown]:
         click.echo(f"  trial {number}: " + ", ".join(f"{name} {sweeps.format_value(name, value)}"

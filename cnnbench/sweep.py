@@ -179,6 +179,8 @@ class Outcome:
     parent_run_id: str
     #: A study of several objectives: its Pareto front as (trial number, values), by the first objective.
     front: list[tuple[int, list[float]]] = field(default_factory=list)
+    #: Trials still running when this invocation ended: other workers' (``--join``, another machine).
+    running: int = 0
 
 
 class Objective:
@@ -896,7 +898,7 @@ def _record_best(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: st
     tracker.end(parent, "FINISHED" if finished(study) >= sweep.trials else "KILLED")
     return Outcome(sweep.study_name, len(trials), count[optuna.trial.TrialState.COMPLETE],
                    count[optuna.trial.TrialState.PRUNED], count[optuna.trial.TrialState.FAIL], best_value,
-                   best_params or {}, best_number, parent, front)
+                   best_params or {}, best_number, parent, front, count[optuna.trial.TrialState.RUNNING])
 
 
 def _param_logged(tracker: Tracker, run_id: str, key: str, value) -> bool:

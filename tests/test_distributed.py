@@ -285,6 +285,25 @@ def test_threads_are_shared_out_between_workers(monkeypatch):
     assert [threads_per_worker(n) for n in (1, 2, 4, 16, 32)] == [16, 8, 4, 1, 1]
 
 
+def test_a_sweep_that_ends_before_other_workers_counts_their_running_trials(tmp_path, monkeypatch):
+    # A command's workers stop once every trial of the budget is handed out; another command's
+    # (--join, another machine) may still be training one, which its summary names.
+    from cnnbench import sweep as sweeps
+
+    sweep = write_sweep(tmp_path, epochs=1, batch=4)
+    seen = {}
+
+    def run(definition, **kwargs):
+        seen["study"] = definition.study_name
+        return sweeps.Outcome(definition.study_name, 3, 1, 1, 0, 0.9, {"lr": 0.01}, 0, "run", running=1)
+
+    monkeypatch.setattr(sweeps, "run", run)
+    res = CliRunner().invoke(main, ["sweep", str(sweep), "--trials", "3"])
+    assert res.exit_code == 0, res.output
+    assert f"study '{seen['study']}': 1 complete, 1 pruned, 0 failed, 1 running in other workers; best val_acc " \
+        in res.output, res.output
+
+
 def test_a_running_study_is_refused_to_a_second_sweep_unless_it_joins(tmp_path, tiny_data):
     sweep = write_sweep(tmp_path, epochs=LONG, batch=4)
     first = cnnbench(tmp_path, sweep, "--data-dir", str(tiny_data), "--trials", "2")
