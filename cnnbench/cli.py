@@ -306,8 +306,9 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.option("--export", "export_dir", is_flag=False, flag_value="", default=None, metavar="[DIR]",
               help="Export the best trial's model to DIR (default: exports/STUDY-trialN).")
-@click.option("--register", metavar="NAME", help="Also register the exported model in MLflow's model registry.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing export folder.")
+@click.option("--register", metavar="NAME",
+              help="With --export: also register the model in MLflow's model registry, as a new version of NAME.")
+@click.option("--overwrite", is_flag=True, help="With --export: replace an existing export folder.")
 def best(study_name, storage, top, trial_number, as_json, export_dir, register, overwrite) -> None:
     """Show the best trials of a study, and export the winner ready to load and predict.
 
