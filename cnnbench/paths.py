@@ -16,7 +16,13 @@ def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     if explicit:
         return Path(explicit).expanduser()
     if os.environ.get("CNNBENCH_DATA_DIR"):
-        return Path(os.environ["CNNBENCH_DATA_DIR"]).expanduser()
+        path = Path(os.environ["CNNBENCH_DATA_DIR"]).expanduser()
+        if path.exists() and not path.is_dir():  # --data-dir's own check (click's) does not see the variable
+            from cnnbench.errors import ConfigError
+
+            raise ConfigError(f"{path} is a file, not a folder", source="CNNBENCH_DATA_DIR",
+                              hint="point it at the folder that holds MNIST/ or cifar-10-batches-py/")
+        return path
     return cache_dir() / "data"
 
 

@@ -55,6 +55,21 @@ def test_missing_dataset_without_download_is_a_clear_error(tmp_path):
         data.load("cifar10", tmp_path / "empty", download=False)
 
 
+def test_a_data_variable_naming_a_file_is_refused_before_any_work(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cnnbench.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("not a folder")
+    monkeypatch.setenv("CNNBENCH_DATA_DIR", str(tmp_path / "notes.txt"))
+    for args in (["train", "mnist", "--epochs", "1"], ["sweep", "mnist", "--trials", "1"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2, res.output
+        assert res.output.startswith(f"error: CNNBENCH_DATA_DIR: {tmp_path / 'notes.txt'} is a file, not a folder\n")
+    assert not {"cnnbench-journal.log", "mlflow.db", "mlruns"} & {p.name for p in tmp_path.iterdir()}  # no study, no store
+
+
 def test_a_missing_dataset_is_downloaded_through_torchvision_into_the_data_folder(tmp_path, monkeypatch):
     import torchvision.datasets
 
