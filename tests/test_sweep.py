@@ -627,7 +627,8 @@ def test_best_register_needs_export_and_a_trial_with_an_mlflow_model(swept, tmp_
     res = CliRunner().invoke(main, ["best", "--export", str(tmp_path / "out"), "--register", "m", "--json"],
                              catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout)[0]["registered"] == {"name": "m", "version": "1"}
+    table = json.JSONDecoder().raw_decode(res.output[res.output.index("[\n"):])[0]  # after MLflow's own lines
+    assert table[0]["registered"] == {"name": "m", "version": "1"}
     # MLflow 3 keeps the model apart from the run's artifacts: registered by its id, without a warning
     assert "has no artifacts at artifact path" not in caplog.text
     assert MlflowClient().get_model_version("m", "1").run_id == run_id
