@@ -144,6 +144,8 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         layers.append(cfg.Layer.yaml_file(config_file))
     layers.append(cfg.Layer.flags({"dataset": dataset, **flags}))
     config, sources = cfg.resolve(*layers)
+    if dataset:
+        sources.pop("dataset")  # the DATASET argument, not a --dataset flag: the message needs no source
     params = trainer.check(config, sources)
     trainer.check_precision(config.precision, trainer.resolve_device(config.device))
     try:

@@ -169,6 +169,7 @@ def test_a_bad_setting_in_a_config_file_names_its_line(tiny_data, tmp_path):
 def test_unknown_dataset_and_missing_data_exit_2(tmp_path):
     res = CliRunner().invoke(main, ["train", "mnits", "--data-dir", str(tmp_path)])
     assert res.exit_code == 2 and "did you mean 'mnist'" in res.output
+    assert res.output.startswith("error: unknown dataset 'mnits'"), res.output  # an argument: no --dataset flag
     res = CliRunner().invoke(main, ["train", "cifar10", "--data-dir", str(tmp_path / "nowhere"), "--epochs", "1"])
     assert res.exit_code == 2
 
