@@ -199,9 +199,9 @@ def _missing_files(spec: DatasetSpec, root: Path) -> list[Path]:
 
 def _absent(spec: DatasetSpec, root: Path) -> str:
     """How a dataset is missing from ``root``: wholly, or (a folder of it there) by which files."""
-    missing = _missing_files(spec, root)
     if not (root / spec.folder).is_dir():
         return f"{spec.name} is not in {root}"
+    missing = _missing_files(spec, root)
     shown = ", ".join(str(f.relative_to(root / spec.folder)) for f in missing[:3])
     more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
     return f"{spec.name} in {root / spec.folder} lacks {shown}{more}"

@@ -47,31 +47,26 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
     A redis URL may end in ``?prefix=NAME`` to keep its keys apart from others in the same database.
     """
     from optuna.exceptions import ExperimentalWarning
-
-    check_url(url)
-    journal = url is None or url.endswith(".log") or url.startswith("journal:")
-    # The redis backend and heartbeats are marked experimental; cnnbench's tests cover both.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        return _open(url, journal)
-
-
-def _open(url: str | None, journal: bool) -> "optuna.storages.BaseStorage":
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
+    check_url(url)
+    journal = url is None or url.endswith(".log") or url.startswith("journal:")
     try:
-        if journal:
-            path = (url or DEFAULT_JOURNAL).removeprefix("journal:")
-            _check_journal(Path(path))
-            return JournalStorage(JournalFileBackend(path))
-        if url.startswith(("redis://", "rediss://")):
-            plain, prefix = _redis_parts(url)
-            return JournalStorage(JournalRedisBackend(plain, prefix=prefix))
-        # Heartbeats let sweep.recover fail and retry the trials of workers that died anywhere.
-        return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS,
-                          engine_kwargs=None if url.startswith("sqlite") else _ENGINE_KWARGS | (
-                              {"connect_args": _PG_CONNECT} if url.startswith("postgresql") else {}))
+        # The redis backend and heartbeats are marked experimental; cnnbench's tests cover both.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            if journal:
+                path = (url or DEFAULT_JOURNAL).removeprefix("journal:")
+                _check_journal(Path(path))
+                return JournalStorage(JournalFileBackend(path))
+            if url.startswith(("redis://", "rediss://")):
+                plain, prefix = _redis_parts(url)
+                return JournalStorage(JournalRedisBackend(plain, prefix=prefix))
+            # Heartbeats let sweep.recover fail and retry the trials of workers that died anywhere.
+            return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS,
+                              engine_kwargs=None if url.startswith("sqlite") else _ENGINE_KWARGS | (
+                                  {"connect_args": _PG_CONNECT} if url.startswith("postgresql") else {}))
     except Exception as err:  # driver missing, server down, bad credentials
         from cnnbench.errors import redact
 

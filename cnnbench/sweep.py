@@ -365,7 +365,7 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
     _quiet()
     # A file in the way of the study or the runs is refused before the data is loaded (or downloaded).
     for url, what, hint in ((sweep.storage, f"storage {describe(sweep.storage)}", "give another --storage"),
-                            (tracking_uri(), f"the MLflow store {tracking_uri()}", "set MLFLOW_TRACKING_URI")):
+                            (tracking_uri(), f"the MLflow store {redact(tracking_uri())}", "set MLFLOW_TRACKING_URI")):
         if why := damaged(url):
             raise StudyError(f"cannot open {what}: {why}", hint=f"move it aside to start afresh, or {hint}")
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
@@ -918,11 +918,11 @@ def _study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
     if len(complete) < 2 or len(study.directions) != 1:
         return
     sampled = sampled_study(study)  # importances over the sampled trials: baselines have no parameters
-    figures = [("optimization_history", lambda: ovm.plot_optimization_history(study)),
-               ("param_importances", lambda: ovm.plot_param_importances(sampled, evaluator=importance_evaluator())),
-               ("parallel_coordinate", lambda: ovm.plot_parallel_coordinate(study))]
-    if len(sampled.trials) < 2:  # only baselines done (a short --timeout): Optuna would log that it has nothing
-        figures = [f for f in figures if f[0] != "param_importances"]
+    figures = [("optimization_history", lambda: ovm.plot_optimization_history(study))]
+    if len(sampled.trials) >= 2:  # not only baselines done (a short --timeout): else Optuna logs it has nothing
+        figures.append(("param_importances",
+                        lambda: ovm.plot_param_importances(sampled, evaluator=importance_evaluator())))
+    figures.append(("parallel_coordinate", lambda: ovm.plot_parallel_coordinate(study)))
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name, draw in figures:
