@@ -12,12 +12,34 @@ import click
 from cnnbench.errors import CnnbenchError
 
 
+# Bare `cnnbench` shows the help (an error since click 8.2); that stays click's to print.
+_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
+def _usage_error(err: click.UsageError) -> Exception:
+    """Print click's usage error as cnnbench prints its own, in two lines (not click's four); return exit 2."""
+    if isinstance(err, _HELP):
+        return err
+    usage = err.ctx.get_usage().removeprefix("Usage: ") if err.ctx else "cnnbench"
+    path = err.ctx.command_path if err.ctx else "cnnbench"
+    click.echo(f"error: {err.format_message()}\n  usage: {usage}  (`{path} --help` for more)", err=True)
+    return click.exceptions.Exit(err.exit_code)
+
+
 class _Group(click.Group):
     """Turns cnnbench's errors into one or two lines and the documented exit codes."""
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as err:  # cnnbench's own options
+            raise _usage_error(err) from None
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except click.UsageError as err:  # a command's options and arguments, or an unknown command
+            raise _usage_error(err) from None
         except CnnbenchError as err:
             if ctx.meta.get("cnnbench.debug"):
                 raise
