@@ -394,9 +394,10 @@ class _Report:
                  f"{len(recorded)} dataset(s).", "meta")
         if not n_runs:
             what = (f"for {', '.join(ds.name for ds in self.sets)} " if self.sets else "")
-            message = (f"{EMPTY} {what}in the MLflow store {self.uri}: no cnnbench trial run. Run "
-                       f"`cnnbench sweep DATASET` (e.g. `cnnbench sweep mnist`) to record one, then "
-                       f"`cnnbench report` again.")
+            sweep = (f"`cnnbench sweep {self.sets[0].name}`" if len(self.sets) == 1
+                     else "`cnnbench sweep DATASET` (e.g. `cnnbench sweep mnist`)")
+            message = (f"{EMPTY} {what}in the MLflow store {self.uri}: no cnnbench trial run. Run {sweep} to record "
+                       f"one, then `cnnbench report` again.")
             doc.para(message, "empty")
             self.messages.append(message)
             return

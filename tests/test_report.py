@@ -319,6 +319,8 @@ def test_an_empty_store_gives_a_report_that_says_so(tmp_path, monkeypatch):
     assert len(messages) == 1 and messages[0].startswith(report.EMPTY)
     assert read_csv(paths["csv"][0]) == [] and paths["csv"][0].read_text().startswith("dataset,study,trial")
     assert report.EMPTY in paths["md"].read_text()
+    report.build(datasets=["cifar10"], out_dir=tmp_path / "c", echo=messages.append)
+    assert "Run `cnnbench sweep cifar10` to record one" in messages[-1]
 
 
 def test_runs_rank_by_validation_accuracy_and_the_verdict_weighs_the_baseline(tmp_path, monkeypatch):
