@@ -268,6 +268,9 @@ def schema_error(err: ValidationError, sources: dict[str, str], model: type[Base
         close = difflib.get_close_matches(str(first["loc"][-1]), fields, n=1)
         hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(fields)}"
         return ConfigError(f"unknown setting {loc!r}{more}", source=sources.get(key), hint=hint)
+    if first["type"] == "missing":  # pydantic's input here is the enclosing mapping, not the missing value
+        return ConfigError(f"the required setting {loc!r} is missing{more}", source=sources.get(key),
+                           hint=f"add a line `{first['loc'][-1]}: ...`")
     value = first.get("input")
     message = first["msg"].removeprefix("Value error, ")  # pydantic's prefix to a validator's own words
     hint = "give a YAML list, e.g. [a, b], or [] for none" if first["type"] == "list_type" else None

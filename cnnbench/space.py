@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
@@ -64,6 +65,19 @@ class Param(_Strict):
             raise ValueError(f"a log range needs low > 0, got {self.low:g}; raise low or drop log")
         if self.log and self.step:
             raise ValueError("a log range cannot have a step")
+        if self.low == self.high:
+            raise ValueError(f"low and high are both {self.low:g}: one value is not a search dimension; put it "
+                             "under `fixed:`, or widen the range")
+        if self.step:
+            # Decimal, as Optuna counts steps; it would otherwise cut high to the last whole step, with a warning.
+            low, high, step = (Decimal(repr(v)) for v in (self.low, self.high, self.step))
+            if step > high - low:
+                raise ValueError(f"step ({self.step:g}) is wider than the range {self.low:g}..{self.high:g}, "
+                                 "which would hold one value; give a smaller step")
+            if (high - low) % step:
+                last = low + (high - low) // step * step
+                raise ValueError(f"the range {self.low:g}..{self.high:g} is not a whole number of steps of "
+                                 f"{self.step:g}; set high to {float(last):g} or {float(last + step):g}")
         return self
 
     def values(self) -> list[Any]:
@@ -209,6 +223,7 @@ def load_sweep(name: str, overrides: dict[str, Any] | None = None) -> tuple[Swee
         where = lines.get(tuple(first[:2])) or lines.get(tuple(first[:1]))
         if where and str(first[0]) not in flags.sources:
             sources = {**sources, str(first[0]): f"{path}:{where}"}
+        sources.setdefault(str(first[0]), str(path))  # a key the file lacks: the file
         raise schema_error(err, sources, Sweep) from None
     check_sweep(sweep, path, lines, sources)
     if not sweep.prunable and "pruner" not in sources:
@@ -313,8 +328,11 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
             raise ConfigError(f"{key} does not apply to {owner} {', '.join(lacking)}",
                               source=where("space", key) if key in sweep.space else where("fixed", key), hint=fix)
 
+    ranged = "kernel_size" in sweep.space and sweep.space["kernel_size"].choices is None
+    kernels = ([int(sweep.space["kernel_size"].low), int(sweep.space["kernel_size"].high)] if ranged
+               else [k for k in options("kernel_size") if k is not None] or [None])
+    built: set[Any] = set()  # the kernel sizes some architecture that takes one builds with
     for arch in options("arch"):
-        kernels = [k for k in options("kernel_size") if k is not None] or [None]
         # One value of every other searched setting that applies, so that a fixed setting that
         # needs a searched one (nesterov, momentum) is checked with it and not without it.
         sampled: dict[str, Any] = {"arch": arch}
@@ -322,21 +340,28 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
             if key not in ("arch", "kernel_size") and param.applies(sampled):
                 sampled[key] = options(key)[0]
         errors = []
-        for kernel in kernels:
+        takes_kernel = "kernel_size" in arch_params(arch)
+        for kernel in kernels if takes_kernel else [None]:
             values = {**sweep.fixed, **sampled, "dataset": sweep.dataset}
-            if kernel is not None and "kernel_size" in arch_params(arch):
+            if kernel is not None:
                 values["kernel_size"] = int(kernel)
             try:
                 check(validate(values))
-                break
+                built.add(kernel)
             except ConfigError as err:
                 errors.append(err)
-        else:
-            if kernels != [None] and "kernel_size" in arch_params(arch):
+        if len(errors) == len(kernels if takes_kernel else [None]):
+            if kernels != [None] and takes_kernel:
                 raise ConfigError(f"architecture {arch!r} cannot be built for {sweep.dataset} with any kernel size in "
                                   f"the space: {errors[-1].message}", source=where("space", "arch"),
                                   hint=f"remove {arch!r} from space.arch or allow smaller kernel sizes")
             raise ConfigError(errors[-1].message, source=where("space", "arch"), hint=f"remove {arch!r} from space.arch")
+    unbuilt = [k for k in kernels if k is not None and k not in built]
+    if unbuilt and built and "kernel_size" in sweep.space:
+        raise ConfigError(f"no architecture in the space can be built for {sweep.dataset} with kernel_size "
+                          f"{', '.join(map(str, unbuilt))}", source=where("space", "kernel_size"),
+                          hint="lower space.kernel_size's high" if ranged
+                          else f"remove {', '.join(map(str, unbuilt))} from space.kernel_size")
 
 
 def grid(sweep: Sweep) -> dict[str, list[Any]]:

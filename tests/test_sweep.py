@@ -35,16 +35,17 @@ space:
 tracking: {log_model: best}
 """
 
-#: four_conv with a kernel size that builds and one that does not.
+#: Four grid points, one of which cannot be built: four_conv with 7x7 kernels (both build with 3x3, two_conv with 7x7).
 GRID = """
 dataset: mnist
 study: tiny
-trials: 2
+trials: 4
 epochs: 1
 sampler: grid
+pruner: none
 fixed: {batch_size: 32, device: cpu}
 space:
-  arch: {choices: [four_conv]}
+  arch: {choices: [four_conv, two_conv]}
   kernel_size: {choices: [3, 7]}
 """
 
@@ -207,18 +208,19 @@ def test_unbuildable_configuration_is_pruned_before_training(tmp_path, tiny_data
     res = sweep(tmp_path, GRID, "--data-dir", str(tiny_data))
     assert res.exit_code == 0, res.output
     trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
-    by_kernel = {t.params["kernel_size"]: t for t in trials}
-    assert by_kernel[3].state == optuna.trial.TrialState.COMPLETE
-    assert by_kernel[7].state == optuna.trial.TrialState.PRUNED
-    assert by_kernel[7].user_attrs["reason"].startswith("unbuildable")
-    assert by_kernel[7].intermediate_values == {}
+    assert len({(t.params["arch"], t.params["kernel_size"]) for t in trials}) == 4
+    [unbuildable] = [t for t in trials if t.state != optuna.trial.TrialState.COMPLETE]
+    assert unbuildable.params == {"arch": "four_conv", "kernel_size": 7}
+    assert unbuildable.state == optuna.trial.TrialState.PRUNED
+    assert unbuildable.user_attrs["reason"].startswith("unbuildable")
+    assert unbuildable.intermediate_values == {}
 
 
 def test_a_grid_with_a_conditional_setting_tries_each_combination_once(tmp_path, tiny_data):
     # Four grid points, two of which differ only in vgg's depth for two_conv: three distinct trials, and the
     # twin pruned as a duplicate before training; the grid keeps one order from ask to ask.
-    text = GRID.replace("trials: 2", "trials: 8").replace("sampler: grid", "sampler: grid\npruner: none").replace(
-        "  arch: {choices: [four_conv]}\n  kernel_size: {choices: [3, 7]}",
+    text = GRID.replace("trials: 4", "trials: 8").replace(
+        "  arch: {choices: [four_conv, two_conv]}\n  kernel_size: {choices: [3, 7]}",
         "  arch: {choices: [two_conv, vgg]}\n  depth: {choices: [1, 2], when: {arch: vgg}}").replace(
         "batch_size: 32,", "batch_size: 32, width: 4,")
     res = sweep(tmp_path, text, "--data-dir", str(tiny_data))
@@ -238,10 +240,10 @@ def test_without_a_terminal_the_sweep_prints_a_line_per_finished_trial(tmp_path,
     lines = [line for line in res.output.splitlines() if line.startswith("trial ")]
     study = optuna.load_study(study_name="tiny", storage=journal())
     best = f"best {study.best_value:.4f} (trial {study.best_trial.number})"
-    assert len(lines) == 2 and lines[1].endswith(f"2 of 2 done, {best}")
+    assert len(lines) == 4 and lines[-1].endswith(f"4 of 4 done, {best}")
     for line, trial in zip(lines, study.trials):
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            assert line.startswith(f"trial {trial.number} (four_conv) complete: val_acc {trial.value:.4f}; ")
+            assert line.startswith(f"trial {trial.number} ({trial.params['arch']}) complete: val_acc {trial.value:.4f}; ")
         else:
             assert line.startswith(f"trial {trial.number} (four_conv) pruned: unbuildable: ")
 
@@ -473,7 +475,19 @@ BAD = [
     ("dataset: mnist\npruner: asha\n", "pruner"),
     ("dataset: mnist\nobjective: accuracy\n", "unknown objective"),
     ("dataset: mnits\n", "did you mean 'mnist'"),
-    ("space: {}\n", "dataset"),
+    ("space: {}\n", "bad.yaml: the required setting 'dataset' is missing\n  fix: add a line `dataset: ...`"),
+    ("", "the required setting 'dataset' is missing"),
+    ("dataset: mnist\nspace: {lr: {low: 1e-3, high: 0.1, step: 0.5}}\n", "step (0.5) is wider than the range"),
+    ("dataset: mnist\nspace: {lr: {low: 1e-3, high: 0.1, step: 0.02}}\n",
+     "the range 0.001..0.1 is not a whole number of steps of 0.02; set high to 0.081 or 0.101"),
+    ("dataset: mnist\nspace: {batch_size: {low: 32, high: 100, step: 32}}\n", "set high to 96 or 128"),
+    ("dataset: mnist\nspace: {lr: {low: 0.1, high: 0.1}}\n", "one value is not a search dimension"),
+    # A kernel size no architecture in the space builds with (each builds with another) is named up front.
+    ("dataset: mnist\nspace:\n  kernel_size: [3, 99]\n", "bad.yaml:3: no architecture in the space can be built "
+     "for mnist with kernel_size 99\n  fix: remove 99 from space.kernel_size"),
+    ("dataset: mnist\nspace:\n  arch: [four_conv]\n  kernel_size: {low: 3, high: 9, step: 2}\n",
+     "bad.yaml:4: no architecture in the space can be built for mnist with kernel_size 9\n"
+     "  fix: lower space.kernel_size's high"),
     ("dataset: mnist\nspace: {arch: {choices: [four_conv]}, kernel_size: {choices: [7]}}\n", "cannot be built"),
     ("dataset: mnist\nspace: {optimizer: {choices: [adam, sgd]}, momentum: {low: 0.5, high: 0.9}}\n",
      "when: {optimizer: [sgd"),
