@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cnnbench.config import ARCH_FIELDS, FIELDS, PRESETS, Layer, TrainConfig, load_yaml, schema_error, validate
-from cnnbench.errors import ConfigError
+from cnnbench.errors import ConfigError, ShapeError
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "nsga2")
 PRUNERS = ("median", "halving", "hyperband", "none")
@@ -280,9 +280,18 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
         raise ConfigError(f"the {sweep.pruner} pruner judges trials by one objective, val_acc or val_loss, as they "
                           f"train; this sweep's is {', '.join(sweep.objectives)}", source=where("pruner"),
                           hint="give --pruner none" if sources["pruner"] == "--pruner" else "set pruner: none")
-    if sweep.fixed.get("val_fraction", 0.1) == 0 and any(o.startswith("val_") for o in sweep.objectives):
-        raise ConfigError("the objective needs a validation split, but val_fraction is 0",
-                          source=where("fixed", "val_fraction"), hint="set val_fraction to e.g. 0.1")
+    if sweep.fixed.get("val_fraction", 0.1) == 0:
+        if any(o.startswith("val_") for o in sweep.objectives):
+            raise ConfigError("the objective needs a validation split, but val_fraction is 0",
+                              source=where("fixed", "val_fraction"), hint="set val_fraction to e.g. 0.1")
+        # Searched, as train.check refuses them fixed: without a split they would quietly do nothing.
+        if "patience" in sweep.space:
+            raise ConfigError("patience stops training on the validation accuracy, but val_fraction is 0",
+                              source=where("space", "patience"), hint="set val_fraction, e.g. 0.1, or drop patience")
+        if "scheduler" in sweep.space and "plateau" in sweep.space["scheduler"].values():
+            raise ConfigError("the plateau schedule lowers the rate on the validation loss, but val_fraction is 0",
+                              source=where("space", "scheduler"),
+                              hint="set val_fraction, e.g. 0.1, or remove plateau from space.scheduler")
 
     seen: list[str] = []
     for key, param in sweep.space.items():
@@ -328,6 +337,8 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
             raise ConfigError(f"{key} does not apply to {owner} {', '.join(lacking)}",
                               source=where("space", key) if key in sweep.space else where("fixed", key), hint=fix)
 
+    # Where each setting was given, for an error of the setting itself rather than of the architecture.
+    blame = {k: where("space", k) if k in sweep.space else where("fixed", k) for k in {*sweep.fixed, *sweep.space}}
     ranged = "kernel_size" in sweep.space and sweep.space["kernel_size"].choices is None
     kernels = ([int(sweep.space["kernel_size"].low), int(sweep.space["kernel_size"].high)] if ranged
                else [k for k in options("kernel_size") if k is not None] or [None])
@@ -346,9 +357,13 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
             if kernel is not None:
                 values["kernel_size"] = int(kernel)
             try:
-                check(validate(values))
+                check(validate(values), blame)
                 built.add(kernel)
+            except ShapeError as err:
+                errors.append(err)
             except ConfigError as err:
+                if err.source:
+                    raise
                 errors.append(err)
         if len(errors) == len(kernels if takes_kernel else [None]):
             if kernels != [None] and takes_kernel:

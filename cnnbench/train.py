@@ -347,6 +347,13 @@ def check(config: TrainConfig, sources: dict[str, str] | None = None) -> int:
     if config.nesterov and not config.momentum:
         raise ConfigError("nesterov needs momentum > 0", source=sources.get("nesterov"),
                           hint="set momentum, e.g. 0.9")
+    if not config.val_fraction:  # else they would quietly do nothing
+        if config.patience is not None:
+            raise ConfigError("patience stops training on the validation accuracy, but val_fraction is 0",
+                              source=sources.get("patience"), hint="set val_fraction, e.g. 0.1, or drop patience")
+        if config.scheduler == "plateau":
+            raise ConfigError("the plateau schedule lowers the rate on the validation loss, but val_fraction is 0",
+                              source=sources.get("scheduler"), hint="set val_fraction, e.g. 0.1, or use another schedule")
     c, h, w = spec.shape
     with _blame(sources, "arch"):
         return check_model(config.arch, in_channels=c, num_classes=spec.num_classes, input_size=(h, w),

@@ -142,6 +142,9 @@ def test_train_exports_a_model_that_predicts_and_refuses_a_used_folder_before_tr
     (["--optimizer", "adam", "--momentum", "0.9"], "error: --momentum: optimizer 'adam' does not take momentum"),
     (["--optimizer", "sgd", "--nesterov"], "error: --nesterov: nesterov needs momentum > 0"),
     (["--scheduler", "cosin"], "error: --scheduler: unknown scheduler 'cosin'"),
+    # Without a validation split these would quietly do nothing.
+    (["--val-fraction", "0", "--patience", "2"], "error: --patience: patience stops training on the validation"),
+    (["--preset", "cifar10_airbench", "--scheduler", "plateau"], "error: --scheduler: the plateau schedule lowers"),
     (["--augment", "rotat"], "error: --augment: unknown augmentation 'rotat'"),
     (["--epochs", "0"], "--epochs"),
     (["--preset", "seed005"], "error: --preset: unknown preset 'seed005'"),

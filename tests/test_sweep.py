@@ -498,6 +498,15 @@ BAD = [
     ("dataset: mnist\nspace: {batch_size: {choices: [32, -4]}}\n", "batch_size"),
     ("dataset: mnist\nspace: {val_fraction: {low: 0.1, high: 0.2}}\n", "cannot be searched"),
     ("dataset: mnist\nfixed: {epochs: 3}\n", "set at the top"),
+    # Without a validation split (and an objective that needs none) patience and plateau would do nothing.
+    ("dataset: mnist\nobjective: params\nfixed:\n  val_fraction: 0\n  patience: 2\nspace: {arch: [vgg, two_conv]}\n",
+     "bad.yaml:5: patience stops training on the validation accuracy, but val_fraction is 0"),
+    ("dataset: mnist\nobjective: params\nfixed: {val_fraction: 0}\nspace:\n  scheduler: [cosine, plateau]\n",
+     "bad.yaml:5: the plateau schedule lowers the rate"),
+    ("dataset: mnist\nobjective: params\nfixed: {val_fraction: 0}\nspace:\n  patience: [1, 2]\n",
+     "bad.yaml:5: patience stops training"),
+    # A fixed setting's own error names its line, not an architecture to remove.
+    ("dataset: mnist\nfixed:\n  augment: rotat\nspace: {arch: [vgg, two_conv]}\n", "bad.yaml:3: unknown augmentation"),
     ("dataset: mnist\nfixed: {lr: -3}\n", "lr"),
     ("dataset: mnist\nbaselines: [seed009]\n", "unknown preset"),
     ("dataset: mnist\nspace: {kernel_size: {choices: sizes}}\n", "unknown choice set"),
