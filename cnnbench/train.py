@@ -646,11 +646,20 @@ def _same_run(checkpoint: str | os.PathLike, state: dict, config: TrainConfig) -
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`, refusing anything but tensors and plain values."""
+    hint = "it is damaged or not a cnnbench checkpoint; delete it to start afresh"
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's note on the pickle protocol of a file it may then refuse
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except EOFError:
+        raise CheckpointError(f"cannot load checkpoint {path}: it is empty or cut short", hint=hint) from None
     except Exception as err:
-        raise CheckpointError(f"cannot load checkpoint {path}: {str(err).splitlines()[0][:200]}",
-                              hint="it is damaged or not a cnnbench checkpoint; delete it to start afresh") from None
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        detail = lines[0][:200]
+        if detail.startswith("Weights only load failed"):  # torch's safe loader: its reason follows its advice
+            reasons = [line for line in lines[1:] if not line.startswith(("Please file an issue", "Check the doc"))]
+            detail = f"it is not a file of tensors and plain values ({(reasons or ['refused'])[0][:200]})"
+        raise CheckpointError(f"cannot load checkpoint {path}: {detail}", hint=hint) from None
 
 
 def _progress(enabled: bool, total: int, initial: int):

@@ -156,9 +156,14 @@ def test_a_pickled_object_in_a_checkpoint_is_refused_and_runs_no_code(tmp_path):
 
     path = tmp_path / "evil.ckpt"
     torch.save({"x": Evil()}, path)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=r"evil.ckpt: it is not a file of tensors and plain values \(\w") as err:
         load_checkpoint(path)
-    assert not marker.exists()
+    assert not marker.exists() and "weights_only" not in str(err.value)
+    for name, content, says in [("text.ckpt", b"garbage\n", "it is not a file of tensors"),
+                                ("empty.ckpt", b"", "it is empty or cut short")]:
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError, match=f"{name}: {says}"):
+            load_checkpoint(tmp_path / name)
 
 
 def test_check_rejects_bad_combinations_before_any_work():
