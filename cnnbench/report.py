@@ -538,7 +538,8 @@ class _Report:
         if not len(bad):
             return pd.DataFrame()
         # "pruned at epoch 2 (val_acc 0.1625)" and its kin group under "pruned at epoch 2".
-        reason = bad["reason"].str.replace(r"\s*\([^()]*\)$", "", regex=True).str.slice(0, 90).replace("", "(none)")
+        reason = (bad["reason"].str.replace(r"\s*\([^()]*\)$", "", regex=True)
+                  .map(lambda r: r if len(r) <= 90 else r[:89] + "…").replace("", "(none)"))
         table = (pd.DataFrame({"state": bad["state"].map(_STATE_WORD), "reason": reason})
                  .value_counts().rename("runs").reset_index().head(8))
         table["runs"] = table["runs"].map("{:,}".format)
@@ -734,6 +735,7 @@ class _Report:
             ax.set_title("against " + ("model size" if cost == "params" else "training time"))
             ax.grid(alpha=0.3)
         axes[0].set_ylabel("test accuracy (%)")
+        self._tidy_range(axes[0], 100 * ranked["test_acc"].dropna(), "test accuracy (%)")
         handles = [Line2D([], [], linestyle="", marker=m, color=c, markersize=7, label=a)
                    for a, (c, m) in self.style.items() if a in set(ranked["arch"].astype(str))]
         if (ranked["baseline"] != "").any():
@@ -771,6 +773,8 @@ class _Report:
                    title=f"{'validation' if has_val else 'training'} accuracy")
         ax_loss.set(xlabel="epoch", ylabel="training loss (cross-entropy)", title="training loss" + (
             "" if per_run or not smoothing.any() else f" (label smoothing {smoothing.iloc[0]:g})"))
+        accs = curves[curves["key"] == acc_key]["value"] if len(curves) else pd.Series(dtype=float)
+        self._tidy_range(ax_acc, 100 * accs, "accuracy (%)")
         epochs = sorted(curves["step"].unique()) if len(curves) else []
         for ax in (ax_acc, ax_loss):
             ax.grid(alpha=0.3)
@@ -823,6 +827,7 @@ class _Report:
                 so_far = complete["value"].cummax() if maximise else complete["value"].cummin()
                 xs = list(complete["trial"]) + [frame["trial"].max()]
                 ax.step(xs, list(so_far) + [so_far.iloc[-1]], where="post", color=PALETTE[3], linewidth=2, zorder=5)
+            self._tidy_range(ax, pd.concat([complete["value"], pruned["value"]]), frame["label"].iloc[0])
             failed = int((frame["state"] == "FAIL").sum())
             ax.set(xlabel="trial number", ylabel=frame["label"].iloc[0],
                    title=f"study {name}: history ({source})" + (f", {failed} failed" if failed else ""))
@@ -847,6 +852,17 @@ class _Report:
         fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
         fig.suptitle(f"{ds.name}: optimization history" + (" and parameter importances" if wide else ""))
         return _png(fig)
+
+    @staticmethod
+    def _tidy_range(ax, values: pd.Series, label: str) -> None:
+        """Keep a panel's y axis to what its values can be: a narrow band around one value (matplotlib pads it
+        by 5% of the value: 93-103% around 98%), and no accuracy above 100%."""
+        if len(values) and values.max() == values.min():
+            value = float(values.iloc[0])
+            ax.set_ylim(value - max(abs(value) * 0.005, 0.01), value + max(abs(value) * 0.005, 0.01))
+        low, high = ax.get_ylim()
+        if "accuracy" in label and high > 100 and not (values > 100).any():
+            ax.set_ylim(low, 100)
 
     @staticmethod
     def _history_range(complete: pd.Series, pruned: pd.Series) -> tuple[float, float]:

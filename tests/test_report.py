@@ -220,6 +220,8 @@ def test_pruned_and_failed_runs_are_counted_and_kept_out_of_the_leaderboard(stor
         str(len(states["COMPLETE"])), str(len(states["PRUNED"])), str(len(states["FAIL"])), str(len(runs)))
     reasons = [dict(zip(tables[1][0], r)) for r in tables[1][1:]]
     assert {"state": "failed", "reason": FAILED_REASON.split(" (")[0], "runs": "1"} in reasons
+    [unbuildable] = [r["reason"] for r in reasons if r["reason"].startswith("unbuildable")]  # long: cut, and says so
+    assert len(unbuildable) == 90 and unbuildable.endswith("…")
     board = read_csv(store.out / "csv" / "leaderboard.csv")
     left_out = {r.info.run_id for r in states["PRUNED"] + states["FAIL"]}
     assert not left_out & {row["run_id"] for row in board}
@@ -449,3 +451,22 @@ def test_the_history_spans_the_complete_trials_and_puts_pruned_outliers_on_its_e
     points = {tuple(p) for c in ax.collections for p in c.get_offsets().tolist()}
     assert (1, low) in points and (4, high) in points and (3, 98.5) in points  # below, above, inside
     assert {"pruned (last value)", "pruned, below the axis", "pruned, above the axis"} <= set(legend)
+
+
+def test_a_flat_history_keeps_near_its_value_and_no_accuracy_axis_passes_100(tmp_path, monkeypatch):
+    store = HandStore(tmp_path, monkeypatch)
+    for _ in range(2):  # equal values: matplotlib alone would pad by 5% of the value, to 93-103%
+        store.record("COMPLETE", 0.9832)
+    fig, _ = store.figure("optimization history")
+    low, high = fig.axes[0].get_ylim()
+    assert 97.8 < low < 98.32 < high < 98.9
+    store.record("COMPLETE", 0.9995)
+    fig, _ = store.figure("optimization history")
+    low, high = fig.axes[0].get_ylim()
+    assert low < 98.32 and high == 100
+    for title in ("against size and training time", "learning curves"):  # one complete run: one accuracy
+        store = HandStore(tmp_path / title, monkeypatch)
+        store.record("COMPLETE", 0.9832)
+        fig, _ = store.figure(title)
+        low, high = fig.axes[0].get_ylim()
+        assert 97.8 < low < 98.32 < high < 98.9, title
