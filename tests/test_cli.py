@@ -177,18 +177,18 @@ def test_unknown_dataset_and_missing_data_exit_2(tmp_path):
     assert res.exit_code == 2
 
 
-@pytest.mark.parametrize("args,first", [
-    (["train", "mnist", "--batch-size", "many"], "error: Invalid value for '--batch-size': 'many' is not a valid integer"),
-    (["sweep", "mnist", "--trails", "5"], "error: No such option '--trails'. Did you mean '--trials'?"),
-    (["swep", "mnist"], "error: No such command 'swep'."),
-    (["--bogus", "list"], "error: No such option '--bogus'."),
-    (["predict"], "error: Missing argument 'EXPORT_DIR'."),
+@pytest.mark.parametrize("args,first", [  # click's own words, which differ a little between its releases
+    (["train", "mnist", "--batch-size", "many"], ["error: Invalid value for '--batch-size'", "'many'"]),
+    (["sweep", "mnist", "--trails", "5"], ["error: No such option", "--trails", "Did you mean", "--trials"]),
+    (["swep", "mnist"], ["error: No such command", "swep"]),
+    (["--bogus", "list"], ["error: No such option", "--bogus"]),
+    (["predict"], ["error: Missing argument 'EXPORT_DIR'."]),
 ])
 def test_click_usage_errors_are_two_lines_as_cnnbench_s_own_and_exit_2(args, first):
     res = CliRunner().invoke(main, args, prog_name="cnnbench")
     assert res.exit_code == 2
     lines = res.output.strip().splitlines()
-    assert len(lines) == 2 and lines[0].startswith(first), res.output
+    assert len(lines) == 2 and lines[0].startswith(first[0]) and all(f in lines[0] for f in first), res.output
     command = " ".join(["cnnbench"] + [a for a in args[:1] if not a.startswith("-") and a != "swep"])
     assert lines[1].startswith(f"  usage: {command} [OPTIONS]") and f"`{command} --help` for more" in lines[1]
 
