@@ -713,6 +713,9 @@ def _next_trial(study: optuna.Study, sweep: Sweep, tracker: Tracker) -> optuna.T
         if sum(t.state in FINISHED_STATES + (optuna.trial.TrialState.RUNNING,) for t in trials) >= sweep.trials:
             return None
         study.sampler = make_sampler(sweep, draw=len(trials))
+        waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)  # baselines, retries
+        if isinstance(study.sampler, optuna.samplers.GridSampler) and not waiting and study.sampler.is_exhausted(study):
+            return None  # else the grid draws a point it has tried again (a study run again after it finished)
         trial = study.ask()
         trial.set_user_attr(WORKER_ATTR, worker_id())
         return trial

@@ -216,6 +216,14 @@ def test_unbuildable_configuration_is_pruned_before_training(tmp_path, tiny_data
     assert unbuildable.intermediate_values == {}
 
 
+def test_a_grid_sweep_run_again_after_its_grid_is_tried_starts_no_trial(tmp_path, tiny_data):
+    assert sweep(tmp_path, GRID, "--data-dir", str(tiny_data)).exit_code == 0
+    res = sweep(tmp_path, GRID, "--data-dir", str(tiny_data), "--trials", "6")  # a larger budget than the grid
+    assert res.exit_code == 0, res.output
+    assert "the grid's 4 points are all tried, so the sweep stopped at 4 of 6 trials" in res.output
+    assert len(optuna.load_study(study_name="tiny", storage=journal()).trials) == 4  # not a fifth, a repeat
+
+
 def test_a_grid_with_a_conditional_setting_tries_each_combination_once(tmp_path, tiny_data):
     # Four grid points, two of which differ only in vgg's depth for two_conv: three distinct trials, and the
     # twin pruned as a duplicate before training; the grid keeps one order from ask to ask.
