@@ -859,7 +859,8 @@ class _Report:
         by 5% of the value: 93-103% around 98%), and no accuracy above 100%."""
         if len(values) and values.max() == values.min():
             value = float(values.iloc[0])
-            ax.set_ylim(value - max(abs(value) * 0.005, 0.01), value + max(abs(value) * 0.005, 0.01))
+            pad = max(abs(value) * 0.005, 0.01)
+            ax.set_ylim(value - pad, value + pad)
         low, high = ax.get_ylim()
         if "accuracy" in label and high > 100 and not (values > 100).any():
             ax.set_ylim(low, 100)

@@ -284,10 +284,8 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
         if any(o.startswith("val_") for o in sweep.objectives):
             raise ConfigError("the objective needs a validation split, but val_fraction is 0",
                               source=where("fixed", "val_fraction"), hint="set val_fraction to e.g. 0.1")
-        # Searched, as train.check refuses them fixed: without a split they would quietly do nothing.
-        if "patience" in sweep.space:
-            raise ConfigError("patience stops training on the validation accuracy, but val_fraction is 0",
-                              source=where("space", "patience"), hint="set val_fraction, e.g. 0.1, or drop patience")
+        # Without a split a plateau schedule would do nothing. train.check (below, for each architecture)
+        # refuses it fixed, and patience fixed or searched, but meets a searched setting at its first value only.
         if "scheduler" in sweep.space and "plateau" in sweep.space["scheduler"].values():
             raise ConfigError("the plateau schedule lowers the rate on the validation loss, but val_fraction is 0",
                               source=where("space", "scheduler"),
@@ -352,7 +350,8 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
                 sampled[key] = options(key)[0]
         errors = []
         takes_kernel = "kernel_size" in arch_params(arch)
-        for kernel in kernels if takes_kernel else [None]:
+        tried = kernels if takes_kernel else [None]
+        for kernel in tried:
             values = {**sweep.fixed, **sampled, "dataset": sweep.dataset}
             if kernel is not None:
                 values["kernel_size"] = int(kernel)
@@ -365,8 +364,8 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
                 if err.source:
                     raise
                 errors.append(err)
-        if len(errors) == len(kernels if takes_kernel else [None]):
-            if kernels != [None] and takes_kernel:
+        if len(errors) == len(tried):
+            if tried != [None]:
                 raise ConfigError(f"architecture {arch!r} cannot be built for {sweep.dataset} with any kernel size in "
                                   f"the space: {errors[-1].message}", source=where("space", "arch"),
                                   hint=f"remove {arch!r} from space.arch or allow smaller kernel sizes")
