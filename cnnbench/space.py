@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cnnbench.config import ARCH_FIELDS, FIELDS, PRESETS, Layer, TrainConfig, load_yaml, schema_error, validate
-from cnnbench.errors import ConfigError, ShapeError
+from cnnbench.errors import ConfigError
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "nsga2")
 PRUNERS = ("median", "halving", "hyperband", "none")
@@ -358,10 +358,8 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
             try:
                 check(validate(values), blame)
                 built.add(kernel)
-            except ShapeError as err:
-                errors.append(err)
             except ConfigError as err:
-                if err.source:
+                if err.source:  # a setting's own error; a shape error has none: it is the combination's
                     raise
                 errors.append(err)
         if len(errors) == len(tried):
