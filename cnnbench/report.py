@@ -1073,8 +1073,11 @@ def _cell_md(value: Any) -> str:
 
 
 def _markdown(doc: _Doc, out: Path) -> tuple[Path, list[Path]]:
+    """Write ``report.md`` and its figures; remove the figures an earlier report.md here linked and this one
+    does not (another dataset's, say), so the folder holds one report. Return the file and its figures."""
     lines: list[str] = []
     figures: list[Path] = []
+    earlier = _linked_figures(out)
     for block in doc.blocks:
         kind = block[0]
         if kind == "h":
@@ -1099,7 +1102,19 @@ def _markdown(doc: _Doc, out: Path) -> tuple[Path, list[Path]]:
             path.write_bytes(png)
             figures.append(path)
             lines += [f"![{alt}](figures/{name}.png)", "", f"*{caption}*", ""]
-    return _write(out / "report.md", "\n".join(lines)), figures
+    written = _write(out / "report.md", "\n".join(lines))
+    for path in earlier - set(figures):
+        path.unlink(missing_ok=True)
+    return written, figures
+
+
+def _linked_figures(out: Path) -> set[Path]:
+    """Return the figures ``out/report.md`` links, if a report was written there (only files cnnbench wrote)."""
+    try:
+        text = (out / "report.md").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return set()
+    return {out / "figures" / name for name in re.findall(r"\]\(figures/([\w.-]+\.png)\)", text)}
 
 
 def _csv(report: _Report, trials: pd.DataFrame, folder: Path) -> list[Path]:

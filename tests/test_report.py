@@ -290,6 +290,16 @@ def test_the_markdown_links_its_figures_and_the_history_comes_from_the_study(sto
     assert store.messages == []
 
 
+def test_a_report_written_again_over_an_earlier_one_leaves_none_of_its_figures(store, tmp_path):
+    out = tmp_path / "r"
+    both = report.build(out_dir=out, formats=["md"], echo=lambda m: None)["figures"]
+    (out / "figures" / "mine.png").write_bytes(b"a file of the user's")
+    one = report.build(datasets=["cifar10"], out_dir=out, formats=["md"], echo=lambda m: None)["figures"]
+    assert {p.name for p in one} == {"cifar10-history.png", "cifar10-tradeoffs.png", "cifar10-curves.png"}
+    assert {p.name for p in both} > {p.name for p in one}
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted([*(p.name for p in one), "mine.png"])
+
+
 def test_without_the_optuna_storage_the_history_comes_from_mlflow(store, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the sweeps' journal file is not here
     messages = []
