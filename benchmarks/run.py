@@ -14,7 +14,7 @@ import click
 
 #: In the order they run: the cheap ones first, the sweeps last.
 NAMES = ("startup", "layout", "mnist_fast", "mnist_best", "seeds", "throughput", "time_to_99", "cifar10", "overhead",
-         "efficiency", "sweep", "workers")
+         "sharing", "efficiency", "sweep", "workers")
 FORMATS = {"images/s": "{:,.0f}", "%": "{:.2f}", "s": "{:.2f}", "x": "{:.2f}", "points": "{:.2f}",
            "epochs": "{:g}", "nets": "{:g}"}
 
@@ -50,6 +50,7 @@ def main(quick: bool, only: tuple[str, ...], report: bool, data_dir: str | None)
     import efficiency
     import layout
     import presets
+    import sharing
     import startup
     import throughput
     import tracked
@@ -72,6 +73,7 @@ def main(quick: bool, only: tuple[str, ...], report: bool, data_dir: str | None)
                 "cifar10": lambda: cifar.run(ctx),
                 "efficiency": lambda: efficiency.run(ctx),
                 "overhead": lambda: tracked.overhead(ctx),
+                "sharing": lambda: sharing.run(ctx),
                 "sweep": lambda: tracked.sweep(ctx),
             }.get(name, lambda: presets.run(name, ctx))()
         records[name] = record

@@ -131,9 +131,13 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
 
     Settings come from the defaults, then --preset, then --config, then the flags you give.
     """
+    import contextlib
     from pathlib import Path
 
+    import torch
+
     from cnnbench import config as cfg
+    from cnnbench import cores
     from cnnbench import data as datamod
     from cnnbench import train as trainer
     from cnnbench.errors import ConfigError
@@ -185,15 +189,19 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
             click.echo(f"epoch {m.epoch:3d}  loss {m.train_loss:.4f}  acc {m.train_acc:.4f}{val}  "
                        f"lr {m.lr:.3g}  {m.epoch_seconds:.1f}s  {m.images_per_sec:,.0f} img/s")
 
-    if not as_json:
-        click.echo(f"training {config.arch} ({params:,} params) on {config.dataset}: "
-                   f"{len(data.train):,} train / {len(data.val) if data.val else 0:,} val / {len(data.test):,} test")
-        if done:
-            click.echo(f"resuming from {checkpoint}: {done} of {config.epochs} epochs done")
-    result = trainer.fit(config, data, on_epoch_end=show, checkpoint=checkpoint, progress=sys.stderr.isatty())
-    started = time.perf_counter()
-    test = trainer.evaluate(result.model, data.test, data.spec, config)
-    test_seconds = time.perf_counter() - started
+    device, limit = trainer.resolve_device(config.device), torch.get_num_threads()
+    with cores.share() if device.type == "cpu" else contextlib.nullcontext(limit) as threads:
+        if not as_json:
+            click.echo(f"training {config.arch} ({params:,} params) on {config.dataset}: {len(data.train):,} train / "
+                       f"{len(data.val) if data.val else 0:,} val / {len(data.test):,} test")
+            if threads < limit:
+                click.echo(f"sharing the CPU with other cnnbench runs: training on {threads} of {limit} threads")
+            if done:
+                click.echo(f"resuming from {checkpoint}: {done} of {config.epochs} epochs done")
+        result = trainer.fit(config, data, on_epoch_end=show, checkpoint=checkpoint, progress=sys.stderr.isatty())
+        started = time.perf_counter()
+        test = trainer.evaluate(result.model, data.test, data.spec, config)
+        test_seconds = time.perf_counter() - started
     best = result.best
     summary = {
         "dataset": config.dataset, "arch": config.arch, "test_acc": test.acc, "test_loss": test.loss,
@@ -202,7 +210,7 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         "epoch_seconds": [m.epoch_seconds for m in result.history],
         "images_per_sec": sum(m.images_per_sec for m in result.history) / len(result.history),
         "params": result.params, "device": result.device, "precision": result.precision,
-        "config": config.params(),
+        "threads": threads, "config": config.params(),
     }
     if export_dir:
         import tempfile

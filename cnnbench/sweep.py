@@ -26,7 +26,7 @@ import optuna
 import torch
 
 from cnnbench import data as datamod
-from cnnbench import __version__, plots
+from cnnbench import __version__, cores, plots
 from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
                              UnreachableStorage, outlast, redact)
@@ -197,6 +197,12 @@ class Objective:
         sampled = {} if baseline else suggest(trial, self.sweep)
         config = trial_config(self.sweep, sampled, preset=baseline, device=self.device)
         device = resolve_device(config.device)
+        # Taken before the run's tags, which record the threads it trains with; a GPU run leaves the cores be.
+        with cores.share() if device.type == "cpu" else contextlib.nullcontext():
+            return self._run(trial, config, device, baseline)
+
+    def _run(self, trial: optuna.Trial, config: TrainConfig, device: torch.device,
+             baseline: str | None) -> float | list[float]:
         tags = {"cnnbench.study": self.sweep.study_name, "cnnbench.trial": trial.number,
                 "cnnbench.dataset": self.sweep.dataset, "cnnbench.sampler": self.sweep.sampler,
                 "cnnbench.pruner": self.sweep.pruner, "cnnbench.device": str(device),
@@ -723,8 +729,7 @@ def _next_trial(study: optuna.Study, sweep: Sweep, tracker: Tracker) -> optuna.T
 
 def threads_per_worker(workers: int) -> int:
     """Return the CPU threads each of ``workers`` processes gets: the cores this process may use, shared out."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // workers)
+    return max(1, len(cores.available()) // workers)
 
 
 def _spawn(sweep: Sweep, data_dir: str | None, devices: list[str | None], progress: bool,

@@ -12,7 +12,7 @@ LAYERS = [
     {"cli", "__main__"},
     {"sweep"},
     {"space", "train", "tracking", "report", "export", "storage", "plots", "catalog"},
-    {"registry", "models", "optim", "data", "config", "errors", "paths", "__init__"},
+    {"registry", "models", "optim", "data", "config", "errors", "paths", "cores", "__init__"},
 ]
 
 #: Third-party packages only some modules may import.
