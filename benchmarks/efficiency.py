@@ -2,7 +2,10 @@
 
 Both sweeps of ``benchmarks/efficiency.yaml`` run through the command line, each in a fresh
 folder; compute is the number of epochs trained (pruned trials stop early), accuracy the best
-trial's validation and test accuracy.
+trial's validation and test accuracy. ``python benchmarks/run.py --only efficiency`` runs the
+file as it is (16 trials, seed 0); ``python benchmarks/efficiency.py --trials 50 --seed 1`` runs
+the same pair of sweeps at another size or seed and saves it apart
+(``results/efficiency-50-s1.json``).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import click
 import suite
 from suite import Context, Figure, Record
 
@@ -56,11 +60,15 @@ def _sweep(ctx: Context, *flags: str) -> tuple[dict, str]:
     }, shlex.join(["cnnbench", *args])
 
 
-def run(ctx: Context) -> Record:
-    """Run both sweeps; return their compute and best accuracy, and the goals' verdicts."""
-    pruned, command = _sweep(ctx)
-    plain, plain_command = _sweep(ctx, "--sampler", "random", "--pruner", "none")
-    record = Record("efficiency", suite.machine(), [], {"default": pruned, "random_unpruned": plain})
+def run(ctx: Context, trials: int | None = None, seed: int | None = None) -> Record:
+    """Run both sweeps (the file's trials and seed unless given); return their compute and best accuracy, and the
+    goals' verdicts."""
+    flags = [*(["--trials", str(trials)] if trials else []), *(["--seed", str(seed)] if seed is not None else [])]
+    pruned, command = _sweep(ctx, *flags)
+    plain, plain_command = _sweep(ctx, *flags, "--sampler", "random", "--pruner", "none")
+    name = "efficiency" + "".join(f"-{p}" for p in ([str(trials)] if trials else []) + (
+        [f"s{seed}"] if seed is not None else []))
+    record = Record(name, suite.machine(), [], {"default": pruned, "random_unpruned": plain})
     share = pruned["epochs"] / plain["epochs"]
     loss = 100 * (plain["best_val_acc"] - pruned["best_val_acc"])
     both = f"{command}  vs  {plain_command}"
@@ -78,3 +86,25 @@ def run(ctx: Context) -> Record:
         Figure("wall time, default / random unpruned", pruned["seconds"] / plain["seconds"], "x", "", None, both),
     ]
     return record
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--trials", type=click.IntRange(min=2), help="Trials in each sweep; default: the file's (16).")
+@click.option("--seed", type=click.IntRange(min=0), help="The sweeps' seed; default: the file's (0).")
+@click.option("--data-dir", type=click.Path(file_okay=False),
+              help="Dataset folder in torchvision's layout [env CNNBENCH_DATA_DIR].")
+def main(trials: int | None, seed: int | None, data_dir: str | None) -> None:
+    """Run the default sweep and the random unpruned one side by side; save and print their figures."""
+    import json
+
+    from cnnbench import data as datamod
+    from cnnbench import train
+    from run import markdown
+
+    train.flush_denormals()  # as the commands do
+    record = run(Context(datamod.data_dir(data_dir).resolve(), False), trials, seed)
+    click.echo(markdown(json.loads(suite.save(record, False).read_text())))
+
+
+if __name__ == "__main__":
+    main()
