@@ -198,11 +198,12 @@ class Objective:
         config = trial_config(self.sweep, sampled, preset=baseline, device=self.device)
         device = resolve_device(config.device)
         # Taken before the run's tags, which record the threads it trains with; a GPU run leaves the cores be.
-        with cores.share() if device.type == "cpu" else contextlib.nullcontext():
-            return self._run(trial, config, device, baseline)
+        limit = torch.get_num_threads()
+        with cores.share() if device.type == "cpu" else contextlib.nullcontext(limit) as threads:
+            return self._run(trial, config, device, baseline, f"{threads} of {limit}" if threads < limit else None)
 
-    def _run(self, trial: optuna.Trial, config: TrainConfig, device: torch.device,
-             baseline: str | None) -> float | list[float]:
+    def _run(self, trial: optuna.Trial, config: TrainConfig, device: torch.device, baseline: str | None,
+             shared: str | None) -> float | list[float]:
         tags = {"cnnbench.study": self.sweep.study_name, "cnnbench.trial": trial.number,
                 "cnnbench.dataset": self.sweep.dataset, "cnnbench.sampler": self.sweep.sampler,
                 "cnnbench.pruner": self.sweep.pruner, "cnnbench.device": str(device),
@@ -212,7 +213,8 @@ class Objective:
                 **{f"cnnbench.{key}": value for key, value in describe_hardware(device).items()}}
         run_id = self.tracker.start(f"trial-{trial.number}" + (f"-{baseline}" if baseline else ""), tags=tags,
                                     parent=self.parent, params=config.params())
-        _patiently(self.sweep, lambda: _set_attrs(trial, {"mlflow_run_id": run_id, "config": config.params()}))
+        _patiently(self.sweep, lambda: _set_attrs(trial, {"mlflow_run_id": run_id, "config": config.params(),
+                                                          **({SHARED_ATTR: shared} if shared else {})}))
         checkpoint = checkpoint_path(self.sweep.study_name, trial.number)
         earlier = trial.user_attrs.get("retry_of")
         if earlier is not None and checkpoint_path(self.sweep.study_name, earlier).exists():
@@ -602,6 +604,8 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial):
 
 
 WORKER_ATTR = "cnnbench.worker"
+#: A trial's threads where it shared the CPU with other runs ("1 of 2"), for the progress lines.
+SHARED_ATTR = "cnnbench.shared_threads"
 CHECKPOINTS = Path("cnnbench-checkpoints")
 
 
@@ -864,9 +868,12 @@ class _SweepBar:
 
 
 def _label(trial: optuna.trial.FrozenTrial) -> str:
-    """What a progress line calls a trial besides its number: the baseline it ran, or the architecture drawn."""
-    name = trial.user_attrs.get("baseline") or trial.params.get("arch")
-    return f" ({name})" if name else ""
+    """What a progress line calls a trial besides its number: the baseline it ran, or the architecture drawn,
+    and the threads it trained on where it shared the CPU with other runs."""
+    shared = trial.user_attrs.get(SHARED_ATTR)
+    said = [p for p in (trial.user_attrs.get("baseline") or trial.params.get("arch"), shared and f"on {shared} threads")
+            if p]
+    return f" ({', '.join(said)})" if said else ""
 
 
 def _summarise(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: str, data: datamod.Data) -> Outcome:

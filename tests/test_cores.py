@@ -17,7 +17,8 @@ from cnnbench.cli import main
 
 pytestmark = pytest.mark.skipif(not cores.enabled(), reason="no flock on this platform: runs keep their threads")
 
-HOLD = "from cnnbench import cores; import time\nwith cores.share(threads=2) as n:\n print(n, flush=True); time.sleep(60)"
+HOLD = ("from cnnbench import cores; import time\n"
+        "with cores.share(threads=2) as n:\n print(n, flush=True); time.sleep(60)")
 
 
 @pytest.fixture(autouse=True)
@@ -129,3 +130,7 @@ def test_each_trial_of_a_sweep_takes_its_share_and_records_it(tiny_data, tmp_pat
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id], "tags.`cnnbench.trial` != ''")
     assert sorted(r.data.tags["cnnbench.threads"] for r in runs) == ["1", "1"]
+    assert "trial 0 (on 1 of 2 threads) complete" in res.output and "trial 1 (on 1 of 2 threads)" in res.output
+    alone = CliRunner().invoke(main, ["sweep", str(path), "--data-dir", str(tiny_data), "--trials", "3"],
+                               catch_exceptions=False)
+    assert "trial 2 complete" in alone.output and "threads" not in alone.output
