@@ -42,12 +42,15 @@ def run(ctx: Context) -> Record:
     shared = _together(ctx, 2, True)
     fought = _together(ctx, 2, False)
     record = Record("sharing", suite.machine(), [], {"alone": alone, "shared": shared, "not_shared": fought})
+    def threads(r: dict) -> str:
+        return f"{r['threads']} thread{'s' * (r['threads'] != 1)}"
+
     slowest = {name: max(r["train_seconds"] for r in runs) for name, runs in (("shared", shared), ("not", fought))}
     record.figures += [
         Figure("one run alone: seconds of training", alone[0]["train_seconds"], "s", "", None, command),
-        *(Figure(f"two at once, cores shared: run {i + 1}'s seconds ({r['threads']} threads)", r["train_seconds"],
+        *(Figure(f"two at once, cores shared: run {i + 1}'s seconds ({threads(r)})", r["train_seconds"],
                  "s", "", None, f"{command}  (twice at once)") for i, r in enumerate(shared)),
-        *(Figure(f"two at once, each on every core: run {i + 1}'s seconds ({r['threads']} threads)",
+        *(Figure(f"two at once, each on every core: run {i + 1}'s seconds ({threads(r)})",
                  r["train_seconds"], "s", "", None, f"CNNBENCH_SHARE_CORES=0 {command}  (twice at once)")
           for i, r in enumerate(fought)),
         Figure("two at once: the slower run, not shared / shared", slowest["not"] / slowest["shared"], "x", "", None,
