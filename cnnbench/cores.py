@@ -61,8 +61,7 @@ def share(threads: int | None = None) -> Iterator[int]:
     cpus = available()
     claim = _register(cpus) if enabled() else None
     try:
-        runs = 1 + (_others(cpus, claim) if claim is not None else 0)
-        given = max(1, min(limit, len(cpus) // runs))
+        given = limit if claim is None else max(1, min(limit, len(cpus) // (1 + _others(cpus, claim))))
         torch.set_num_threads(given)
         yield given
     finally:

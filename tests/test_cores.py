@@ -81,8 +81,8 @@ def test_a_run_killed_leaves_no_claim_behind(tmp_path):
 def test_sharing_turned_off_or_impossible_keeps_the_threads(tmp_path, monkeypatch):
     with cores.share(threads=2):
         monkeypatch.setenv("CNNBENCH_SHARE_CORES", "0")
-        with cores.share(threads=2) as off:
-            assert off == 2
+        with cores.share(threads=2) as off, cores.share(threads=3) as more_than_cores:
+            assert (off, more_than_cores) == (2, 3)
         monkeypatch.delenv("CNNBENCH_SHARE_CORES")
         (tmp_path / "file").write_text("")
         monkeypatch.setenv("CNNBENCH_CORES_DIR", str(tmp_path / "file"))  # not a folder: nowhere to register
