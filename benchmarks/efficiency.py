@@ -103,6 +103,7 @@ def main(trials: int | None, seed: int | None, data_dir: str | None) -> None:
 
     train.flush_denormals()  # as the commands do
     record = run(Context(datamod.data_dir(data_dir).resolve(), False), trials, seed)
+    record.details["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     click.echo(markdown(json.loads(suite.save(record, False).read_text())))
 
 
