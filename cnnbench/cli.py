@@ -131,10 +131,7 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
 
     Settings come from the defaults, then --preset, then --config, then the flags you give.
     """
-    import contextlib
     from pathlib import Path
-
-    import torch
 
     from cnnbench import config as cfg
     from cnnbench import cores
@@ -189,13 +186,13 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
             click.echo(f"epoch {m.epoch:3d}  loss {m.train_loss:.4f}  acc {m.train_acc:.4f}{val}  "
                        f"lr {m.lr:.3g}  {m.epoch_seconds:.1f}s  {m.images_per_sec:,.0f} img/s")
 
-    device, limit = trainer.resolve_device(config.device), torch.get_num_threads()
-    with cores.share() if device.type == "cpu" else contextlib.nullcontext(limit) as threads:
+    with cores.share(trainer.resolve_device(config.device).type == "cpu") as taken:
         if not as_json:
             click.echo(f"training {config.arch} ({params:,} params) on {config.dataset}: {len(data.train):,} train / "
                        f"{len(data.val) if data.val else 0:,} val / {len(data.test):,} test")
-            if threads < limit:
-                click.echo(f"sharing the CPU with other cnnbench runs: training on {threads} of {limit} threads")
+            if taken.shared:
+                click.echo(f"sharing the CPU with other cnnbench runs: training on {taken.threads} of {taken.limit} "
+                           "threads")
             if done:
                 click.echo(f"resuming from {checkpoint}: {done} of {config.epochs} epochs done")
         result = trainer.fit(config, data, on_epoch_end=show, checkpoint=checkpoint, progress=sys.stderr.isatty())
@@ -210,7 +207,7 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         "epoch_seconds": [m.epoch_seconds for m in result.history],
         "images_per_sec": sum(m.images_per_sec for m in result.history) / len(result.history),
         "params": result.params, "device": result.device, "precision": result.precision,
-        "threads": threads, "config": config.params(),
+        "threads": taken.threads, "config": config.params(),
     }
     if export_dir:
         import tempfile

@@ -17,6 +17,7 @@ import contextlib
 import os
 import secrets
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -46,24 +47,38 @@ def enabled() -> bool:
     return fcntl is not None and os.environ.get("CNNBENCH_SHARE_CORES", "1") != "0"
 
 
+@dataclass(frozen=True)
+class Share:
+    """The threads a run trains with, and the most it could have had."""
+
+    threads: int
+    limit: int
+
+    @property
+    def shared(self) -> bool:
+        """Whether other runs on these cores left this one fewer threads than it had."""
+        return self.threads < self.limit
+
+
 @contextlib.contextmanager
-def share(threads: int | None = None) -> Iterator[int]:
-    """Claim this process's share of its cores for a run; yield the threads it gets, and give them back after.
+def share(on_cpu: bool = True, threads: int | None = None) -> Iterator[Share]:
+    """Claim this process's share of its cores for a run on the CPU; yield it, and give it back after.
 
     ``threads`` is the most the run may use (default: torch's current thread count, which ``--workers``
     and ``OMP_NUM_THREADS`` set). Torch's thread count is set to the share for the run and restored after.
-    Where the folder cannot be written, or sharing is off, the run keeps its threads.
+    A run on an accelerator (``on_cpu`` false) claims nothing; where the folder cannot be written, or
+    sharing is off, the run keeps its threads.
     """
     import torch
 
     before = torch.get_num_threads()
     limit = threads or before
     cpus = available()
-    claim = _register(cpus) if enabled() else None
+    claim = _register(cpus) if on_cpu and enabled() else None
     try:
         given = limit if claim is None else max(1, min(limit, len(cpus) // (1 + _others(cpus, claim))))
         torch.set_num_threads(given)
-        yield given
+        yield Share(given, limit)
     finally:
         torch.set_num_threads(before)
         if claim is not None:

@@ -197,10 +197,10 @@ class Objective:
         sampled = {} if baseline else suggest(trial, self.sweep)
         config = trial_config(self.sweep, sampled, preset=baseline, device=self.device)
         device = resolve_device(config.device)
-        # Taken before the run's tags, which record the threads it trains with; a GPU run leaves the cores be.
-        limit = torch.get_num_threads()
-        with cores.share() if device.type == "cpu" else contextlib.nullcontext(limit) as threads:
-            return self._run(trial, config, device, baseline, f"{threads} of {limit}" if threads < limit else None)
+        # Taken before the run's tags, which record the threads it trains with.
+        with cores.share(device.type == "cpu") as taken:
+            return self._run(trial, config, device, baseline, f"{taken.threads} of {taken.limit}" if taken.shared
+                             else None)
 
     def _run(self, trial: optuna.Trial, config: TrainConfig, device: torch.device, baseline: str | None,
              shared: str | None) -> float | list[float]:

@@ -18,7 +18,7 @@ from cnnbench.cli import main
 pytestmark = pytest.mark.skipif(not cores.enabled(), reason="no flock on this platform: runs keep their threads")
 
 HOLD = ("from cnnbench import cores; import time\n"
-        "with cores.share(threads=2) as n:\n print(n, flush=True); time.sleep(60)")
+        "with cores.share(threads=2) as n:\n print(n.threads, flush=True); time.sleep(60)")
 
 
 @pytest.fixture(autouse=True)
@@ -32,23 +32,23 @@ def _own_folder(tmp_path, monkeypatch):
 
 def test_a_second_run_on_the_same_cores_halves_the_threads_and_both_are_given_back(tmp_path):
     with cores.share(threads=2) as first:
-        assert first == 2 and torch.get_num_threads() == 2
+        assert first.threads == 2 and torch.get_num_threads() == 2
         with cores.share(threads=2) as second:
-            assert second == 1 and torch.get_num_threads() == 1
+            assert second.threads == 1 and torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
         with cores.share(threads=2) as third:  # the second has ended
-            assert third == 1
+            assert third.threads == 1
     assert list((tmp_path / "cores").iterdir()) == []
 
 
 def test_a_run_never_takes_more_threads_than_it_had_nor_fewer_than_one(monkeypatch):
     monkeypatch.setattr(cores, "available", lambda: {0, 1, 2, 3})
     with cores.share(threads=1) as one:
-        assert one == 1
+        assert one.threads == 1
         with cores.share(threads=8) as other, cores.share(threads=8) as third:
-            assert (other, third) == (2, 1)  # 4 cores: 4 // 2, then 4 // 3
+            assert (other.threads, third.threads) == (2, 1)  # 4 cores: 4 // 2, then 4 // 3
             with cores.share(threads=8), cores.share(threads=8) as fifth:
-                assert fifth == 1  # 4 // 5 is none: one thread
+                assert fifth.threads == 1  # 4 // 5 is none: one thread
 
 
 def test_runs_on_other_cpus_do_not_count(monkeypatch):
@@ -56,10 +56,10 @@ def test_runs_on_other_cpus_do_not_count(monkeypatch):
     with cores.share(threads=2) as low:
         monkeypatch.setattr(cores, "available", lambda: {2, 3})
         with cores.share(threads=2) as high:
-            assert (low, high) == (2, 2)
+            assert (low.threads, high.threads) == (2, 2)
             monkeypatch.setattr(cores, "available", lambda: {1, 2})
             with cores.share(threads=2) as across:
-                assert across == 1  # overlaps both: 2 cores // 3 runs, at least one
+                assert across.threads == 1  # overlaps both: 2 cores // 3 runs, at least one
 
 
 def test_a_run_killed_leaves_no_claim_behind(tmp_path):
@@ -68,13 +68,13 @@ def test_a_run_killed_leaves_no_claim_behind(tmp_path):
     try:
         assert child.stdout.readline().strip() in {"1", "2"}  # its own CPUs: one where the machine has one
         with cores.share(threads=2) as beside:
-            assert beside == 1
+            assert beside.threads == 1
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
     assert len(list((tmp_path / "cores").glob("*.cpus"))) == 1  # the dead run's file, still there
     with cores.share(threads=2) as alone:
-        assert alone == 2
+        assert alone.threads == 2
     assert list((tmp_path / "cores").iterdir()) == []  # removed by the run that found it unlocked
 
 
@@ -82,12 +82,16 @@ def test_sharing_turned_off_or_impossible_keeps_the_threads(tmp_path, monkeypatc
     with cores.share(threads=2):
         monkeypatch.setenv("CNNBENCH_SHARE_CORES", "0")
         with cores.share(threads=2) as off, cores.share(threads=3) as more_than_cores:
-            assert (off, more_than_cores) == (2, 3)
+            assert (off.threads, more_than_cores.threads) == (2, 3)
+        monkeypatch.delenv("CNNBENCH_SHARE_CORES")
+        with cores.share(False, threads=2) as on_a_gpu:  # a run on an accelerator claims nothing
+            assert on_a_gpu == cores.Share(2, 2) and len(list((tmp_path / "cores").glob("*.cpus"))) == 1
+        monkeypatch.setenv("CNNBENCH_SHARE_CORES", "0")
         monkeypatch.delenv("CNNBENCH_SHARE_CORES")
         (tmp_path / "file").write_text("")
         monkeypatch.setenv("CNNBENCH_CORES_DIR", str(tmp_path / "file"))  # not a folder: nowhere to register
         with cores.share(threads=2) as unregistered:
-            assert unregistered == 2
+            assert unregistered.threads == 2
 
 
 def test_train_beside_another_run_says_it_shares_and_records_its_threads(tiny_data, tmp_path):
