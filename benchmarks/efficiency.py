@@ -66,8 +66,7 @@ def run(ctx: Context, trials: int | None = None, seed: int | None = None) -> Rec
     flags = [*(["--trials", str(trials)] if trials else []), *(["--seed", str(seed)] if seed is not None else [])]
     pruned, command = _sweep(ctx, *flags)
     plain, plain_command = _sweep(ctx, *flags, "--sampler", "random", "--pruner", "none")
-    name = "efficiency" + "".join(f"-{p}" for p in ([str(trials)] if trials else []) + (
-        [f"s{seed}"] if seed is not None else []))
+    name = "efficiency" + (f"-{trials}" if trials else "") + (f"-s{seed}" if seed is not None else "")
     record = Record(name, suite.machine(), [], {"default": pruned, "random_unpruned": plain})
     share = pruned["epochs"] / plain["epochs"]
     loss = 100 * (plain["best_val_acc"] - pruned["best_val_acc"])
@@ -103,7 +102,6 @@ def main(trials: int | None, seed: int | None, data_dir: str | None) -> None:
 
     train.flush_denormals()  # as the commands do
     record = run(Context(datamod.data_dir(data_dir).resolve(), False), trials, seed)
-    record.details["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     click.echo(markdown(json.loads(suite.save(record, False).read_text())))
 
 

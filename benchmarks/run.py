@@ -7,7 +7,6 @@ Each benchmark writes ``benchmarks/results/NAME.json`` (``NAME-quick.json`` for 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 
 import click
@@ -77,7 +76,6 @@ def main(quick: bool, only: tuple[str, ...], report: bool, data_dir: str | None)
                 "sweep": lambda: tracked.sweep(ctx),
             }.get(name, lambda: presets.run(name, ctx))()
         records[name] = record
-        record.details["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
         path = suite.save(record, quick)
         for f in record.figures:
             click.echo(f"{f.name:<72} {FORMATS[f.unit].format(f.value):>9} {f.unit:<8} {f.goal or '':<9} "

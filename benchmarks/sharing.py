@@ -17,13 +17,14 @@ import sys
 import suite
 from suite import Context, Figure, Record
 
-ARGS = ["train", "--preset", "seed004", "--epochs", "2", "--json"]
+def _args(quick: bool) -> list[str]:
+    return ["train", "--preset", "seed004", "--epochs", "1" if quick else "2", "--json"]
 
 
 def _together(ctx: Context, copies: int, share: bool) -> list[dict]:
     """Start ``copies`` runs at once; return each one's JSON summary."""
     env = {**os.environ, "CNNBENCH_DATA_DIR": str(ctx.data_root), "CNNBENCH_SHARE_CORES": "1" if share else "0"}
-    args = [*ARGS[:-2], "1", "--json"] if ctx.quick else ARGS
+    args = _args(ctx.quick)
     runs = [subprocess.Popen([sys.executable, "-m", "cnnbench", *args], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True) for _ in range(copies)]
     out = []
@@ -37,11 +38,12 @@ def _together(ctx: Context, copies: int, share: bool) -> list[dict]:
 
 def run(ctx: Context) -> Record:
     """Time the run alone, two at once sharing the cores, two at once not; return the figures."""
-    command = shlex.join(["cnnbench", *ARGS])
+    command = shlex.join(["cnnbench", *_args(ctx.quick)])
     alone = _together(ctx, 1, True)
     shared = _together(ctx, 2, True)
     fought = _together(ctx, 2, False)
     record = Record("sharing", suite.machine(), [], {"alone": alone, "shared": shared, "not_shared": fought})
+
     def threads(r: dict) -> str:
         return f"{r['threads']} thread{'s' * (r['threads'] != 1)}"
 

@@ -71,7 +71,9 @@ def machine() -> dict:
 
 
 def save(record: Record, quick: bool) -> Path:
-    """Write ``record`` as JSON under ``results/`` (``<name>-quick.json`` for a quick run); return the path."""
+    """Write ``record`` as JSON under ``results/`` (``<name>-quick.json`` for a quick run), with the load average
+    at its end; return the path."""
+    record.details["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{record.benchmark}{'-quick' if quick else ''}.json"
     path.write_text(json.dumps(asdict(record), indent=2) + "\n")
