@@ -191,8 +191,7 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
             click.echo(f"training {config.arch} ({params:,} params) on {config.dataset}: {len(data.train):,} train / "
                        f"{len(data.val) if data.val else 0:,} val / {len(data.test):,} test")
             if taken.shared:
-                click.echo(f"sharing the CPU with other cnnbench runs: training on {taken.threads} of {taken.limit} "
-                           "threads")
+                click.echo(f"sharing the CPU with other cnnbench runs: training on {taken} threads")
             if done:
                 click.echo(f"resuming from {checkpoint}: {done} of {config.epochs} epochs done")
         result = trainer.fit(config, data, on_epoch_end=show, checkpoint=checkpoint, progress=sys.stderr.isatty())

@@ -59,6 +59,9 @@ class Share:
         """Whether other runs on these cores left this one fewer threads than it had."""
         return self.threads < self.limit
 
+    def __str__(self) -> str:
+        return f"{self.threads} of {self.limit}"
+
 
 @contextlib.contextmanager
 def share(on_cpu: bool = True, threads: int | None = None) -> Iterator[Share]:

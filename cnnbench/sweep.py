@@ -199,8 +199,7 @@ class Objective:
         device = resolve_device(config.device)
         # Taken before the run's tags, which record the threads it trains with.
         with cores.share(device.type == "cpu") as taken:
-            return self._run(trial, config, device, baseline, f"{taken.threads} of {taken.limit}" if taken.shared
-                             else None)
+            return self._run(trial, config, device, baseline, str(taken) if taken.shared else None)
 
     def _run(self, trial: optuna.Trial, config: TrainConfig, device: torch.device, baseline: str | None,
              shared: str | None) -> float | list[float]:
