@@ -86,8 +86,6 @@ def test_sharing_turned_off_or_impossible_keeps_the_threads(tmp_path, monkeypatc
         monkeypatch.delenv("CNNBENCH_SHARE_CORES")
         with cores.share(False, threads=2) as on_a_gpu:  # a run on an accelerator claims nothing
             assert on_a_gpu == cores.Share(2, 2) and len(list((tmp_path / "cores").glob("*.cpus"))) == 1
-        monkeypatch.setenv("CNNBENCH_SHARE_CORES", "0")
-        monkeypatch.delenv("CNNBENCH_SHARE_CORES")
         (tmp_path / "file").write_text("")
         monkeypatch.setenv("CNNBENCH_CORES_DIR", str(tmp_path / "file"))  # not a folder: nowhere to register
         with cores.share(threads=2) as unregistered:
