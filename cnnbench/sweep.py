@@ -31,8 +31,8 @@ from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
                              UnreachableStorage, outlast, redact)
 from cnnbench.space import Sweep, grid, suggest, trial_config
-from cnnbench.storage import (DEFAULT_JOURNAL, HEARTBEAT_SECONDS, damaged, describe, importance_evaluator,
-                              open_storage, sampled_study, study_lock, unavailable)
+from cnnbench.storage import (HEARTBEAT_SECONDS, damaged, describe, importance_evaluator, local_file, open_storage,
+                              sampled_study, study_lock, unavailable)
 from cnnbench.tracking import Tracker, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
@@ -1008,9 +1008,12 @@ def _trial_list(numbers: list[int], most: int = 6) -> str:
 
 
 def load_study(name: str, storage: str | None) -> optuna.Study:
-    """Load an existing study; raise :class:`StudyError` listing the studies there if it is missing."""
-    store = open_storage(storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(store)]
+    """Load an existing study; raise :class:`StudyError` listing the studies there if it is missing.
+
+    A storage file that is not there is not created: looking for a study records nothing.
+    """
+    store = _existing_storage(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(store)] if store is not None else []
     if name not in names:
         import difflib
 
@@ -1021,10 +1024,15 @@ def load_study(name: str, storage: str | None) -> optuna.Study:
 
 
 def studies(storage: str | None) -> list[str]:
-    """Return the names of the studies in ``storage``."""
-    if storage is None and not Path(DEFAULT_JOURNAL).exists():
-        return []
-    return [s.study_name for s in optuna.get_all_study_summaries(open_storage(storage))]
+    """Return the names of the studies in ``storage`` (none where its file is not there; it is not created)."""
+    store = _existing_storage(storage)
+    return [s.study_name for s in optuna.get_all_study_summaries(store)] if store is not None else []
+
+
+def _existing_storage(storage: str | None) -> optuna.storages.BaseStorage | None:
+    """Open ``storage`` to read it, or return ``None`` where it is a journal or SQLite file that is not there."""
+    path = local_file(storage)
+    return None if path is not None and not path.is_file() else open_storage(storage)
 
 
 

@@ -452,6 +452,11 @@ def test_best_trial_refuses_a_trial_that_is_not_complete(tmp_path, tiny_data):
 def test_best_without_a_study_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(main, ["best"])
     assert res.exit_code == 2 and "no study in" in res.output and "cnnbench sweep" in res.output
+    # Looking for a study in a storage file that is not there creates nothing.
+    for args in (["--study", "nope"], ["--storage", "other.log"], ["--storage", "sqlite:///other.db", "--study", "a"]):
+        res = CliRunner().invoke(main, ["best", *args])
+        assert res.exit_code == 2 and "no study" in res.output, args
+    assert not {"cnnbench-journal.log", "other.log", "other.db"} & {p.name for p in tmp_path.iterdir()}
 
 
 def test_sweep_by_dataset_name_uses_the_packaged_file(tmp_path, tiny_data):
