@@ -21,6 +21,15 @@ def test_mnist_and_cifar_load_as_uint8_tensors(tiny_data):
     assert set(cifar.train.y.tolist()) == set(range(10))
 
 
+def test_every_dataset_names_its_classes():
+    # Predictions, exports and the figures of right and wrong predictions carry these names.
+    for name in data.DATASETS.names():
+        classes = data.DATASETS.get(name).classes
+        assert len(set(classes)) == len(classes) and all(c and not c.startswith("class_") for c in classes), name
+    fine = data.DATASETS.get("cifar100").classes
+    assert len(fine) == 100 and list(fine) == sorted(fine) and (fine[0], fine[39], fine[99]) == ("apple", "keyboard", "worm")
+
+
 def test_cifar_pixels_are_read_in_channel_planes(tmp_path):
     from conftest import write_cifar10
 
