@@ -298,8 +298,9 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
     else:
         best = "no complete trial yet"
     running = f", {outcome.running} running in other workers" if outcome.running else ""
+    interrupted = f", {outcome.interrupted} interrupted" if outcome.interrupted else ""
     click.echo(f"study {outcome.study!r}: {outcome.complete} complete, {outcome.pruned} pruned, "
-               f"{outcome.failed} failed{running}; {best}")
+               f"{outcome.failed} failed{interrupted}{running}; {best}")
     shown = 10
     for number, values in outcome.front[:shown]:
         click.echo(f"  trial {number}: " + ", ".join(f"{name} {sweeps.format_value(name, value)}"

@@ -40,6 +40,8 @@ from cnnbench.train import (Result, check, copy_model, describe_hardware, evalua
 IDENTITY_ATTR = "cnnbench.sweep"
 #: Study names cnnbench itself gives (see ``Sweep.study``): safe as file and folder names.
 _FILE_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+#: The ``reason`` of a trial stopped by Ctrl-C or a signal.
+INTERRUPTED = "interrupted"
 #: A worker gives up after this many trials in a row fail (not pruned: failed).
 MAX_CONSECUTIVE_FAILURES = 5
 PARENT_ATTR = "cnnbench.parent_run"
@@ -181,6 +183,8 @@ class Outcome:
     front: list[tuple[int, list[float]]] = field(default_factory=list)
     #: Trials still running when this invocation ended: other workers' (``--join``, another machine).
     running: int = 0
+    #: Failed trials that were stopped by Ctrl-C or a signal, not by an error (counted apart from ``failed``).
+    interrupted: int = 0
 
 
 class Objective:
@@ -229,7 +233,7 @@ class Objective:
             checkpoint.unlink(missing_ok=True)
             raise optuna.TrialPruned("diverged") from None
         except BaseException as err:
-            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
+            reason = INTERRUPTED if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
             if not self.tracker.gave_up:  # else the run is closed once the store is back (see reconcile)
                 self._end(trial, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", "FAIL", reason)
             raise
@@ -910,9 +914,12 @@ def _record_best(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: st
     _study_plots(study, tracker, parent)
     reconcile(study, tracker)
     tracker.end(parent, "FINISHED" if finished(study) >= sweep.trials else "KILLED")
+    interrupted = sum(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("reason") == INTERRUPTED
+                      for t in trials)
     return Outcome(sweep.study_name, len(trials), count[optuna.trial.TrialState.COMPLETE],
-                   count[optuna.trial.TrialState.PRUNED], count[optuna.trial.TrialState.FAIL], best_value,
-                   best_params or {}, best_number, parent, front, count[optuna.trial.TrialState.RUNNING])
+                   count[optuna.trial.TrialState.PRUNED], count[optuna.trial.TrialState.FAIL] - interrupted,
+                   best_value, best_params or {}, best_number, parent, front, count[optuna.trial.TrialState.RUNNING],
+                   interrupted)
 
 
 def _param_logged(tracker: Tracker, run_id: str, key: str, value) -> bool:

@@ -180,6 +180,27 @@ def test_a_sweep_stopped_by_its_timeout_says_so_and_how_to_go_on(tmp_path, tiny_
     assert res.exit_code == 0 and "4 of 4 done" in res.output and "timeout" not in res.output
 
 
+def test_an_interrupted_sweep_counts_its_cut_trial_apart_from_failures(tmp_path, tiny_data, monkeypatch):
+    import cnnbench.sweep as sweeps
+
+    calls, fit = [], sweeps.fit
+
+    def interrupted_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(sweeps, "fit", interrupted_second)
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--epochs", "1")
+    assert res.exit_code == 130 and "interrupted; to resume, run" in res.output
+    cut = [t for t in trials_of("tiny") if t.state == optuna.trial.TrialState.FAIL]
+    assert len(cut) == 1 and cut[0].user_attrs["reason"] == "interrupted"
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--epochs", "1")
+    assert res.exit_code == 0, res.output
+    assert "1 of 4 trials done" in res.output and ", 0 failed, 1 interrupted;" in res.output
+
+
 def test_resuming_with_another_space_is_refused_unless_renamed(swept, tmp_path, tiny_data):
     changed = TINY.replace("high: 1e-1", "high: 0.5")
     res = sweep(tmp_path, changed, "--data-dir", str(tiny_data))
