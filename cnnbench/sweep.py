@@ -977,17 +977,21 @@ def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(complete, key=lambda t: t.values[0], reverse=reverse)
 
 
+_STATE_WORDS = {optuna.trial.TrialState.PRUNED: "was pruned", optuna.trial.TrialState.FAIL: "failed",
+                optuna.trial.TrialState.RUNNING: "is still running", optuna.trial.TrialState.WAITING: "is waiting to run"}
+
+
 def complete_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
     """Return the study's trial ``number``; raise :class:`StudyError` unless it exists and is complete."""
     trials = study.get_trials(deepcopy=False)
     if number >= len(trials):
-        raise StudyError(f"study {study.study_name!r} has no trial {number} "
-                         f"(it has {len(trials)}: 0-{len(trials) - 1})",
+        held = f"it has {len(trials)}: 0-{len(trials) - 1}" if trials else "it has none yet"
+        raise StudyError(f"study {study.study_name!r} has no trial {number} ({held})",
                          source="--trial", hint="`cnnbench best --top K` lists the best")
     trial = trials[number]
     if trial.state != optuna.trial.TrialState.COMPLETE:  # only a complete trial has a model to show and export
         reason = trial.user_attrs.get("reason", "")
-        raise StudyError(f"trial {number} of study {study.study_name!r} is {trial.state.name.lower()}"
+        raise StudyError(f"trial {number} of study {study.study_name!r} {_STATE_WORDS[trial.state]}"
                          + (f" ({reason})" if reason else "") + ": only a complete trial has a model",
                          source="--trial", hint="`cnnbench best --top K` lists the complete trials")
     return trial

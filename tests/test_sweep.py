@@ -196,6 +196,8 @@ def test_an_interrupted_sweep_counts_its_cut_trial_apart_from_failures(tmp_path,
     assert res.exit_code == 130 and "interrupted; to resume, run" in res.output
     cut = [t for t in trials_of("tiny") if t.state == optuna.trial.TrialState.FAIL]
     assert len(cut) == 1 and cut[0].user_attrs["reason"] == "interrupted"
+    res = CliRunner().invoke(main, ["best", "--trial", str(cut[0].number), "--export"])
+    assert res.exit_code == 2 and f"trial {cut[0].number} of study 'tiny' failed (interrupted): only a" in res.output
     res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--epochs", "1")
     assert res.exit_code == 0, res.output
     assert "1 of 4 trials done" in res.output and ", 0 failed, 1 interrupted;" in res.output
@@ -466,7 +468,7 @@ def test_best_trial_refuses_a_trial_that_is_not_complete(tmp_path, tiny_data):
     study = optuna.load_study(study_name="tiny", storage=journal())
     pruned = next(t.number for t in study.get_trials() if t.state == optuna.trial.TrialState.PRUNED)
     res = CliRunner().invoke(main, ["best", "--trial", str(pruned), "--export"])
-    assert res.exit_code == 2 and f"trial {pruned} of study 'tiny' is pruned (unbuildable" in res.output
+    assert res.exit_code == 2 and f"trial {pruned} of study 'tiny' was pruned (unbuildable" in res.output
     assert not Path("exports").exists()
 
 
@@ -478,6 +480,12 @@ def test_best_without_a_study_is_a_clear_error(tmp_path):
         res = CliRunner().invoke(main, ["best", *args])
         assert res.exit_code == 2 and "no study" in res.output, args
     assert not {"cnnbench-journal.log", "other.log", "other.db"} & {p.name for p in tmp_path.iterdir()}
+
+
+def test_best_trial_of_a_study_without_trials_says_it_has_none(tmp_path):
+    optuna.create_study(study_name="empty", storage=journal(), direction="maximize")
+    res = CliRunner().invoke(main, ["best", "--trial", "0"])
+    assert res.exit_code == 2 and "study 'empty' has no trial 0 (it has none yet)" in res.output
 
 
 def test_sweep_by_dataset_name_uses_the_packaged_file(tmp_path, tiny_data):
