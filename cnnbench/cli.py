@@ -178,6 +178,8 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         raise
     if checkpoint:
         click.get_current_context().meta["cnnbench.resume"] = "the same `cnnbench train` command again"
+    if warning := trainer.mirror_warning(config.dataset, [config.augment], [config.tta]):
+        click.echo(f"warning: {warning}", err=True)
     data = datamod.load(config.dataset, data_dir, val_fraction=config.val_fraction)
 
     def show(m):
@@ -259,7 +261,7 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
     from cnnbench import space
     from cnnbench import sweep as sweeps
     from cnnbench.errors import ConfigError, install_signal_handlers
-    from cnnbench.train import check_precision, flush_denormals, resolve_device
+    from cnnbench.train import check_precision, flush_denormals, mirror_warning, resolve_device
 
     flush_denormals()
     install_signal_handlers()
@@ -287,6 +289,9 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
         except ConfigError as err:
             err.source = "--devices" if pinned else "--device" if device else sources.get("fixed", err.source)
             raise
+    if warning := mirror_warning(definition.dataset, space.settings(definition, "augment"),
+                                 space.settings(definition, "tta")):
+        click.echo(f"warning: {warning}", err=True)
     outcome = sweeps.run(definition, data_dir=data_dir, device=device, devices=pinned, join=join, echo=click.echo)
     objectives = definition.objectives
     if outcome.front:

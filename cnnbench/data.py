@@ -34,6 +34,8 @@ class DatasetSpec:
     std: tuple[float, ...]
     augment: str
     folder: str
+    #: Whether a mirrored image still shows its class: a photo or a coat does, a digit does not.
+    mirrors: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -53,7 +55,7 @@ _CIFAR100 = tuple("""
     wardrobe whale willow_tree wolf woman worm""".split())
 DATASETS.add("mnist", DatasetSpec(
     "mnist", "MNIST handwritten digits, 1x28x28, 60k train / 10k test", "MNIST", (1, 28, 28), _DIGITS,
-    (0.1307,), (0.3081,), "none", "MNIST"))
+    (0.1307,), (0.3081,), "none", "MNIST", mirrors=False))
 DATASETS.add("fashion_mnist", DatasetSpec(
     "fashion_mnist", "Fashion-MNIST clothing, 1x28x28, 60k train / 10k test", "FashionMNIST", (1, 28, 28),
     ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
@@ -268,6 +270,8 @@ def _read_cifar_split(spec: DatasetSpec, root: Path, train: bool) -> Split:
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 AUGMENTS: Registry[Augment] = Registry("augmentation")
+#: The augmentations that mirror images.
+MIRRORING = frozenset({"flip", "crop_flip", "crop2_flip"})
 
 
 def _rand(n: int, gen: torch.Generator, device) -> torch.Tensor:

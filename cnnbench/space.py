@@ -315,10 +315,7 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
             raise ConfigError(f"space.{key} is a whole number; its step must be too", source=src)
 
     def options(key: str) -> list[Any]:
-        if key in sweep.space:
-            p = sweep.space[key]
-            return p.values() if p.choices is not None else [p.low]
-        return [sweep.fixed.get(key, TrainConfig.model_fields[key].default)]
+        return settings(sweep, key)
 
     for key, owner, takes in ([(k, "arch", arch_params) for k in ARCH_FIELDS]
                               + [("momentum", "optimizer", optimizer_params), ("nesterov", "optimizer", optimizer_params)]):
@@ -374,6 +371,15 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
                           f"{', '.join(map(str, unbuilt))}", source=where("space", "kernel_size"),
                           hint="lower space.kernel_size's high" if ranged
                           else f"remove {', '.join(map(str, unbuilt))} from space.kernel_size")
+
+
+def settings(sweep: Sweep, key: str) -> list[Any]:
+    """Return the values the sweep's trials may give the training setting ``key``: its choices, the low end of its
+    range, or the one fixed (or default) value."""
+    if key in sweep.space:
+        p = sweep.space[key]
+        return p.values() if p.choices is not None else [p.low]
+    return [sweep.fixed.get(key, TrainConfig.model_fields[key].default)]
 
 
 def grid(sweep: Sweep) -> dict[str, list[Any]]:

@@ -30,6 +30,18 @@ def test_train_prints_epochs_and_test_accuracy(tiny_data):
     assert "epoch   1" in res.output and "test accuracy" in res.output
 
 
+def test_train_warns_that_mirrored_digits_are_not_digits(tiny_data):
+    res = run("train", "mnist", "--data-dir", str(tiny_data), "--arch", "two_conv", "--width", "4", "--epochs", "1",
+              "--batch-size", "64", "--augment", "crop_flip", "--tta", "flip", "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert ("warning: augment 'crop_flip' and tta 'flip' mirror images, but a mirrored mnist image is not of its "
+            "class: expect lower accuracy") in res.output and "test accuracy" in res.output
+    for dataset, args in (("mnist", ["--augment", "affine"]), ("cifar10", ["--tta", "flip"])):
+        res = run("train", dataset, "--data-dir", str(tiny_data), "--arch", "two_conv", "--width", "4",
+                  "--epochs", "1", "--batch-size", "64", "--device", "cpu", *args)
+        assert res.exit_code == 0 and "warning" not in res.output, res.output
+
+
 def test_train_from_a_preset_and_a_config_file(tiny_data, tmp_path):
     path = tmp_path / "cfg.yaml"
     path.write_text("epochs: 1\nbatch_size: 20\n")

@@ -472,6 +472,15 @@ def test_best_trial_refuses_a_trial_that_is_not_complete(tmp_path, tiny_data):
     assert not Path("exports").exists()
 
 
+def test_a_sweep_that_may_mirror_digits_warns_once_before_it_starts(tmp_path, tiny_data):
+    text = GRID.replace("kernel_size: {choices: [3, 7]}", "augment: {choices: [none, flip]}")
+    res = sweep(tmp_path, text + "  tta: {choices: [none, flip_shift]}\n", "--data-dir", str(tiny_data))
+    assert res.exit_code == 0, res.output
+    first, *rest = res.output.splitlines()
+    assert first.startswith("warning: augment 'flip' and tta 'flip_shift' mirror images, but a mirrored mnist image")
+    assert not any("warning" in line for line in rest)
+
+
 def test_best_without_a_study_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(main, ["best"])
     assert res.exit_code == 2 and "no study in" in res.output and "cnnbench sweep" in res.output
