@@ -314,19 +314,16 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
         if key in _INT_FIELDS and param.choices is None and param.step and not float(param.step).is_integer():
             raise ConfigError(f"space.{key} is a whole number; its step must be too", source=src)
 
-    def options(key: str) -> list[Any]:
-        return settings(sweep, key)
-
     for key, owner, takes in ([(k, "arch", arch_params) for k in ARCH_FIELDS]
                               + [("momentum", "optimizer", optimizer_params), ("nesterov", "optimizer", optimizer_params)]):
         if key not in sweep.space and sweep.fixed.get(key) is None:
             continue
         allowed = sweep.space[key].when.get(owner) if key in sweep.space else None
         allowed = allowed if isinstance(allowed, list) or allowed is None else [allowed]
-        owners = [o for o in options(owner) if allowed is None or o in allowed]
+        owners = [o for o in settings(sweep, owner) if allowed is None or o in allowed]
         lacking = [o for o in owners if key not in takes(o)]
         if lacking:
-            having = [o for o in options(owner) if key in takes(o)]
+            having = [o for o in settings(sweep, owner) if key in takes(o)]
             fix = (f"add `when: {{{owner}: [{', '.join(having)}]}}` to space.{key}" if key in sweep.space and having
                    else f"remove {key} or the {owner} choices {', '.join(lacking)}")
             raise ConfigError(f"{key} does not apply to {owner} {', '.join(lacking)}",
@@ -336,15 +333,15 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
     blame = {k: where("space", k) if k in sweep.space else where("fixed", k) for k in {*sweep.fixed, *sweep.space}}
     ranged = "kernel_size" in sweep.space and sweep.space["kernel_size"].choices is None
     kernels = ([int(sweep.space["kernel_size"].low), int(sweep.space["kernel_size"].high)] if ranged
-               else [k for k in options("kernel_size") if k is not None] or [None])
+               else [k for k in settings(sweep, "kernel_size") if k is not None] or [None])
     built: set[Any] = set()  # the kernel sizes some architecture that takes one builds with
-    for arch in options("arch"):
+    for arch in settings(sweep, "arch"):
         # One value of every other searched setting that applies, so that a fixed setting that
         # needs a searched one (nesterov, momentum) is checked with it and not without it.
         sampled: dict[str, Any] = {"arch": arch}
         for key, param in sweep.space.items():
             if key not in ("arch", "kernel_size") and param.applies(sampled):
-                sampled[key] = options(key)[0]
+                sampled[key] = settings(sweep, key)[0]
         errors = []
         takes_kernel = "kernel_size" in arch_params(arch)
         tried = kernels if takes_kernel else [None]

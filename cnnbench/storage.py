@@ -234,6 +234,13 @@ def local_file(url: str | None) -> Path | None:
     return None
 
 
+def open_existing(url: str | None) -> "optuna.storages.BaseStorage | None":
+    """Open the storage at ``url`` to read it, or return ``None`` where it is a journal or SQLite file that is not
+    there (a missing file is not created)."""
+    path = local_file(url)
+    return None if path is not None and not path.is_file() else open_storage(url)
+
+
 def damaged(url: str | None) -> str | None:
     """Why the local file behind ``url`` (a journal or SQLite storage URL, Optuna's or MLflow's) cannot be what the
     URL names, or ``None``: no such file yet, a server, or a file of the right kind. Reads a few bytes."""
@@ -255,10 +262,9 @@ def read_study(url: str | None, name: str) -> StudyRecord | None:
     is not there (a missing file is not created). Raises :class:`StudyError` when the storage cannot be opened."""
     import optuna
 
-    path = local_file(url)
-    if path is not None and not path.is_file():
+    store = open_existing(url)
+    if store is None:
         return None
-    store = open_storage(url)
     try:
         study = optuna.load_study(study_name=name, storage=store)
     except KeyError:

@@ -31,8 +31,8 @@ from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
                              UnreachableStorage, outlast, redact)
 from cnnbench.space import Sweep, grid, suggest, trial_config
-from cnnbench.storage import (HEARTBEAT_SECONDS, damaged, describe, importance_evaluator, local_file, open_storage,
-                              sampled_study, study_lock, unavailable)
+from cnnbench.storage import (HEARTBEAT_SECONDS, damaged, describe, importance_evaluator, open_existing,
+                              open_storage, sampled_study, study_lock, unavailable)
 from cnnbench.tracking import Tracker, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
@@ -977,8 +977,10 @@ def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return sorted(complete, key=lambda t: t.values[0], reverse=reverse)
 
 
+#: How an error says a trial that is not complete stands.
 _STATE_WORDS = {optuna.trial.TrialState.PRUNED: "was pruned", optuna.trial.TrialState.FAIL: "failed",
-                optuna.trial.TrialState.RUNNING: "is still running", optuna.trial.TrialState.WAITING: "is waiting to run"}
+                optuna.trial.TrialState.RUNNING: "is still running",
+                optuna.trial.TrialState.WAITING: "is waiting to run"}
 
 
 def complete_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
@@ -1023,7 +1025,7 @@ def load_study(name: str, storage: str | None) -> optuna.Study:
 
     A storage file that is not there is not created: looking for a study records nothing.
     """
-    store = _existing_storage(storage)
+    store = open_existing(storage)
     names = [s.study_name for s in optuna.get_all_study_summaries(store)] if store is not None else []
     if name not in names:
         import difflib
@@ -1036,14 +1038,8 @@ def load_study(name: str, storage: str | None) -> optuna.Study:
 
 def studies(storage: str | None) -> list[str]:
     """Return the names of the studies in ``storage`` (none where its file is not there; it is not created)."""
-    store = _existing_storage(storage)
+    store = open_existing(storage)
     return [s.study_name for s in optuna.get_all_study_summaries(store)] if store is not None else []
-
-
-def _existing_storage(storage: str | None) -> optuna.storages.BaseStorage | None:
-    """Open ``storage`` to read it, or return ``None`` where it is a journal or SQLite file that is not there."""
-    path = local_file(storage)
-    return None if path is not None and not path.is_file() else open_storage(storage)
 
 
 

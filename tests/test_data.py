@@ -27,7 +27,8 @@ def test_every_dataset_names_its_classes():
         classes = data.DATASETS.get(name).classes
         assert len(set(classes)) == len(classes) and all(c and not c.startswith("class_") for c in classes), name
     fine = data.DATASETS.get("cifar100").classes
-    assert len(fine) == 100 and list(fine) == sorted(fine) and (fine[0], fine[39], fine[99]) == ("apple", "keyboard", "worm")
+    assert len(fine) == 100 and list(fine) == sorted(fine)
+    assert (fine[0], fine[39], fine[99]) == ("apple", "keyboard", "worm")
 
 
 def test_cifar_pixels_are_read_in_channel_planes(tmp_path):
