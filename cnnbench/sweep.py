@@ -461,7 +461,11 @@ def _live(worker: str, seen: float, now: float) -> bool:
 
 @contextlib.contextmanager
 def _holding(study: optuna.Study, sweep: Sweep):
-    """Keep this command's entry in the study's live list fresh while it runs; remove it at the end."""
+    """Keep this command's entry in the study's live list fresh while it runs; remove it at the end.
+
+    The last command of the study to end removes its checkpoint folder where no checkpoint is left in it
+    (an interrupted trial's stays, for its retry to resume from).
+    """
     me = worker_id()
 
     def update(present: bool) -> None:
@@ -472,6 +476,10 @@ def _holding(study: optuna.Study, sweep: Sweep):
             else:
                 live.pop(me, None)
             study.set_user_attr(LIVE_ATTR, live)
+            if not live:
+                for folder in (CHECKPOINTS / sweep.study_name, CHECKPOINTS):
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()  # only where empty
 
     try:
         with _every(HEARTBEAT_SECONDS, lambda: update(True), "cnnbench-live"):

@@ -140,6 +140,11 @@ def test_the_best_configuration_is_printed_with_floats_to_four_digits(tmp_path, 
     assert f"best configuration: lr={lr:.4g}\n" in res.output and len(f"{lr:.4g}") < len(str(lr))
 
 
+def test_a_finished_sweep_leaves_no_empty_checkpoint_folder(swept, tmp_path):
+    # Each trial's checkpoint goes when the trial ends; the folders that held them go with the last command.
+    assert not (tmp_path / "cnnbench-checkpoints").exists()
+
+
 def test_rerun_resumes_and_trials_is_a_total(swept, tmp_path, tiny_data):
     res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "6")
     assert res.exit_code == 0, res.output
