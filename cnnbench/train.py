@@ -266,13 +266,14 @@ def flush_denormals() -> bool:
     """Make the CPU treat denormal floats as zero in this thread and in torch's worker threads; return whether
     it can.
 
-    Optimizer state that decays towards zero (Adam's and Adadelta's running averages for weights that get
-    little or no gradient) ends in denormal numbers, on which x86 CPUs compute tens of times slower: flushed,
-    seed 000's Adadelta trained 2.1x and seed 003's Adam 1.7x faster on a Xeon, to the same accuracy
-    (docs/benchmarks.md, section 1). The setting is per thread, and a thread takes it from the one that starts
-    it: so it is also set in each thread of torch's OpenMP team where that runtime can be found (Linux), for
-    callers whose torch had already started its threads, as :func:`fit`'s callers from Python often have; the
-    commands call this before their first torch operation, which is enough on any platform.
+    Optimizer state that decays towards zero (Adam's and Adadelta's running averages for weights that get little
+    or no gradient) ends in denormal numbers, on which Intel's CPUs compute tens of times slower: flushed, seed
+    000's Adadelta trained 2.1x and seed 003's Adam 1.7x faster on a Xeon, to the same accuracy
+    (docs/benchmarks.md, section 1); an AMD Zen 3 computes on them at full speed, and gains nothing. The setting
+    is per thread, and a thread takes it from the one that starts it: so it is also set in each thread of torch's
+    OpenMP team where that runtime can be found (Linux), for callers whose torch had already started its threads,
+    as :func:`fit`'s callers from Python often have; the commands call this before their first torch operation,
+    which is enough on any platform.
     """
     if not torch.set_flush_denormal(True):
         return False
