@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from cnnbench.errors import ConfigError, StudyError, UnreachableStorage
 
@@ -227,7 +228,9 @@ def local_file(url: str | None) -> Path | None:
     if url is None:
         return Path(DEFAULT_JOURNAL)
     if url.startswith("sqlite:///"):
-        rest = url.removeprefix("sqlite:///")
+        # Read as SQLAlchemy reads it: the query apart, percent escapes decoded (MLflow's default store in a folder
+        # named "my runs" is sqlite:///.../my%20runs/mlflow.db).
+        rest = unquote(url.removeprefix("sqlite:///").partition("?")[0])
         return None if rest in ("", ":memory:") else Path(rest)
     if url.endswith(".log") or url.startswith("journal:"):
         return Path(url.removeprefix("journal:"))

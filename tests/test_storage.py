@@ -5,13 +5,14 @@ import os
 import textwrap
 import uuid
 import warnings
+from pathlib import Path
 
 import optuna
 import pytest
 from click.testing import CliRunner
 
 from cnnbench.cli import main
-from cnnbench.storage import open_storage
+from cnnbench.storage import local_file, open_storage
 
 SMALL = """
 dataset: mnist
@@ -164,6 +165,16 @@ def test_sqlite_storage(tmp_path, tiny_data):
     assert len(trials_in(url)) == 3
     res = CliRunner().invoke(main, ["best", "--storage", url, "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
+
+
+def test_a_sqlite_url_names_the_file_sqlalchemy_opens():
+    from sqlalchemy.engine import make_url
+
+    for url in ("sqlite:////tmp/my%20runs/mlflow.db", "sqlite:///runs/optuna.db?timeout=20", "sqlite:///a%25b.db",
+                "sqlite:///plain.db"):
+        assert local_file(url) == Path(make_url(url).database)
+    assert local_file("sqlite:////tmp/my%20runs/mlflow.db") == Path("/tmp/my runs/mlflow.db")
+    assert local_file("sqlite:///:memory:") is None and local_file("postgresql://h/db") is None
 
 
 @pytest.fixture

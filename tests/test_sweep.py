@@ -688,6 +688,20 @@ def test_best_export_in_a_folder_without_the_mlflow_store_says_so_and_creates_no
     assert sorted(p.name for p in elsewhere.iterdir()) == [DEFAULT_JOURNAL]  # no empty mlflow.db, no exports/
 
 
+def test_a_sweep_in_a_folder_whose_name_has_a_space_is_found_by_best_and_report(tmp_path, tiny_data, monkeypatch):
+    folder = tmp_path / "my runs"  # MLflow's default store there is sqlite:///.../my%20runs/mlflow.db
+    folder.mkdir()
+    monkeypatch.chdir(folder)
+    assert sweep(folder, TINY, "--data-dir", str(tiny_data)).exit_code == 0
+    res = CliRunner().invoke(main, ["best", "--export", "out"])
+    assert res.exit_code == 0, res.output
+    assert (folder / "out" / "model.pt2").is_file()
+    res = CliRunner().invoke(main, ["report"])
+    assert res.exit_code == 0, res.output
+    assert "Nothing is recorded" not in res.output
+    assert "tiny" in (folder / "report" / "report.md").read_text()
+
+
 def test_best_export_without_the_onnx_extra_says_what_is_missing(swept, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as on an install without cnnbench[onnx]
     res = CliRunner().invoke(main, ["best", "--export", str(tmp_path / "out")])
