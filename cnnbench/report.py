@@ -892,6 +892,7 @@ class _Report:
         for y, v in enumerate(values):
             ax.text(v + max(values) * 0.02, y, f"{v:.2f}", va="center", fontsize=8)
         ax.set_xlim(0, max(values) * 1.2 or 1)
+        ax.set_ylim(len(names) - 0.5 - max(len(names), 4), len(names) - 0.5)  # a bar or two: their height, at the top
         ax.set(xlabel="importance (share of the objective's variation)", title=f"study {study}: parameter importances")
         ax.grid(alpha=0.3, axis="x")
 

@@ -311,19 +311,29 @@ def importance_evaluator() -> optuna.importance.BaseImportanceEvaluator:
     return optuna.importance.FanovaImportanceEvaluator(seed=0)
 
 
+def varied_params(study: optuna.Study) -> list[str]:
+    """Return the parameters that every trial of ``study`` has and that took more than one value among them: those
+    an importance can be given to (one that never varied, such as a search-space entry with a single choice,
+    explains none of the objective's variation and would only be listed at zero)."""
+    trials = study.get_trials(deepcopy=False)
+    common = [name for name in (trials[0].params if trials else {}) if all(name in t.params for t in trials)]
+    return [name for name in common if len({repr(t.params[name]) for t in trials}) > 1]
+
+
 def param_importances(study: optuna.Study) -> dict[str, float]:
-    """Return the share of the first objective's variance each sampled parameter explains, summing to 1, over the
-    study's complete sampled trials (:func:`sampled_study`); empty when there are fewer than two or nothing
-    varies."""
+    """Return the share of the first objective's variance each varied parameter (:func:`varied_params`) explains,
+    summing to 1, over the study's complete sampled trials (:func:`sampled_study`); empty when there are fewer
+    than two or nothing varies."""
     import optuna
 
     sampled = sampled_study(study)
-    if len(sampled.trials) < 2:
+    params = varied_params(sampled)
+    if len(sampled.trials) < 2 or not params:
         return {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            raw = optuna.importance.get_param_importances(sampled, evaluator=importance_evaluator(),
+            raw = optuna.importance.get_param_importances(sampled, evaluator=importance_evaluator(), params=params,
                                                           target=lambda t: t.values[0], normalize=False)
     except (ValueError, RuntimeError, ZeroDivisionError):
         return {}  # e.g. no parameter took two values yet

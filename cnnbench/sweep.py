@@ -32,7 +32,7 @@ from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyErr
                              UnreachableStorage, outlast, redact)
 from cnnbench.space import Sweep, grid, suggest, trial_config
 from cnnbench.storage import (HEARTBEAT_SECONDS, damaged, describe, importance_evaluator, open_existing,
-                              open_storage, sampled_study, study_lock, unavailable)
+                              open_storage, sampled_study, study_lock, unavailable, varied_params)
 from cnnbench.tracking import Tracker, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
@@ -948,9 +948,10 @@ def _study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
         return
     sampled = sampled_study(study)  # importances over the sampled trials: baselines have no parameters
     figures = [("optimization_history", lambda: ovm.plot_optimization_history(study))]
-    if len(sampled.trials) >= 2:  # not only baselines done (a short --timeout): else Optuna logs it has nothing
+    varied = varied_params(sampled)
+    if len(sampled.trials) >= 2 and varied:  # not only baselines done (a short --timeout), something varied
         figures.append(("param_importances",
-                        lambda: ovm.plot_param_importances(sampled, evaluator=importance_evaluator())))
+                        lambda: ovm.plot_param_importances(sampled, evaluator=importance_evaluator(), params=varied)))
     figures.append(("parallel_coordinate", lambda: ovm.plot_parallel_coordinate(study)))
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")

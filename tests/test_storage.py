@@ -243,6 +243,7 @@ def test_importances_leave_the_baselines_out_and_tell_what_mattered():
     for _ in range(30):
         trial = study.ask()
         x, noise = trial.suggest_float("x", 0, 1), trial.suggest_float("noise", 0, 1)
+        trial.suggest_categorical("pool_first", [True])  # a single choice: never varies, so given no importance
         study.tell(trial, x + 0.01 * noise)
     importances = param_importances(study)
     assert set(importances) == {"x", "noise"} and sum(importances.values()) == pytest.approx(1)

@@ -956,3 +956,26 @@ def test_study_figures_of_baselines_alone_leave_out_importances_without_a_word(t
         logging.getLogger("optuna").removeHandler(handler)
     assert "optimization_history.png" in logged and "param_importances.png" not in logged
     assert said == []
+
+
+def test_the_importance_figure_leaves_out_a_parameter_that_never_varied(monkeypatch):
+    from optuna.visualization import matplotlib as ovm
+
+    from cnnbench.sweep import _study_plots
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(6):
+        trial = study.ask()
+        lr = trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+        trial.suggest_categorical("pool_first", [True])  # one choice in the space, as in sweeps/mnist.yaml
+        study.tell(trial, 0.9 + lr)
+    asked, logged = [], []
+    real = ovm.plot_param_importances
+    monkeypatch.setattr(ovm, "plot_param_importances", lambda *a, **k: asked.append(k.get("params")) or real(*a, **k))
+
+    class Tracker:
+        def log_artifacts(self, run_id, folder, path=None):
+            logged.extend(sorted(p.name for p in Path(folder).iterdir()))
+
+    _study_plots(study, Tracker(), "parent")
+    assert "param_importances.png" in logged and asked == [["lr"]]
