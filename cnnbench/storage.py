@@ -328,7 +328,7 @@ def param_importances(study: optuna.Study) -> dict[str, float]:
 
     sampled = sampled_study(study)
     params = varied_params(sampled)
-    if len(sampled.trials) < 2 or not params:
+    if not params:  # fewer than two trials, or nothing varied
         return {}
     try:
         with warnings.catch_warnings():
@@ -336,6 +336,6 @@ def param_importances(study: optuna.Study) -> dict[str, float]:
             raw = optuna.importance.get_param_importances(sampled, evaluator=importance_evaluator(), params=params,
                                                           target=lambda t: t.values[0], normalize=False)
     except (ValueError, RuntimeError, ZeroDivisionError):
-        return {}  # e.g. no parameter took two values yet
+        return {}  # the evaluator could not weigh these trials
     total = sum(raw.values())
     return {name: float(value) / total for name, value in raw.items()} if total > 0 else {}

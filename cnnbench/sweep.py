@@ -948,8 +948,8 @@ def _study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
         return
     sampled = sampled_study(study)  # importances over the sampled trials: baselines have no parameters
     figures = [("optimization_history", lambda: ovm.plot_optimization_history(study))]
-    varied = varied_params(sampled)
-    if len(sampled.trials) >= 2 and varied:  # not only baselines done (a short --timeout), something varied
+    varied = varied_params(sampled)  # none where only baselines are done (a short --timeout): nothing to weigh
+    if varied:
         figures.append(("param_importances",
                         lambda: ovm.plot_param_importances(sampled, evaluator=importance_evaluator(), params=varied)))
     figures.append(("parallel_coordinate", lambda: ovm.plot_parallel_coordinate(study)))
