@@ -149,10 +149,10 @@ def load(export_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
 def load_images(paths: Sequence[str | os.PathLike], preprocess: dict[str, Any]) -> torch.Tensor:
     """Return image files as one normalised float32 batch (N, C, H, W), prepared like the training data.
 
-    Any size and any format PIL reads is accepted: images are converted to grayscale or RGB,
-    resized, turned to a light figure on a dark background where the dataset is so, and
-    normalised with the stored mean and std. Raises :class:`DataError` naming a file that cannot
-    be read or is not an image.
+    Any size and any format PIL reads is accepted: images are converted to grayscale or RGB (see
+    :func:`_eight_bit`), resized, turned to a light figure on a dark background where the dataset
+    is so, and normalised with the stored mean and std. Raises :class:`DataError` naming a file
+    that cannot be read or is not an image.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -161,7 +161,7 @@ def load_images(paths: Sequence[str | os.PathLike], preprocess: dict[str, Any]) 
     for i, path in enumerate(paths):
         try:
             with Image.open(path) as img:
-                img = ImageOps.exif_transpose(img).convert("L" if channels == 1 else "RGB")
+                img = _eight_bit(ImageOps.exif_transpose(img)).convert("L" if channels == 1 else "RGB")
                 img = img.resize((w, h), Image.Resampling.BILINEAR)
                 pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
         except UnidentifiedImageError:
@@ -177,6 +177,28 @@ def load_images(paths: Sequence[str | os.PathLike], preprocess: dict[str, Any]) 
     mean = torch.tensor(preprocess["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(preprocess["std"]).view(1, -1, 1, 1)
     return (batch.float() / 255 - mean) / std
+
+
+def _eight_bit(img):
+    """``img`` as 8-bit pixels without transparency, ready for PIL's conversion to grayscale or RGB.
+
+    PIL's own conversion drops the alpha channel, which turns a drawing on a transparent canvas
+    (black strokes, as a browser's canvas saves them) all black, and clips 16-bit grayscale to
+    white. So an image with transparency is laid on white where its opaque pixels are dark, else on
+    black, and 16-bit grayscale is scaled to 8 bits.
+    """
+    import numpy as np
+    from PIL import Image
+
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return Image.fromarray((np.asarray(img, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
+    if "A" not in img.getbands() and "transparency" not in img.info:
+        return img
+    rgba = img.convert("RGBA")
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64)
+    luma = np.asarray(rgba.convert("L"), dtype=np.float64)  # the colour alone: PIL ignores alpha here
+    dark = (luma * alpha).sum() < 127.5 * alpha.sum()
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255) if dark else (0, 0, 0, 255)), rgba)
 
 
 #: What a folder given to :func:`predict` is searched for (by suffix, in any case).
@@ -432,7 +454,9 @@ Accuracies are fractions of the images classified correctly.{_precision_note(met
 
 {"Grayscale" if c == 1 else "RGB"}, resized to {h}x{w} (bilinear), pixel values scaled to [0, 1], then per
 channel `(x - mean) / std` with mean = {list(spec.mean)} and std = {list(spec.std)}. {polarity}
-`{PREPROCESS}` holds these settings.
+An image with transparency (a drawing on a clear canvas) is laid on white where its opaque pixels are
+dark, else on black, and 16-bit grayscale is scaled to 8 bits, before all this. `{PREPROCESS}` holds
+these settings.
 
 ## MLflow run
 

@@ -222,6 +222,51 @@ def test_predict_resizes_colour_images(cifar, tmp_path):
     assert sum(r["index"] == y for r, y in zip(results, truth)) >= 14
 
 
+def _transparent(img: Image.Image, index: int) -> Image.Image:
+    img.info["transparency"] = index
+    return img
+
+
+def test_predict_reads_drawings_on_a_transparent_canvas_and_16_bit_grayscale(mnist, cifar, tmp_path):
+    import numpy as np
+
+    folder = tmp_path / "drawn"
+    folder.mkdir()
+    digits = mnist.data.test.x[:12, 0].numpy()
+    ways = {  # each MNIST digit saved as a user's drawing tool might save it
+        "black-ink-rgba": lambda d: Image.fromarray(np.stack([0 * d, 0 * d, 0 * d, d], -1), "RGBA"),  # a canvas
+        "white-ink-rgba": lambda d: Image.fromarray(np.stack([0 * d + 255] * 3 + [d], -1), "RGBA"),
+        "black-ink-la": lambda d: Image.fromarray(np.stack([0 * d, d], -1), "LA"),
+        "16-bit": lambda d: Image.fromarray(d.astype(np.uint16) * 257),
+    }
+    _, pre = load(mnist.dir)
+    one_level = 1.01 / 255 / pre["std"][0]  # compositing rounds to the nearest level
+    for name, make in ways.items():
+        paths = []
+        for i, d in enumerate(digits):
+            paths.append(folder / f"{name}{i}.png")
+            make(d).save(paths[-1])
+        assert Image.open(paths[0]).mode == {"16-bit": "I;16"}.get(name, name.split("-")[-1].upper())
+        torch.testing.assert_close(load_images(paths, pre), mnist.x[:12], atol=one_level, rtol=0, msg=name)
+    # Black strokes in a palette image whose other pixels are transparent (a GIF's or an 8-bit PNG's way).
+    strokes = (digits >= 128).astype(np.uint8) * 255
+    paths = [folder / f"palette{i}.png" for i in range(len(digits))]
+    for path, d in zip(paths, strokes):
+        _transparent(Image.fromarray(255 - d).convert("P"), 255).save(path)
+    assert Image.open(paths[0]).mode == "P"
+    mean, std = pre["mean"][0], pre["std"][0]
+    torch.testing.assert_close(load_images(paths, pre), (torch.from_numpy(strokes).float()[:, None] / 255 - mean) / std)
+    # An opaque image with an alpha channel, and a transparent one, in colour.
+    rgb = cifar.data.test.x[:4].permute(0, 2, 3, 1).numpy()
+    _, pre = load(cifar.dir)
+    paths = [folder / f"opaque{i}.png" for i in range(4)]
+    for path, img in zip(paths, rgb):
+        Image.fromarray(img).convert("RGBA").save(path)
+    torch.testing.assert_close(load_images(paths, pre), cifar.x[:4])
+    Image.new("RGBA", (32, 32), (0, 0, 0, 0)).save(folder / "empty.png")
+    assert load_images([folder / "empty.png"], pre).unique().numel() == 3  # black in each channel
+
+
 def test_predict_refuses_what_is_not_an_image(mnist, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not pixels")
