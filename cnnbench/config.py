@@ -29,7 +29,9 @@ SCHEDULE_SETTINGS: dict[str, tuple[str, ...]] = {
 class TrainConfig(BaseModel):
     """Everything that defines one training run. Field names are the YAML keys, flags and MLflow params."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Infinity and NaN pass a bound such as lr > 0 (NaN by failing every comparison pydantic makes) and only
+    # fail once training has begun, so no float field takes them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     # What to learn, and with what network.
     dataset: str = "mnist"

@@ -7,6 +7,7 @@ key, the Optuna parameter, the config field and the MLflow param are one string.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -28,7 +29,8 @@ _SWEEPS_DIR = Path(__file__).parent / "sweeps"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No infinite or NaN range ends, steps or timeouts: Optuna cannot sample from them (see TrainConfig).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 Scalar = Union[bool, int, float, str, None]
@@ -46,6 +48,15 @@ class Param(_Strict):
     log: bool = False
     step: Optional[float] = Field(None, gt=0)
     when: dict[str, Union[Scalar, list[Scalar]]] = Field(default_factory=dict)
+
+    @field_validator("choices", mode="before")
+    @classmethod
+    def _finite_choices(cls, choices: Any) -> Any:
+        # Said here in one line: pydantic would name each type of the union a non-finite float is not.
+        for value in choices if isinstance(choices, list) else ():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"a choice is {value}; every number must be finite")
+        return choices
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Param":

@@ -520,6 +520,12 @@ BAD = [
     ("dataset: mnist\nspace: {arch: [resnett]}\n", "did you mean 'resnet'"),  # a bare list: its choices
     ("dataset: mnist\nbaselines: false\n", "baselines = False: Input should be a valid list\n  fix: give a YAML list"),
     ("dataset: mnist\nspace: {lr: {low: 0, high: 0.1, log: true}}\n", "log range needs low > 0"),
+    # Infinite or NaN numbers: Optuna cannot sample between them, and training cannot use them.
+    ("dataset: mnist\nspace: {lr: {low: 1e-3, high: .inf}}\n", "space.lr.high = inf: Input should be a finite"),
+    ("dataset: mnist\nspace: {lr: {low: .nan, high: 1}}\n", "space.lr.low = nan: Input should be a finite number"),
+    ("dataset: mnist\nspace: {lr: {choices: [0.1, .inf]}}\n", "a choice is inf; every number must be finite"),
+    ("dataset: mnist\nfixed: {weight_decay: .nan}\n", "weight_decay = nan: Input should be a finite number"),
+    ("dataset: mnist\ntimeout: .inf\n", "timeout = inf: Input should be a finite number"),
     ("dataset: mnist\nspace: {arch: {choices: []}}\n", "choices is empty"),
     ("dataset: mnist\nspace: {arch: {choices: [resnett]}}\n", "did you mean 'resnet'"),
     ("dataset: mnist\nspace: {optimizer: {choices: [adam, adagrad]}}\n", "unknown optimizer 'adagrad'"),
