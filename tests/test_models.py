@@ -107,19 +107,12 @@ def test_every_torchvision_family_builds_or_is_rejected_up_front(name):
             assert "kernel_size" not in str(err.hint)  # torchvision models take none
 
 
-@pytest.mark.parametrize("name,head", [("swin_t", "head"), ("squeezenet1_1", "classifier.1"), ("googlenet", "fc")])
-def test_a_pretrained_torchvision_head_is_replaced_not_a_layer_inside(name, head):
-    import torchvision
-
-    from cnnbench.models.tv import _replace_head
-
-    model = torchvision.models.get_model(name, weights=None, **({"aux_logits": False} if name == "googlenet" else {}))
-    before = dict(model.named_modules())
-    _replace_head(model, 1000, 10)
-    after = dict(model.named_modules())
-    assert [n for n in before if before[n] is not after[n]] == [head]
-    out = model.eval()(torch.randn(1, 3, 64, 64))
-    assert out.shape == (1, 10)
+def test_a_torchvision_model_offers_no_setting_it_could_not_be_given():
+    # It once took `pretrained`, which no config field could set, yet the errors offered it.
+    with pytest.raises(ConfigError, match=r"does not take kernel_size \(it takes no hyper-parameters\)"):
+        check_model("tv:resnet18", in_channels=1, num_classes=10, input_size=(28, 28), kernel_size=5)
+    assert arch_params("tv:resnet18") == {}
+    assert all("pretrained" not in summary for _, summary in MODELS.summaries())
 
 
 def test_unknown_torchvision_model_suggests_a_name():

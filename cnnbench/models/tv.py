@@ -1,4 +1,9 @@
-"""Any torchvision classifier by name (``tv:resnet18``), adapted to small inputs."""
+"""Any torchvision classifier by name (``tv:resnet18``), adapted to small inputs and trained from scratch.
+
+No pretrained weights: nothing could ask for them (a training setting reaches an architecture only as one of
+``cnnbench.config.ARCH_FIELDS``), and on these datasets' 28- and 32-pixel images the first conv of most of
+them (every one with a strided stem, and all of them on grayscale) is replaced (see :func:`_adapt_stem`).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ from typing import Callable
 import torch
 from torch import nn
 
-from cnnbench.errors import DataError
 from cnnbench.models.base import MODELS
 
 
@@ -20,10 +24,8 @@ def _names() -> list[str]:
 
 
 def _resolve(name: str) -> Callable[..., nn.Module]:
-    def build(
-        *, in_channels: int, num_classes: int, input_size: tuple[int, int], pretrained: bool = False
-    ) -> nn.Module:
-        return _build(name, in_channels, num_classes, input_size, pretrained)
+    def build(*, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
+        return _build(name, in_channels, num_classes, input_size)
 
     build.__doc__ = f"torchvision's {name}, first conv adapted to the input"
     return build
@@ -33,22 +35,10 @@ def _resolve(name: str) -> Callable[..., nn.Module]:
 _AUX_LOGITS = ("googlenet", "inception_v3")
 
 
-def _build(name: str, in_channels: int, num_classes: int, input_size: tuple[int, int], pretrained: bool):
-    import torchvision.models
-
+def _build(name: str, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
     extra = {"aux_logits": False} if name in _AUX_LOGITS else {}
-    if not pretrained:  # built with the dataset's classes: the head is the model's own
-        model = _construct(name, weights=None, num_classes=num_classes, **extra)
-        _adapt_stem(model, in_channels, small=min(input_size) < 64)
-        return model
-    weights = torchvision.models.get_model_weights(name).DEFAULT
-    try:
-        model = _construct(name, weights=weights, **extra)
-    except (OSError, RuntimeError) as err:  # no network, or a bad cached file
-        raise DataError(f"cannot fetch pretrained weights for tv:{name}: {err}",
-                        hint="train without pretrained weights, or fill torch's hub cache first") from None
+    model = _construct(name, weights=None, num_classes=num_classes, **extra)  # the head is the model's own
     _adapt_stem(model, in_channels, small=min(input_size) < 64)
-    _replace_head(model, len(weights.meta["categories"]), num_classes)
     return model
 
 
@@ -82,22 +72,4 @@ def _adapt_stem(model: nn.Module, in_channels: int, small: bool) -> None:
                 return
 
 
-def _replace_head(model: nn.Module, pretrained_classes: int, num_classes: int) -> None:
-    """Swap the pretrained head (the last layer, in the model's order, with one output per pretrained class:
-    a linear layer, or squeezenet's 1x1 conv) for a fresh one with ``num_classes`` outputs."""
-    heads = [(name, m) for name, m in model.named_modules()
-             if isinstance(m, nn.Linear) and m.out_features == pretrained_classes
-             or isinstance(m, nn.Conv2d) and m.out_channels == pretrained_classes]
-    if not heads:
-        raise DataError(f"this torchvision model has no layer with {pretrained_classes} outputs to replace")
-    name, head = heads[-1]
-    parent_name, _, child_name = name.rpartition(".")
-    if isinstance(head, nn.Linear):
-        new = nn.Linear(head.in_features, num_classes, bias=head.bias is not None)
-    else:
-        new = nn.Conv2d(head.in_channels, num_classes, head.kernel_size, head.stride, head.padding,
-                        bias=head.bias is not None)
-    setattr(model.get_submodule(parent_name), child_name, new)
-
-
-MODELS.add_namespace("tv", _resolve, _names, "any torchvision.models classifier, e.g. tv:resnet18 (pretrained=...)")
+MODELS.add_namespace("tv", _resolve, _names, "any torchvision.models classifier, e.g. tv:resnet18 (from scratch)")
