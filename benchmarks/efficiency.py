@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -36,14 +37,18 @@ def _sweep(ctx: Context, *flags: str) -> tuple[dict, str]:
     env = {**os.environ, "CNNBENCH_DATA_DIR": str(ctx.data_root)}
     env.pop("MLFLOW_TRACKING_URI", None)
     args = ["sweep", str(SWEEP), *flags, *(["--trials", "4", "--epochs", "3"] if ctx.quick else [])]
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "cnnbench", *args], cwd=folder, env=env, check=True, capture_output=True)
-    seconds = time.perf_counter() - t0
-    storage = optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(folder / "cnnbench-journal.log")))
-    study = optuna.load_study(study_name="efficiency", storage=storage)
-    done = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
-    steps = steps_per_epoch(study)  # with 2, a trial stopped at step 1 trained half an epoch
+    try:  # the folder, whose store holds every trial's model, goes once the study is read
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "cnnbench", *args], cwd=folder, env=env, check=True, capture_output=True)
+        seconds = time.perf_counter() - t0
+        storage = optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(folder / "cnnbench-journal.log")))
+        study = optuna.load_study(study_name="efficiency", storage=storage)
+        trials = study.trials
+        steps = steps_per_epoch(study)  # with 2, a trial stopped at step 1 trained half an epoch
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    done = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
 
     def best_epoch(t) -> float:
         return max((v for step, v in t.intermediate_values.items() if step % steps == 0), default=0.0)

@@ -17,8 +17,10 @@ is in the wall time of a whole sweep (``benchmarks/sweep_bench.py``), not here.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -45,6 +47,7 @@ def main(repeats: int, trials: int, data_dir: str | None) -> None:
 
     torch.set_num_threads(2)
     work_dir = Path(tempfile.mkdtemp(prefix="cnnbench-overhead-"))
+    atexit.register(shutil.rmtree, work_dir, ignore_errors=True)  # its store holds nothing the figures need
     os.chdir(work_dir)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work_dir / 'mlflow.db'}"
     cfg = config.validate({**RECIPE, "dataset": "mnist", "epochs": 1})
