@@ -412,9 +412,10 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
             else:
                 _spawn(sweep, data_dir, devices, progress, echo)
             return _patiently(sweep, lambda: _summarise(sweep, study, tracker, parent, data))
-    except KeyboardInterrupt:
+    except BaseException as err:  # else an error the sweep did not expect leaves its run RUNNING in MLflow
         with contextlib.suppress(Exception):
-            tracker.end(parent, "KILLED")
+            if not _others_live(study):  # a command that joined ends; the sweep goes on in the others
+                tracker.end(parent, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
 
 
@@ -450,6 +451,12 @@ def _claim(study: optuna.Study, sweep: Sweep, join: bool) -> None:
                          hint="wait for it to end, or add --join to run this command's workers in the same study "
                               "(the trial budget stays shared)")
     study.set_user_attr(LIVE_ATTR, {**live, me: now})
+
+
+def _others_live(study: optuna.Study) -> bool:
+    """Whether a command other than this one is running the study."""
+    now, me = time.time(), worker_id()
+    return any(w != me and _live(w, seen, now) for w, seen in (study.user_attrs.get(LIVE_ATTR) or {}).items())
 
 
 def _live(worker: str, seen: float, now: float) -> bool:

@@ -232,6 +232,37 @@ def test_diverging_trials_are_pruned_and_the_sweep_goes_on(tmp_path, tiny_data):
     assert len(runs) == 2 and all(r.info.status == "KILLED" for r in runs)
 
 
+def test_an_unexpected_error_ends_the_sweep_s_run_as_failed_unless_another_command_runs_it(
+        tmp_path, tiny_data, monkeypatch):
+    from cnnbench import sweep as sweeps
+
+    real = sweeps.work
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(sweeps, "work", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "1")
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    [parent] = client.search_runs([experiment], "tags.cnnbench.role = 'sweep'")
+    assert parent.info.status == "FAILED"  # not RUNNING for ever in `mlflow ui`
+    monkeypatch.setattr(sweeps, "work", real)
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "1")
+    assert res.exit_code == 0, res.output
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    # A command that joined a sweep another machine is running leaves the sweep's run to that one.
+    import time
+
+    study = optuna.load_study(study_name="tiny", storage=journal())
+    study.set_user_attr(sweeps.LIVE_ATTR, {"elsewhere:1": time.time()})
+    monkeypatch.setattr(sweeps, "work", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "2", "--join")
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
+
 def test_unbuildable_configuration_is_pruned_before_training(tmp_path, tiny_data):
     res = sweep(tmp_path, GRID, "--data-dir", str(tiny_data))
     assert res.exit_code == 0, res.output
