@@ -92,5 +92,7 @@ def unknown_name(kind: str, name: str, valid: list[str]) -> UnknownNameError:
     """Return the error for ``name``, not among the ``valid`` names of a ``kind``: the valid names, and the closest."""
     close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
     hint = f"did you mean {close[0]!r}?" if close else None
-    shown = ", ".join(valid[:40]) + (", ..." if len(valid) > 40 else "")
+    # A namespace's names (torchvision's 80-odd classifiers) would fill the terminal: the nearest few of them.
+    shown = ", ".join(valid) if len(valid) <= 12 else (
+        f"{len(valid)} names, the nearest {', '.join(difflib.get_close_matches(name, valid, n=8, cutoff=0))}")
     return UnknownNameError(f"unknown {kind} {name!r}; valid: {shown}", hint=hint)

@@ -52,6 +52,17 @@ def test_namespace_resolves_prefixed_names():
         reg.get("tv:resnet19")
 
 
+def test_a_namespace_of_many_names_shows_the_nearest_not_a_screenful():
+    reg = Registry("architecture")
+    names = [f"net{i:02d}" for i in range(60)] + ["resnet18", "resnet34"]
+    reg.add_namespace("tv", lambda n: n, lambda: names, "torchvision")
+    with pytest.raises(UnknownNameError) as info:
+        reg.get("tv:resnet")
+    message = str(info.value).splitlines()[0]
+    assert message.startswith("unknown architecture 'tv:resnet'; valid: 62 names, the nearest tv:resnet34, tv:resnet18")
+    assert message.count("tv:") == 1 + 8 and len(message) < 200
+
+
 def test_every_registry_is_listed_with_a_summary_per_entry():
     regs = registries()
     assert set(regs) >= {"architectures", "optimizers", "schedulers", "datasets", "augmentations", "presets"}
