@@ -414,7 +414,7 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
             return _patiently(sweep, lambda: _summarise(sweep, study, tracker, parent, data))
     except BaseException as err:  # else an error the sweep did not expect leaves its run RUNNING in MLflow
         with contextlib.suppress(Exception):
-            if not _others_live(study):  # a command that joined ends; the sweep goes on in the others
+            if not set(_live_commands(study)) - {worker_id()}:  # else a command that joined ends, not the sweep
                 tracker.end(parent, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
 
@@ -439,24 +439,23 @@ def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
 def _claim(study: optuna.Study, sweep: Sweep, join: bool) -> None:
     """Record this command as running the study; refuse if another live one does, unless ``join``.
 
-    Called under the study's lock. A command on this machine is live while its process exists; one
-    elsewhere while it was seen in the last three heartbeat intervals.
+    Called under the study's lock.
     """
-    now, me = time.time(), worker_id()
-    live = {w: seen for w, seen in (study.user_attrs.get(LIVE_ATTR) or {}).items() if _live(w, seen, now)}
+    me, live = worker_id(), _live_commands(study)
     others = sorted(w for w in live if w != me)
     if others and not join:
         raise StudyError(f"study {sweep.study_name!r} in {describe(sweep.storage)} is being run right now by "
                          f"{', '.join(others)}",
                          hint="wait for it to end, or add --join to run this command's workers in the same study "
                               "(the trial budget stays shared)")
-    study.set_user_attr(LIVE_ATTR, {**live, me: now})
+    study.set_user_attr(LIVE_ATTR, {**live, me: time.time()})
 
 
-def _others_live(study: optuna.Study) -> bool:
-    """Whether a command other than this one is running the study."""
-    now, me = time.time(), worker_id()
-    return any(w != me and _live(w, seen, now) for w, seen in (study.user_attrs.get(LIVE_ATTR) or {}).items())
+def _live_commands(study: optuna.Study) -> dict[str, float]:
+    """The commands running the study (``host:pid``, when last seen). A command on this machine is live while
+    its process exists; one elsewhere while it was seen in the last three heartbeat intervals."""
+    now = time.time()
+    return {w: seen for w, seen in (study.user_attrs.get(LIVE_ATTR) or {}).items() if _live(w, seen, now)}
 
 
 def _live(worker: str, seen: float, now: float) -> bool:
