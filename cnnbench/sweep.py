@@ -248,9 +248,11 @@ class Objective:
             _patiently(self.sweep, lambda: trial.set_user_attr("reason", reason[:500]))
 
     def _train(self, trial: optuna.Trial, config: TrainConfig, run_id: str, checkpoint: Path) -> float | list[float]:
-        if self.sweep.sampler == "grid" and (twin := _twin(trial)) is not None:
-            raise optuna.TrialPruned(f"duplicate of trial {twin}: the grid's points differ only in settings "
-                                     "this trial does not use")
+        if (twin := _twin(trial)) is not None:
+            raise optuna.TrialPruned(
+                f"duplicate of trial {twin.number}: the grid's points differ only in settings this trial does not use"
+                if self.sweep.sampler == "grid" else f"duplicate of trial {twin.number} "
+                f"({_standing(twin, self.metric)}), with the same settings and seed: not trained again")
         try:
             n_params = check(config)
         except ConfigError as err:
@@ -580,11 +582,20 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
         bar.close()
 
 
-def _twin(trial: optuna.Trial) -> int | None:
-    """The number of the first trial, running or finished but not failed, that drew the same settings, if any."""
+def _twin(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
+    """The first earlier trial, running or finished but not failed, that drew the same settings (or ran the same
+    baseline), if any."""
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    return next((t.number for t in trial.study.get_trials(deepcopy=False, states=states)
-                 if t.number < trial.number and t.params == trial.params), None)
+    baseline = trial.user_attrs.get("baseline")
+    return next((t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number
+                 and t.params == trial.params and t.user_attrs.get("baseline") == baseline), None)
+
+
+def _standing(trial: optuna.trial.FrozenTrial, metric: str) -> str:
+    """How a trial stands, for a line about another one: "complete, val_acc 0.9912", "pruned", "still running"."""
+    if trial.state == optuna.trial.TrialState.COMPLETE:
+        return f"complete, {metric} {format_value(metric, trial.values[0])}"
+    return "pruned" if trial.state == optuna.trial.TrialState.PRUNED else "still running"
 
 
 def _tell(sweep: Sweep, study: optuna.Study, trial: optuna.Trial, values=None, *, state=None) -> bool:

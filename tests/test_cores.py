@@ -114,7 +114,7 @@ sampler: random
 pruner: none
 fixed: {val_fraction: 0.2, batch_size: 32, device: cpu, arch: two_conv, width: 4}
 space:
-  optimizer: {choices: [adam, sgd]}
+  lr: {low: 1e-3, high: 1e-2, log: true}
 tracking: {log_model: none, plots: false}
 """
 

@@ -86,7 +86,7 @@ def test_a_figure_that_fails_to_draw_warns_and_the_trial_completes_with_the_othe
     definition = space.Sweep(dataset="mnist", study="figures", trials=2, epochs=1, sampler="random", pruner="none",
                              fixed={"arch": "two_conv", "width": 4, "batch_size": 32, "val_fraction": 0.2,
                                     "device": "cpu"},
-                             tracking={"log_model": "none"})
+                             space={"lr": {"low": 1e-3, "high": 1e-2, "log": True}}, tracking={"log_model": "none"})
     outcome = sweep.run(definition, data_dir=str(tiny_data), progress=False, echo=lambda _: None)
     assert outcome.complete == 2
     assert capsys.readouterr().err.count("warning: learning_curves.png of figures trial") == 2

@@ -24,7 +24,7 @@ pruner: {pruner}
 objective: {objective}
 fixed: {{batch_size: 32, device: cpu, arch: two_conv, optimizer: adam, val_fraction: 0.2}}
 space:
-  lr: {{choices: [3e-3, 1e-2]}}
+  lr: {lr}
   width: {{choices: [4, 8]}}
 tracking: {{log_model: none, plots: false}}
 """
@@ -32,9 +32,15 @@ tracking: {{log_model: none, plots: false}}
 
 def sweep(tmp_path, tiny_data, *args, sampler="tpe", pruner="median", objective="val_acc"):
     path = tmp_path / "small.yaml"
-    path.write_text(textwrap.dedent(SMALL.format(sampler=sampler, pruner=pruner, objective=objective)))
+    path.write_text(textwrap.dedent(SMALL.format(sampler=sampler, pruner=pruner, objective=objective, lr=_lr(sampler))))
     return CliRunner().invoke(main, ["sweep", str(path), "--data-dir", str(tiny_data), *args],
                               catch_exceptions=False)
+
+
+def _lr(sampler: str) -> str:
+    # A range, so that no trial draws an earlier one's settings (it would be pruned as its duplicate); the grid
+    # tries each combination of choices once.
+    return "{choices: [3e-3, 1e-2]}" if sampler == "grid" else "{low: 3e-3, high: 1e-2, log: true}"
 
 
 def trials_in(url):
@@ -122,7 +128,7 @@ def test_a_damaged_journal_is_refused_and_left_as_it_was(tmp_path, tiny_data, co
     # Optuna reads past a last line it cannot decode, so a one-line file that is no journal would be appended to.
     journal_file = tmp_path / "cnnbench-journal.log"
     journal_file.write_bytes(content)
-    (tmp_path / "small.yaml").write_text(textwrap.dedent(SMALL.format(sampler="tpe", pruner="none",
+    (tmp_path / "small.yaml").write_text(textwrap.dedent(SMALL.format(sampler="tpe", pruner="none", lr=_lr("tpe"),
                                                                       objective="val_acc")))
     for args in (["sweep", str(tmp_path / "small.yaml"), "--data-dir", str(tiny_data)], ["best"]):
         res = CliRunner().invoke(main, args)

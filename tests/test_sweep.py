@@ -301,6 +301,33 @@ def test_a_grid_with_a_conditional_setting_tries_each_combination_once(tmp_path,
     assert "the grid's 4 points are all tried, so the sweep stopped at 4 of 8 trials" in res.output
 
 
+@pytest.mark.parametrize("sampler", ["random", "grid"])
+def test_a_combination_drawn_again_is_pruned_as_a_duplicate_and_baselines_are_never_twins(tmp_path, tiny_data,
+                                                                                          sampler):
+    # Two combinations and three sampled trials: random search must draw one again, and does not train it again
+    # (the same settings and seed give the same result); the grid draws each once. Two baselines have no sampled
+    # settings at all: both run (the grid took the second for the first's duplicate).
+    text = GRID.replace("trials: 4", "trials: 5").replace("sampler: grid", f"sampler: {sampler}").replace(
+        "pruner: none", "pruner: none\nbaselines: [seed000, seed002]").replace(
+        "  arch: {choices: [four_conv, two_conv]}\n", "").replace("batch_size: 32,", "batch_size: 32, arch: two_conv,")
+    res = sweep(tmp_path, text, "--data-dir", str(tiny_data))
+    assert res.exit_code == 0, res.output
+    trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
+    assert [(t.user_attrs.get("baseline"), t.state.name) for t in trials[:2]] == [("seed000", "COMPLETE"),
+                                                                                  ("seed002", "COMPLETE")]
+    sampled = trials[2:]
+    complete = [t for t in sampled if t.state == optuna.trial.TrialState.COMPLETE]
+    twins = [t for t in sampled if t.state == optuna.trial.TrialState.PRUNED]
+    assert len({str(t.params) for t in complete}) == len(complete) == 2
+    assert len(twins) == (0 if sampler == "grid" else 1)
+    for twin in twins:
+        first = int(twin.user_attrs["reason"].split()[3])
+        assert trials[first].params == twin.params and trials[first].state == optuna.trial.TrialState.COMPLETE
+        assert twin.user_attrs["reason"] == (f"duplicate of trial {first} (complete, val_acc {trials[first].value:.4f}"
+                                             "), with the same settings and seed: not trained again")
+        assert "train_seconds" not in twin.user_attrs and not twin.intermediate_values
+
+
 def test_without_a_terminal_the_sweep_prints_a_line_per_finished_trial(tmp_path, tiny_data):
     res = sweep(tmp_path, GRID, "--data-dir", str(tiny_data))
     assert res.exit_code == 0, res.output
@@ -327,12 +354,14 @@ def test_median_pruner_stops_poor_trials_early(tmp_path, tiny_data):
     fixed: {batch_size: 32, device: cpu, arch: two_conv, width: 4, val_fraction: 0.2}
     space:
       lr: {choices: [1e-6, 3e-2]}
+      weight_decay: {low: 1e-9, high: 1e-8, log: true}   # too small to matter: it makes each trial a new one
     tracking: {log_model: none, plots: false}
     """
     res = sweep(tmp_path, text, "--data-dir", str(tiny_data))
     assert res.exit_code == 0, res.output
     trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
     pruned = [t for t in trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert not any("duplicate" in t.user_attrs["reason"] for t in pruned)
     assert pruned and all(t.params["lr"] == 1e-6 for t in pruned)
     # Steps count half epochs: step 6 is the end of the third and last epoch, which no pruned trial reached.
     assert all(max(t.intermediate_values) < 6 for t in pruned)
