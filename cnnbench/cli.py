@@ -138,6 +138,7 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
     from cnnbench import data as datamod
     from cnnbench import train as trainer
     from cnnbench.errors import ConfigError
+    from cnnbench.paths import data_dir as data_folder
     from cnnbench.paths import unwritable
 
     trainer.flush_denormals()
@@ -178,6 +179,7 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         raise
     if checkpoint:
         click.get_current_context().meta["cnnbench.resume"] = "the same `cnnbench train` command again"
+    data_folder(data_dir)  # a CNNBENCH_DATA_DIR that names a file is an error, before any warning
     if warning := trainer.mirror_warning(config.dataset, [config.augment], [config.tta]):
         click.echo(f"warning: {warning}", err=True)
     data = datamod.load(config.dataset, data_dir, val_fraction=config.val_fraction)
@@ -261,6 +263,7 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
     from cnnbench import space
     from cnnbench import sweep as sweeps
     from cnnbench.errors import ConfigError, install_signal_handlers
+    from cnnbench.paths import data_dir as data_folder
     from cnnbench.train import check_precision, flush_denormals, mirror_warning, resolve_device
 
     flush_denormals()
@@ -289,9 +292,11 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
         except ConfigError as err:
             err.source = "--devices" if pinned else "--device" if device else sources.get("fixed", err.source)
             raise
-    if warning := mirror_warning(definition.dataset, space.settings(definition, "augment"),
-                                 space.settings(definition, "tta")):
-        click.echo(f"warning: {warning}", err=True)
+    data_folder(data_dir)  # a CNNBENCH_DATA_DIR that names a file is an error, before any warning
+    for warning in (mirror_warning(definition.dataset, space.settings(definition, "augment"),
+                                   space.settings(definition, "tta")), space.budget_warning(definition)):
+        if warning:
+            click.echo(f"warning: {warning}", err=True)
     outcome = sweeps.run(definition, data_dir=data_dir, device=device, devices=pinned, join=join, echo=click.echo)
     objectives = definition.objectives
     if outcome.front:

@@ -381,6 +381,22 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
                           else f"remove {', '.join(map(str, unbuilt))} from space.kernel_size")
 
 
+def budget_warning(sweep: Sweep) -> str | None:
+    """Return a warning where the sweep's trials search nothing, else ``None``: its baselines take them all, or its
+    space is empty, so that every trial after the baselines would train one configuration (trials that repeat
+    an earlier one are pruned as its duplicates)."""
+    baselines, left = len(sweep.baselines), sweep.trials - len(sweep.baselines)
+    if sweep.space and left <= 0:
+        taken = "the only trial" if sweep.trials == 1 else f"all {sweep.trials} trials"
+        return (f"the {baselines} baselines take {taken}, so nothing in the space is searched; "
+                f"give --trials above {baselines}")
+    if not sweep.space and left > 1:
+        after = " after the baselines" if baselines else ""
+        return (f"the space is empty, so the {left} trials{after} would train one configuration: the first trains "
+                f"it, the others are pruned as its duplicates; give a space, or trials: {baselines + 1}")
+    return None
+
+
 def settings(sweep: Sweep, key: str) -> list[Any]:
     """Return the values the sweep's trials may give the training setting ``key``: its choices, the low end of its
     range, or the one fixed (or default) value."""

@@ -73,7 +73,9 @@ def test_a_data_variable_naming_a_file_is_refused_before_any_work(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     (tmp_path / "notes.txt").write_text("not a folder")
     monkeypatch.setenv("CNNBENCH_DATA_DIR", str(tmp_path / "notes.txt"))
-    for args in (["train", "mnist", "--epochs", "1"], ["sweep", "mnist", "--trials", "1"]):
+    # Settings that warn (a mirrored digit, baselines that take the only trial) warn only once the data is found.
+    for args in (["train", "mnist", "--epochs", "1"], ["train", "mnist", "--tta", "flip"], ["sweep", "mnist"],
+                 ["sweep", "mnist", "--trials", "1"]):
         res = CliRunner().invoke(main, args)
         assert res.exit_code == 2, res.output
         assert res.output.startswith(f"error: CNNBENCH_DATA_DIR: {tmp_path / 'notes.txt'} is a file, not a folder\n")

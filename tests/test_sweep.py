@@ -546,6 +546,25 @@ def test_a_sweep_that_may_mirror_digits_warns_once_before_it_starts(tmp_path, ti
     assert not any("warning" in line for line in rest)
 
 
+@pytest.mark.parametrize("change, warning", [
+    (("trials: 4", "trials: 2\nbaselines: [seed000, seed002]"),
+     "the 2 baselines take all 2 trials, so nothing in the space is searched; give --trials above 2"),
+    (("space:\n  arch: {choices: [four_conv, two_conv]}\n  kernel_size: {choices: [3, 7]}\n", "space: {}\n"),
+     "the space is empty, so the 4 trials would train one configuration: the first trains it, the others are "
+     "pruned as its duplicates; give a space, or trials: 1"),
+])
+def test_a_sweep_whose_trials_search_nothing_warns_before_it_starts(tmp_path, tiny_data, change, warning):
+    text = GRID.replace(*change).replace("sampler: grid", "sampler: random")
+    assert text != GRID.replace("sampler: grid", "sampler: random")
+    res = sweep(tmp_path, text, "--data-dir", str(tiny_data))
+    assert res.exit_code == 0, res.output
+    first, *rest = res.output.splitlines()
+    assert first == f"warning: {warning}" and not any("warning" in line for line in rest)
+    trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
+    filled = "take all" in warning  # two baselines, else one trial and its three duplicates
+    assert [t.state.name for t in trials] == (["COMPLETE"] * 2 if filled else ["COMPLETE"] + ["PRUNED"] * 3)
+
+
 def test_best_without_a_study_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(main, ["best"])
     assert res.exit_code == 2 and "no study in" in res.output and "cnnbench sweep" in res.output
