@@ -68,7 +68,7 @@ class TrainConfig(BaseModel):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     # Stop when validation accuracy has not improved for this many epochs (None: never).
     patience: Optional[int] = Field(None, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # 32 bits, as numpy's generators and Optuna's samplers take
     # Where and how to compute: auto picks cuda, then mps, then cpu; bf16 where the hardware gains.
     device: str = "auto"
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"

@@ -146,7 +146,7 @@ class Sweep(_Strict):
     # The pruner also sees the objective halfway through the first epoch (its steps then count half
     # epochs), so a poor trial stops after half an epoch. Set when the study is created.
     prune_at_half_epoch: bool = True
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # 32 bits, as Optuna's samplers take
     workers: int = Field(1, gt=0)
     storage: Optional[str] = None
     baselines: list[str] = Field(default_factory=list)

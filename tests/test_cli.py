@@ -153,6 +153,8 @@ def test_train_exports_a_model_that_predicts_and_refuses_a_used_folder_before_tr
     (["--lr", "-1"], "--lr"),
     (["--lr", "inf"], "error: --lr: lr = inf: Input should be a finite number"),  # it diverged in epoch 1
     (["--weight-decay", "nan"], "error: --weight-decay: weight_decay = nan: Input should be a finite number"),
+    (["--seed", "-1"], "error: --seed: seed = -1: Input should be greater than or equal to 0"),
+    (["--seed", str(2**80)], "less than or equal to 4294967295"),  # torch's seeding raised an OverflowError
     (["--optimizer", "adam", "--momentum", "0.9"], "error: --momentum: optimizer 'adam' does not take momentum"),
     (["--optimizer", "sgd", "--nesterov"], "error: --nesterov: nesterov needs momentum > 0"),
     (["--scheduler", "cosin"], "error: --scheduler: unknown scheduler 'cosin'"),

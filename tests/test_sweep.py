@@ -605,6 +605,10 @@ BAD = [
     ("dataset: mnist\nspace: {lr: {choices: [0.1, .inf]}}\n", "a choice is inf; every number must be finite"),
     ("dataset: mnist\nfixed: {weight_decay: .nan}\n", "weight_decay = nan: Input should be a finite number"),
     ("dataset: mnist\ntimeout: .inf\n", "timeout = inf: Input should be a finite number"),
+    # Seeds of 32 bits: grid and QMC seed numpy with the sweep's own, and raised a traceback in the first trial.
+    ("dataset: mnist\nsampler: grid\nseed: -1\nspace: {arch: [vgg, two_conv]}\n",
+     "seed = -1: Input should be greater than or equal to 0"),
+    ("dataset: mnist\nseed: 4294967296\n", "seed = 4294967296: Input should be less than or equal to 4294967295"),
     ("dataset: mnist\nspace: {arch: {choices: []}}\n", "choices is empty"),
     ("dataset: mnist\nspace: {arch: {choices: [resnett]}}\n", "did you mean 'resnet'"),
     ("dataset: mnist\nspace: {optimizer: {choices: [adam, adagrad]}}\n", "unknown optimizer 'adagrad'"),
