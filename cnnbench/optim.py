@@ -180,7 +180,8 @@ def onecycle(*, steps_per_epoch: int, epochs: int, **_):
     """One cycle: linear rise to the base rate over the first 25% of steps, then linear fall to zero."""
     total = steps_per_epoch * epochs
     peak = max(1, int(0.25 * total))
-    return lambda s: 0.04 + 0.96 * s / peak if s < peak else max(0.0, (total - s) / (total - peak))
+    fall = max(1, total - peak)  # a run of one step (one batch holds the training set) has no fall
+    return lambda s: 0.04 + 0.96 * s / peak if s < peak else max(0.0, (total - s) / fall)
 
 
 @SCHEDULERS.register("plateau")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from cnnbench.errors import ConfigError
-from cnnbench.optim import OPTIMIZERS, create_optimizer, create_schedule
+from cnnbench.optim import OPTIMIZERS, SCHEDULERS, create_optimizer, create_schedule
 
 
 def _lrs(name, steps_per_epoch=10, epochs=4, **kw):
@@ -31,6 +31,14 @@ def test_cosine_and_onecycle_end_near_zero():
     assert _lrs("cosine")[-1] < 0.01
     one = _lrs("onecycle")
     assert one[0] < 0.1 and max(one) == pytest.approx(1.0, abs=0.05) and one[-1] < 0.05
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_every_schedule_takes_a_run_of_one_batch_per_epoch(name, epochs):
+    # A batch as large as the training set: onecycle divided by zero after the only step of one epoch.
+    lrs = _lrs(name, steps_per_epoch=1, epochs=epochs, step_size=1, gamma=0.5)
+    assert len(lrs) == epochs and all(0 <= lr <= 1 for lr in lrs)
 
 
 def test_warmup_ramps_linearly():
