@@ -249,6 +249,7 @@ class Objective:
 
     def _train(self, trial: optuna.Trial, config: TrainConfig, run_id: str, checkpoint: Path) -> float | list[float]:
         if (twin := _twin(trial)) is not None:
+            _patiently(self.sweep, lambda: trial.set_user_attr(DUPLICATE_ATTR, twin.number))
             raise optuna.TrialPruned(
                 f"duplicate of trial {twin.number}: the grid's points differ only in settings this trial does not use"
                 if self.sweep.sampler == "grid" else f"duplicate of trial {twin.number} "
@@ -584,11 +585,15 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
 
 def _twin(trial: optuna.Trial) -> optuna.trial.FrozenTrial | None:
     """The first earlier trial, running or finished but not failed, that drew the same settings (or ran the same
-    baseline), if any."""
+    baseline), if any.
+
+    A duplicate is no twin: when the trial it stood down for fails, the retry of that one must train.
+    """
     states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
     baseline = trial.user_attrs.get("baseline")
     return next((t for t in trial.study.get_trials(deepcopy=False, states=states) if t.number < trial.number
-                 and t.params == trial.params and t.user_attrs.get("baseline") == baseline), None)
+                 and t.params == trial.params and t.user_attrs.get("baseline") == baseline
+                 and DUPLICATE_ATTR not in t.user_attrs), None)
 
 
 def _standing(trial: optuna.trial.FrozenTrial, metric: str) -> str:
@@ -634,6 +639,8 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial):
 WORKER_ATTR = "cnnbench.worker"
 #: A trial's threads where it shared the CPU with other runs ("1 of 2"), for the progress lines.
 SHARED_ATTR = "cnnbench.shared_threads"
+#: The earlier trial a trial was pruned as the duplicate of.
+DUPLICATE_ATTR = "cnnbench.duplicate_of"
 CHECKPOINTS = Path("cnnbench-checkpoints")
 
 

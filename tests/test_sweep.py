@@ -326,6 +326,7 @@ def test_a_combination_drawn_again_is_pruned_as_a_duplicate_and_baselines_are_ne
         assert twin.user_attrs["reason"] == (f"duplicate of trial {first} (complete, val_acc {trials[first].value:.4f}"
                                              "), with the same settings and seed: not trained again")
         assert "train_seconds" not in twin.user_attrs and not twin.intermediate_values
+        assert twin.user_attrs["cnnbench.duplicate_of"] == first
 
 
 def test_without_a_terminal_the_sweep_prints_a_line_per_finished_trial(tmp_path, tiny_data):
@@ -544,6 +545,24 @@ def test_a_sweep_that_may_mirror_digits_warns_once_before_it_starts(tmp_path, ti
     first, *rest = res.output.splitlines()
     assert first.startswith("warning: augment 'flip' and tta 'flip_shift' mirror images, but a mirrored mnist image")
     assert not any("warning" in line for line in rest)
+
+
+def test_a_duplicate_is_no_twin_so_the_retry_of_a_failed_trial_trains():
+    # Trial 1 stood down for trial 0 while 0 ran; 0 then failed and trial 2 retries it: 2 must train, not be
+    # pruned as 1's duplicate. A complete trial is a twin.
+    from cnnbench.sweep import DUPLICATE_ATTR, _twin
+
+    study = optuna.create_study(direction="maximize")
+    lr = {"lr": optuna.distributions.FloatDistribution(1e-3, 1.0)}
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.1}, distributions=lr, state=optuna.trial.TrialState.FAIL))
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.1}, distributions=lr, user_attrs={DUPLICATE_ATTR: 0},
+                                              state=optuna.trial.TrialState.PRUNED))
+    study.enqueue_trial({"lr": 0.1})
+    retry = study.ask(lr)
+    assert retry.params == {"lr": 0.1} and _twin(retry) is None
+    study.tell(retry, 0.9)
+    study.enqueue_trial({"lr": 0.1})
+    assert _twin(study.ask(lr)).number == retry.number
 
 
 @pytest.mark.parametrize("change, warning", [
