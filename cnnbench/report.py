@@ -537,8 +537,10 @@ class _Report:
         bad = ds.trials[ds.trials["state"].isin(("PRUNED", "FAIL"))]
         if not len(bad):
             return pd.DataFrame()
-        # "pruned at epoch 2 (val_acc 0.1625)" and its kin group under "pruned at epoch 2".
+        # "pruned at epoch 2 (val_acc 0.1625)" and its kin group under "pruned at epoch 2"; "duplicate of trial 3
+        # (complete, ...), ..." and the duplicates of other trials under "duplicate of an earlier trial".
         reason = (bad["reason"].str.replace(r"\s*\([^()]*\)$", "", regex=True)
+                  .str.replace(r"^duplicate of trial \d+\b.*", "duplicate of an earlier trial", regex=True)
                   .map(lambda r: r if len(r) <= 90 else r[:89] + "…").replace("", "(none)"))
         table = (pd.DataFrame({"state": bad["state"].map(_STATE_WORD), "reason": reason})
                  .value_counts().rename("runs").reset_index().head(8))

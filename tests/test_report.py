@@ -229,6 +229,20 @@ def test_pruned_and_failed_runs_are_counted_and_kept_out_of_the_leaderboard(stor
     assert not {rid[:8] for rid in left_out} & shown
 
 
+def test_reasons_group_with_their_kin():
+    # Pruned at one epoch with any value: one reason; a duplicate of any trial, by any sampler: one reason.
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    said = ["pruned at epoch 2 (val_acc 0.1625)", "pruned at epoch 2 (val_acc 0.2000)",
+            "duplicate of trial 3 (complete, val_acc 0.9912), with the same settings and seed: not trained again",
+            "duplicate of trial 7 (pruned), with the same settings and seed: not trained again",
+            "duplicate of trial 1: the grid's points differ only in settings this trial does not use"]
+    table = report._Report._reasons(SimpleNamespace(trials=pd.DataFrame({"state": "PRUNED", "reason": said})))
+    assert dict(zip(table["reason"], table["runs"])) == {"duplicate of an earlier trial": "3", "pruned at epoch 2": "2"}
+
+
 def test_the_csvs_match_the_recorded_runs(store):
     runs = mlflow_trials("rep-mnist") + mlflow_trials("rep-cifar")
     by_id = {r.info.run_id: r for r in runs}
