@@ -1025,10 +1025,12 @@ def complete_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial
                          source="--trial", hint="`cnnbench best --top K` lists the best")
     trial = trials[number]
     if trial.state != optuna.trial.TrialState.COMPLETE:  # only a complete trial has a model to show and export
-        reason = trial.user_attrs.get("reason", "")
+        reason, twin = trial.user_attrs.get("reason", ""), trial.user_attrs.get(DUPLICATE_ATTR)
+        trained = twin is not None and trials[twin].state == optuna.trial.TrialState.COMPLETE
         raise StudyError(f"trial {number} of study {study.study_name!r} {_STATE_WORDS[trial.state]}"
                          + (f" ({reason})" if reason else "") + ": only a complete trial has a model",
-                         source="--trial", hint="`cnnbench best --top K` lists the complete trials")
+                         source="--trial", hint=f"trial {twin} trained these settings: `cnnbench best --trial {twin}`"
+                         if trained else "`cnnbench best --top K` lists the complete trials")
     return trial
 
 

@@ -327,6 +327,9 @@ def test_a_combination_drawn_again_is_pruned_as_a_duplicate_and_baselines_are_ne
                                              "), with the same settings and seed: not trained again")
         assert "train_seconds" not in twin.user_attrs and not twin.intermediate_values
         assert twin.user_attrs["cnnbench.duplicate_of"] == first
+        res = CliRunner().invoke(main, ["best", "--trial", str(twin.number), "--export"])
+        assert res.exit_code == 2 and f"fix: trial {first} trained these settings: `cnnbench best --trial {first}`" \
+            in res.output, res.output
 
 
 def test_without_a_terminal_the_sweep_prints_a_line_per_finished_trial(tmp_path, tiny_data):
