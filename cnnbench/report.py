@@ -192,8 +192,8 @@ _MACHINE = ("precision", "host", "cpu", "gpu")
 
 def _trials(runs: pd.DataFrame) -> pd.DataFrame:
     """Return one row per trial run: its study, dataset, state, what ran it, config fields (typed) and final metrics."""
-    columns = ["study", "dataset", "trial", "baseline", "state", "status", "reason", *_MACHINE, "run_id",
-               "experiment_id", "start_time", *_CONFIG, *_METRICS]
+    columns = ["study", "study_name", "sweep_run", "dataset", "trial", "baseline", "state", "status", "reason",
+               *_MACHINE, "run_id", "experiment_id", "start_time", *_CONFIG, *_METRICS]
     if runs.empty or "tags.cnnbench.trial" not in runs:
         return pd.DataFrame(columns=columns)
     runs = runs[runs["tags.cnnbench.trial"].notna()]
@@ -213,7 +213,7 @@ def _trials(runs: pd.DataFrame) -> pd.DataFrame:
         "status": status, "reason": col("tags.cnnbench.reason").fillna("").astype(str),
         **{name: col(f"tags.cnnbench.{name}").fillna("").astype(str) for name in _MACHINE},
         "run_id": col("run_id").astype(str), "experiment_id": col("experiment_id").astype(str),
-        "start_time": col("start_time"),
+        "start_time": col("start_time"), "sweep_run": col("tags.mlflow.parentRunId").fillna("").astype(str),
     })
     for name in _CONFIG:
         frame[name] = _typed(name, col(f"params.{name}"))
@@ -221,7 +221,23 @@ def _trials(runs: pd.DataFrame) -> pd.DataFrame:
         frame[name] = pd.to_numeric(col(f"metrics.{name}"), errors="coerce").astype(float)
     for name in ("params", "best_epoch"):
         frame[name] = frame[name].round().astype("Int64")
-    return frame.sort_values(["start_time", "trial"], kind="stable").reset_index(drop=True)
+    return _tell_apart(frame.sort_values(["start_time", "trial"], kind="stable").reset_index(drop=True))
+
+
+def _tell_apart(trials: pd.DataFrame) -> pd.DataFrame:
+    """Label apart the studies of one name whose trials recorded into one experiment (each under its own sweep run).
+
+    A study's MLflow experiment is named after it, so two studies of one name in different storages (two folders'
+    journal files sharing a tracking server, or a journal moved aside and begun afresh) record side by side, each
+    with a trial 0. The first to start keeps its name as ``study``, the later ones become "NAME (2)", "NAME (3)", in
+    the order they started; ``study_name`` keeps the name.
+    """
+    trials.insert(1, "study_name", trials["study"])
+    for name, runs in trials.groupby("study_name", sort=False):
+        sweeps = list(dict.fromkeys(runs["sweep_run"]))  # the trials are in the order they started
+        for k, sweep_run in enumerate(sweeps[1:], start=2):
+            trials.loc[(trials["study_name"] == name) & (trials["sweep_run"] == sweep_run), "study"] = f"{name} ({k})"
+    return trials
 
 
 def _typed(name: str, values: pd.Series) -> pd.Series:
@@ -316,23 +332,33 @@ def _studies(trials: pd.DataFrame, runs: pd.DataFrame, storage: str | None) -> t
     tags = {}
     if not runs.empty and "tags.cnnbench.role" in runs and "tags.cnnbench.storage" in runs:
         parents = runs[runs["tags.cnnbench.role"] == "sweep"]
-        tags = dict(zip(parents["tags.cnnbench.study"], parents["tags.cnnbench.storage"]))
+        tags = dict(zip(parents["run_id"], parents["tags.cnnbench.storage"]))
     found, notes = {}, []
-    for name in dict.fromkeys(trials["study"]):
-        url = storage if storage is not None else _recorded_storage(tags.get(name), DEFAULT_JOURNAL)
+    studies = trials.drop_duplicates("study")
+    for label, name, sweep_run in zip(studies["study"], studies["study_name"], studies["sweep_run"]):
+        others = trials.loc[trials["study_name"] == name, "study"].unique()
+        if label == name and len(others) > 1:
+            notes.append(f"study {name!r}: {len(others)} studies of this name recorded into its MLflow experiment, "
+                         f"each under its own sweep run (from other storages, or a storage begun afresh); they are "
+                         f"shown as {', '.join(repr(o) for o in others)}, in the order they started")
+        tag = tags.get(sweep_run)
+        url = storage if storage is not None else _recorded_storage(tag, DEFAULT_JOURNAL)
         record, why = None, None
         if url is None:
-            why = f"its Optuna storage ({tags.get(name)}) is a server, read only when named with --storage"
+            why = f"its Optuna storage ({tag}) is a server, read only when named with --storage"
         else:
             try:
                 record = read_study(url, name)
             except StudyError as err:
                 why = err.message
             else:
-                why = None if record is not None else f"it is not in {describe(url)}, seen from {Path.cwd()}"
+                if record is None:
+                    why = f"it is not in {describe(url)}, seen from {Path.cwd()}"
+                elif sweep_run and record.parent_run and record.parent_run != sweep_run:
+                    record, why = None, f"the study {name!r} in {describe(url)} is another one of this name"
         if why:
-            notes.append(f"study {name!r}: {why}; its history comes from MLflow run order, without importances")
-        found[name] = record
+            notes.append(f"study {label!r}: {why}; its history comes from MLflow run order, without importances")
+        found[label] = record
     return found, notes
 
 

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 #: The default study store: Optuna's journal file, safe with several processes on one machine.
 DEFAULT_JOURNAL = "cnnbench-journal.log"
+#: Study attribute: the MLflow run of the study's sweep, which every trial's run is nested under.
+PARENT_ATTR = "cnnbench.parent_run"
 #: How often a running trial records that its worker is alive, on RDB storages.
 HEARTBEAT_SECONDS = int(os.environ.get("CNNBENCH_HEARTBEAT_SECONDS", "20"))
 
@@ -220,6 +222,7 @@ class StudyRecord:
     importances: dict[str, float]
     objectives: list[str] = field(default_factory=list)
     front: list[int] = field(default_factory=list)
+    parent_run: str | None = None  # the MLflow run of its sweep, which its trials' runs are nested under
 
 
 def local_file(url: str | None) -> Path | None:
@@ -281,7 +284,7 @@ def read_study(url: str | None, name: str) -> StudyRecord | None:
     objectives = (study.user_attrs.get("cnnbench.sweep") or {}).get("objective") or ["value"]
     front = sorted(t.number for t in study.best_trials) if len(study.directions) > 1 else []
     return StudyRecord(name, objectives[0], study.directions[0].name.lower(), frame, param_importances(study),
-                       objectives, front)
+                       objectives, front, study.user_attrs.get(PARENT_ATTR))
 
 
 def sampled_study(study: optuna.Study) -> optuna.Study:

@@ -31,8 +31,8 @@ from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
                              UnreachableStorage, outlast, redact)
 from cnnbench.space import Sweep, grid, suggest, trial_config
-from cnnbench.storage import (HEARTBEAT_SECONDS, damaged, describe, importance_evaluator, open_existing,
-                              open_storage, sampled_study, study_lock, unavailable, varied_params)
+from cnnbench.storage import (HEARTBEAT_SECONDS, PARENT_ATTR, damaged, describe, importance_evaluator,
+                              open_existing, open_storage, sampled_study, study_lock, unavailable, varied_params)
 from cnnbench.tracking import Tracker, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
@@ -44,7 +44,6 @@ _FILE_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 INTERRUPTED = "interrupted"
 #: A worker gives up after this many trials in a row fail (not pruned: failed).
 MAX_CONSECUTIVE_FAILURES = 5
-PARENT_ATTR = "cnnbench.parent_run"
 #: Study attribute: how many of the pruner's steps make an epoch (2 where trials report at half an epoch too;
 #: studies from before it was recorded report once an epoch).
 STEPS_ATTR = "cnnbench.steps_per_epoch"
@@ -391,6 +390,14 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
         _claim(study, sweep, join)
         parent = study.user_attrs.get(PARENT_ATTR)
         if parent is None:
+            if others := tracker.runs("tags.`cnnbench.role` = 'sweep'"):
+                last = max(others, key=lambda r: r.info.start_time)
+                where = last.data.tags.get("cnnbench.storage", "storage unknown")
+                echo(f"warning: MLflow experiment {sweep.study_name!r} already records "
+                     f"{'another study' if len(others) == 1 else f'{len(others)} other studies'} of this name (the "
+                     f"last: sweep run {last.info.run_id[:8]}, {where}); "
+                     f"this study's runs go beside them, and `cnnbench report` tells them apart by when they started: "
+                     f"give --study NAME to keep it apart")
             parent = tracker.start(f"sweep-{sweep.study_name}", tags={
                 "cnnbench.study": sweep.study_name, "cnnbench.dataset": sweep.dataset,
                 "cnnbench.sampler": sweep.sampler, "cnnbench.pruner": sweep.pruner,
@@ -725,8 +732,14 @@ def reconcile(study: optuna.Study, tracker: Tracker) -> list[str]:
     """Bring the trials' MLflow runs in line with the trials: close the runs left RUNNING (or set otherwise) by a
     worker that lost the tracking server or its trial, and fail the runs no trial records. Returns the run ids
     changed.
+
+    Only the study's own runs (those under its sweep's run) are looked at: another study of the same name, in
+    another storage, records into the same MLflow experiment, and its live trials' runs are not this study's.
     """
-    runs = {r.info.run_id: r for r in tracker.runs()}
+    parent = study.user_attrs.get(PARENT_ATTR)
+    if parent is None:
+        return []
+    runs = {r.info.run_id: r for r in tracker.runs(f"tags.`mlflow.parentRunId` = '{parent}'")}
     claimed, changed = set(), []
     for t in study.get_trials(deepcopy=False):
         run_id = t.user_attrs.get("mlflow_run_id")
@@ -740,9 +753,7 @@ def reconcile(study: optuna.Study, tracker: Tracker) -> list[str]:
         changed.append(run_id)
     old = (time.time() - 3 * HEARTBEAT_SECONDS) * 1000
     for run_id, run in runs.items():
-        tags = run.data.tags
-        if (run_id in claimed or run.info.status != "RUNNING" or "mlflow.parentRunId" not in tags
-                or run.info.start_time > old):
+        if run_id in claimed or run.info.status != "RUNNING" or run.info.start_time > old:
             continue
         tracker.set_tags(run_id, {"cnnbench.state": "FAIL", "cnnbench.reason": "no trial records this run"})
         tracker.end(run_id, "FAILED")

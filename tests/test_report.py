@@ -323,6 +323,37 @@ def test_without_the_optuna_storage_the_history_comes_from_mlflow(store, tmp_pat
     assert any("rep-mnist" in m and "MLflow run order" in m for m in messages)
 
 
+def test_two_studies_of_one_name_sharing_the_mlflow_store_are_told_apart(tiny_data, tmp_path, monkeypatch):
+    # Two folders, each with its own journal file, sweeping into one MLflow store: one experiment, two trial 0s.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
+    sweep_file = tmp_path / "cifar.yaml"
+    sweep_file.write_text(textwrap.dedent(CIFAR).replace("trials: 4", "trials: 2").replace("[seed003]", "[]"))
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        res = CliRunner().invoke(main, ["sweep", str(sweep_file), "--data-dir", str(tiny_data)])
+        assert res.exit_code == 0, res.output
+        assert ("warning: MLflow experiment 'rep-cifar' already records another study of this name" in res.output) \
+            == (folder == "b"), res.output
+    parents = {r.info.run_id: r.info.start_time for r in MlflowClient().search_runs(
+        [MlflowClient().get_experiment_by_name("rep-cifar").experiment_id]) if "cnnbench.trial" not in r.data.tags}
+    first, second = sorted(parents, key=parents.get)
+
+    messages = []
+    report.build(out_dir=tmp_path / "r", formats=["csv", "md"], echo=messages.append)  # from folder b
+    runs = read_csv(tmp_path / "r" / "csv" / "runs.csv")
+    by_sweep = {r.info.run_id: r.data.tags["mlflow.parentRunId"] for r in mlflow_trials("rep-cifar")}
+    assert sorted((row["study"], row["trial"]) for row in runs) == [
+        ("rep-cifar", "0"), ("rep-cifar", "1"), ("rep-cifar (2)", "0"), ("rep-cifar (2)", "1")]
+    assert all(by_sweep[row["run_id"]] == {"rep-cifar": first, "rep-cifar (2)": second}[row["study"]] for row in runs)
+    text = (tmp_path / "r" / "report.md").read_text()
+    # Folder b's journal holds the second study: its history comes from it, the first one's from MLflow.
+    assert "Source of the history: study rep-cifar: MLflow run order; study rep-cifar (2): Optuna study." in text
+    assert any("2 studies of this name recorded into its MLflow experiment" in m for m in messages)
+    assert any(m.startswith("study 'rep-cifar': the study 'rep-cifar' in ./cnnbench-journal.log is "
+                            "another one of this name") for m in messages), messages
+
+
 def test_one_dataset_is_reported_and_says_there_is_nothing_to_compare(store, tmp_path):
     messages = []
     paths = report.build(datasets=["cifar10"], out_dir=tmp_path / "r", echo=messages.append)

@@ -1012,6 +1012,36 @@ def test_a_killed_worker_s_trial_is_failed_and_retried_from_its_checkpoint(tmp_p
     assert not ckpt.exists()
 
 
+def test_a_study_leaves_the_live_runs_of_another_study_of_its_name_alone(tmp_path):
+    # Two people sweep `mnist` in their own folders (two journal files) into one MLflow server: one
+    # experiment. The second one's start used to fail the first one's running trial as "no trial records
+    # this run", since it looked at every run of the experiment.
+    import time
+
+    from cnnbench.sweep import PARENT_ATTR, reconcile
+    from cnnbench.tracking import Tracker
+
+    tracker, client = Tracker("team"), MlflowClient()
+    studies = []
+    for name in ("a", "b"):
+        study = optuna.create_study(study_name="team")
+        study.set_user_attr(PARENT_ATTR, tracker.start(f"sweep-team-{name}", tags={"cnnbench.role": "sweep"}))
+        studies.append(study)
+    a, b = studies
+    long_ago = int((time.time() - 3600) * 1000)  # older than any heartbeat
+    live = client.create_run(tracker.experiment_id, start_time=long_ago, run_name="trial-0",
+                             tags={"mlflow.parentRunId": a.user_attrs[PARENT_ATTR]}).info.run_id
+    trial = a.ask()
+    trial.set_user_attr("mlflow_run_id", live)
+    lost = client.create_run(tracker.experiment_id, start_time=long_ago, run_name="trial-1",
+                             tags={"mlflow.parentRunId": a.user_attrs[PARENT_ATTR]}).info.run_id
+
+    assert reconcile(b, tracker) == []
+    assert client.get_run(live).info.status == client.get_run(lost).info.status == "RUNNING"
+    assert reconcile(a, tracker) == [lost]  # its own run that no trial records is still failed
+    assert client.get_run(live).info.status == "RUNNING" and client.get_run(lost).info.status == "FAILED"
+
+
 def test_credentials_in_urls_are_never_shown(tmp_path, tiny_data):
     from cnnbench.tracking import redact
 
