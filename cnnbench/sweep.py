@@ -217,10 +217,10 @@ class Objective:
                                     parent=self.parent, params=config.params())
         _patiently(self.sweep, lambda: _set_attrs(trial, {"mlflow_run_id": run_id, "config": config.params(),
                                                           **({SHARED_ATTR: shared} if shared else {})}))
-        checkpoint = checkpoint_path(self.sweep.study_name, trial.number)
+        checkpoint = checkpoint_path(self.sweep.study_name, self.parent, trial.number)
         earlier = trial.user_attrs.get("retry_of")
-        if earlier is not None and checkpoint_path(self.sweep.study_name, earlier).exists():
-            os.replace(checkpoint_path(self.sweep.study_name, earlier), checkpoint)
+        if earlier is not None and checkpoint_path(self.sweep.study_name, self.parent, earlier).exists():
+            os.replace(checkpoint_path(self.sweep.study_name, self.parent, earlier), checkpoint)
         try:
             values = self._train(trial, config, run_id, checkpoint)
         except optuna.TrialPruned as pruned:
@@ -493,7 +493,8 @@ def _holding(study: optuna.Study, sweep: Sweep):
                 live.pop(me, None)
             study.set_user_attr(LIVE_ATTR, live)
             if not live:
-                for folder in (CHECKPOINTS / sweep.study_name, CHECKPOINTS):
+                mine = checkpoint_path(sweep.study_name, study.user_attrs.get(PARENT_ATTR, ""), 0).parent
+                for folder in (mine, CHECKPOINTS / sweep.study_name, CHECKPOINTS):
                     with contextlib.suppress(OSError):
                         folder.rmdir()  # only where empty
 
@@ -656,9 +657,13 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def checkpoint_path(study: str, number: int) -> Path:
-    """Return where trial ``number`` of ``study`` keeps its per-epoch checkpoint."""
-    return CHECKPOINTS / study / f"trial-{number}.ckpt"
+def checkpoint_path(study: str, parent: str, number: int) -> Path:
+    """Return where trial ``number`` of ``study`` keeps its per-epoch checkpoint.
+
+    Under the study's sweep run ``parent`` (:data:`PARENT_ATTR`), so that another study of the same name (in
+    another storage, run from this folder: a journal moved aside and begun afresh) never resumes it.
+    """
+    return CHECKPOINTS / study / parent / f"trial-{number}.ckpt"
 
 
 def _retry(study: optuna.Study, number: int, params: dict, user_attrs: dict) -> bool:
@@ -716,8 +721,8 @@ def recover(study: optuna.Study, tracker: Tracker) -> list[int]:
         if run_id:
             tracker.set_tags(run_id, {"cnnbench.state": "FAIL", "cnnbench.reason": reason})
             tracker.end(run_id, "FAILED")
-        study_name = study.study_name
-        for partial in checkpoint_path(study_name, t.number).parent.glob(f".trial-{t.number}.ckpt.*.tmp"):
+        folder = checkpoint_path(study.study_name, study.user_attrs.get(PARENT_ATTR, ""), t.number).parent
+        for partial in folder.glob(f".trial-{t.number}.ckpt.*.tmp"):
             partial.unlink(missing_ok=True)  # a checkpoint write the dead worker did not finish
         failed.append(t.number)
     return failed

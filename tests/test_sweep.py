@@ -939,8 +939,7 @@ def test_sigterm_ends_the_run_killed_and_exits_143(tmp_path, tiny_data):
                 break
         except Exception:
             continue
-    ckpt = tmp_path / "cnnbench-checkpoints" / "tiny" / "trial-0.ckpt"
-    while time.monotonic() < deadline and not ckpt.exists():
+    while time.monotonic() < deadline and not (ckpt := trial_checkpoint(tmp_path, "tiny", 0)).exists():
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
@@ -952,6 +951,13 @@ def test_sigterm_ends_the_run_killed_and_exits_143(tmp_path, tiny_data):
     assert [t.state for t in trials] == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.WAITING]
     assert trials[1].user_attrs["retry_of"] == 0 and trials[1].system_attrs["fixed_params"] == trials[0].params
     assert ckpt.exists()
+
+
+def trial_checkpoint(folder: Path, study: str, number: int) -> Path:
+    """Where trial ``number`` of the one study named ``study`` run in ``folder`` keeps its checkpoint (under its
+    sweep run's id), or where it would."""
+    found = sorted((folder / "cnnbench-checkpoints" / study).glob(f"*/trial-{number}.ckpt"))
+    return found[0] if found else folder / "cnnbench-checkpoints" / study / "-" / f"trial-{number}.ckpt"
 
 
 SLOW = """
@@ -980,9 +986,8 @@ def test_a_killed_worker_s_trial_is_failed_and_retried_from_its_checkpoint(tmp_p
     path.write_text(textwrap.dedent(SLOW))
     command = [sys.executable, "-m", "cnnbench", "sweep", str(path), "--data-dir", str(tiny_data)]
     proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    ckpt = tmp_path / "cnnbench-checkpoints" / "tiny" / "trial-0.ckpt"
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not ckpt.exists():
+    while time.monotonic() < deadline and not (ckpt := trial_checkpoint(tmp_path, "tiny", 0)).exists():
         time.sleep(0.2)
     assert ckpt.exists(), "no checkpoint was written"
     proc.send_signal(signal.SIGKILL)
@@ -1010,6 +1015,46 @@ def test_a_killed_worker_s_trial_is_failed_and_retried_from_its_checkpoint(tmp_p
     assert sorted(r.info.run_id for r in finished_runs) == sorted(
         t.user_attrs["mlflow_run_id"] for t in trials if t.state.name == "COMPLETE")
     assert not ckpt.exists()
+
+
+def test_a_study_begun_afresh_beside_a_killed_one_of_its_name_never_resumes_its_checkpoint(tmp_path, tiny_data):
+    # A sweep killed mid-trial keeps the trial's checkpoint for its retry. Its journal moved aside, the same
+    # command begins a new study of the same name in this folder: its trial 0 used to find the old trial 0's
+    # checkpoint, and failed on its other settings (or, with the same ones, resumed another study's run).
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    path = tmp_path / "slow.yaml"
+    path.write_text(textwrap.dedent(SLOW))
+    command = [sys.executable, "-m", "cnnbench", "sweep", str(path), "--data-dir", str(tiny_data)]
+    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and not (old := trial_checkpoint(tmp_path, "tiny", 0)).exists():
+        time.sleep(0.2)
+    assert old.exists(), "no checkpoint was written"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (tmp_path / DEFAULT_JOURNAL).rename(tmp_path / "aside.log")
+
+    res = subprocess.run([*command, "--seed", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    trial = optuna.load_study(study_name="tiny", storage=journal()).trials[0]
+    assert trial.state.name == "COMPLETE", trial.user_attrs.get("reason")
+    steps = [m.step for m in MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(
+        trial.user_attrs["mlflow_run_id"], "val_acc")]
+    assert steps == list(range(1, 7)), "it resumed another study's checkpoint"
+    assert old.exists()  # the first study's, for its retry
+    res = subprocess.run([*command, "--storage", "aside.log"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stderr
+    trials = optuna.load_study(study_name="tiny", storage=JournalStorage(JournalFileBackend(
+        str(tmp_path / "aside.log")))).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"] and not old.exists()
 
 
 def test_a_study_leaves_the_live_runs_of_another_study_of_its_name_alone(tmp_path):
