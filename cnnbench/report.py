@@ -576,7 +576,7 @@ class _Report:
     def _leaderboard(self, ds: _Dataset) -> pd.DataFrame:
         rows = ds.ranked.head(self.top)
         shown = pd.DataFrame({"#": rows["rank"].astype(str)})
-        if ds.ranked["study"].nunique() > 1:
+        if self._several(ds):
             shown["study"] = rows["study"]
         shown["trial"] = [self._trial(r) for _, r in rows.iterrows()]
         for column in ds.columns:
@@ -612,7 +612,7 @@ class _Report:
         shown["median test acc"] = best["median_test_acc"].map(_pct)
         shown["params"] = best["params"].map(_count)
         shown["train time (s)"] = best["train_seconds"].map(_secs)
-        shown["best run"] = [self._trial(r) for _, r in best.iterrows()]
+        shown["best run"] = [self._which(ds, r) for _, r in best.iterrows()]
         return shown
 
     def _history(self, ds: _Dataset) -> None:
@@ -790,7 +790,7 @@ class _Report:
         per_run = smoothing.nunique() > 1
         for i, (_, row) in enumerate(top.iterrows()):
             mine = curves[curves["run_id"] == row["run_id"]] if len(curves) else curves
-            label = f"#{row['rank']} {self._trial(row)}: {row['arch']} ({_pct(row['test_acc'])} test"
+            label = f"#{row['rank']} {self._which(ds, row)}: {row['arch']} ({_pct(row['test_acc'])} test"
             label += f", label smoothing {smoothing[row.name]:g})" if per_run else ")"
             for ax, key, scale in ((ax_acc, acc_key, 100), (ax_loss, "train_loss", 1)):
                 points = mine[mine["key"] == key].sort_values("step") if len(mine) else mine
@@ -812,7 +812,11 @@ class _Report:
         if len(losses) and losses.min() > 0 and losses.max() / losses.min() > 30:
             ax_loss.set_yscale("log")  # one diverging run must not flatten the others
             ax_loss.set_ylabel("training loss (cross-entropy, log scale)")
-        fig.legend(loc="outside lower center", ncol=min(len(top), 3), frameon=False, title="rank, trial, architecture")
+        # As many columns as fit the figure's width (about 150 characters of legend text), at most 3.
+        longest = max(map(len, ax_acc.get_legend_handles_labels()[1]), default=0)
+        columns = max(1, min(len(top), 3, 150 // (longest + 6)))
+        fig.legend(loc="outside lower center", ncol=columns, frameon=False,
+                   title="rank, study and trial, architecture" if self._several(ds) else "rank, trial, architecture")
         fig.suptitle(f"{ds.name}: learning curves of the {len(top)} best runs")
         return _png(fig)
 
@@ -860,7 +864,9 @@ class _Report:
             ax.set(xlabel="trial number", ylabel=frame["label"].iloc[0],
                    title=f"study {name}: history ({source})" + (f", {failed} failed" if failed else ""))
             ax.grid(alpha=0.3)
-            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)  # trial 0 alone: no tick at 0.02
+            if frame["trial"].nunique() == 1:
+                ax.set_xlim(frame["trial"].iloc[0] - 0.5, frame["trial"].iloc[0] + 0.5)
             if wide:
                 self._importance_axes(row_axes[1], importances, name)
         shown = pd.concat([frame for _, frame, _, _ in histories])
@@ -934,6 +940,15 @@ class _Report:
 
     def _who(self, row: pd.Series) -> str:
         return f"study {row['study']}, {self._trial(row)}"
+
+    @staticmethod
+    def _several(ds: _Dataset) -> bool:
+        """Whether the dataset's ranked runs come from several studies, whose trial numbers repeat."""
+        return ds.ranked["study"].nunique() > 1
+
+    def _which(self, ds: _Dataset, row: pd.Series) -> str:
+        """The run's trial, with its study where the dataset's runs come from several."""
+        return self._who(row) if self._several(ds) else self._trial(row)
 
     def _link(self, row: pd.Series) -> _Link:
         path = f"#/experiments/{row['experiment_id']}/runs/{row['run_id']}"

@@ -347,6 +347,9 @@ def test_two_studies_of_one_name_sharing_the_mlflow_store_are_told_apart(tiny_da
         ("rep-cifar", "0"), ("rep-cifar", "1"), ("rep-cifar (2)", "0"), ("rep-cifar (2)", "1")]
     assert all(by_sweep[row["run_id"]] == {"rep-cifar": first, "rep-cifar (2)": second}[row["study"]] for row in runs)
     text = (tmp_path / "r" / "report.md").read_text()
+    best = read_csv(tmp_path / "r" / "csv" / "leaderboard.csv")[0]
+    # Where trial numbers repeat across studies, each trial is named with its study.
+    assert f"| study {best['study']}, trial {best['trial']} |" in text  # the best run per architecture and optimizer
     # Folder b's journal holds the second study: its history comes from it, the first one's from MLflow.
     assert "Source of the history: study rep-cifar: MLflow run order; study rep-cifar (2): Optuna study." in text
     assert any("2 studies of this name recorded into its MLflow experiment" in m for m in messages)
@@ -506,6 +509,15 @@ def test_the_history_spans_the_complete_trials_and_puts_pruned_outliers_on_its_e
     points = {tuple(p) for c in ax.collections for p in c.get_offsets().tolist()}
     assert (1, low) in points and (4, high) in points and (3, 98.5) in points  # below, above, inside
     assert {"pruned (last value)", "pruned, below the axis", "pruned, above the axis"} <= set(legend)
+
+
+def test_a_history_of_one_trial_has_one_tick_at_its_number(tmp_path, monkeypatch):
+    store = HandStore(tmp_path, monkeypatch)
+    store.record("COMPLETE", 0.98)
+    fig, _ = store.figure("optimization history")
+    ax = fig.axes[0]
+    low, high = ax.get_xlim()
+    assert [t for t in ax.get_xticks() if low <= t <= high] == [0]  # not -0.04, -0.02, 0.00, ...
 
 
 def test_a_flat_history_keeps_near_its_value_and_no_accuracy_axis_passes_100(tmp_path, monkeypatch):
