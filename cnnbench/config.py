@@ -12,7 +12,7 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from cnnbench.errors import ConfigError
 from cnnbench.registry import Registry
@@ -26,12 +26,30 @@ SCHEDULE_SETTINGS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _kinds(annotation: Any) -> set:
+    """The plain types an annotation admits: ``Optional[int]`` -> {int, NoneType}, ``Union[bool, str]`` -> both."""
+    if get_origin(annotation) in (Union, UnionType, Annotated):
+        return set().union(*(_kinds(a) for a in get_args(annotation)))
+    return {annotation}
+
+
+def no_flag_for_a_number(model: type[BaseModel], value: Any, info: ValidationInfo) -> Any:
+    """Refuse ``true``/``false`` given for a number: pydantic would take them as 1 and 0 (``epochs: true``, one
+    epoch), which no one means. A field that admits a bool itself keeps them."""
+    if isinstance(value, bool) and info.field_name in model.model_fields:
+        kinds = _kinds(model.model_fields[info.field_name].annotation)
+        if bool not in kinds and kinds & {int, float}:
+            raise ValueError("a number is expected, not true or false")
+    return value
+
+
 class TrainConfig(BaseModel):
     """Everything that defines one training run. Field names are the YAML keys, flags and MLflow params."""
 
     # Infinity and NaN pass a bound such as lr > 0 (NaN by failing every comparison pydantic makes) and only
     # fail once training has begun, so no float field takes them.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _numbers = field_validator("*", mode="before")(classmethod(no_flag_for_a_number))
 
     # What to learn, and with what network.
     dataset: str = "mnist"
@@ -169,9 +187,12 @@ def load_yaml(path: str | Path) -> tuple[dict[str, Any], dict[tuple, int]]:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")  # with or without the byte-order mark some editors write
     except OSError as err:
         raise ConfigError(f"cannot read {path}: {err.strerror}", source=str(path)) from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"cannot read {path}: not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at "
+                          f"offset {err.start})", source=str(path), hint="save it as UTF-8 YAML") from None
     try:
         node = yaml.compose(text, Loader=_Loader)
         data = yaml.load(text, Loader=_Loader)

@@ -15,7 +15,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cnnbench.config import ARCH_FIELDS, FIELDS, PRESETS, Layer, TrainConfig, load_yaml, schema_error, validate
+from cnnbench.config import (ARCH_FIELDS, FIELDS, PRESETS, Layer, TrainConfig, load_yaml, no_flag_for_a_number,
+                             schema_error, validate)
 from cnnbench.errors import ConfigError
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "nsga2")
@@ -31,6 +32,7 @@ _SWEEPS_DIR = Path(__file__).parent / "sweeps"
 class _Strict(BaseModel):
     # No infinite or NaN range ends, steps or timeouts: Optuna cannot sample from them (see TrainConfig).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _numbers = field_validator("*", mode="before")(classmethod(no_flag_for_a_number))
 
 
 Scalar = Union[bool, int, float, str, None]

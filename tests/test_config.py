@@ -52,6 +52,26 @@ def test_broken_yaml_names_the_line(tmp_path):
         config.load_yaml(path)
 
 
+def test_true_or_false_for_a_number_is_refused_and_a_flag_keeps_them(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lookahead: true\npool_first: false\nepochs: true\n")  # epochs: true was one epoch
+    with pytest.raises(ConfigError) as info:
+        config.resolve(config.Layer.yaml_file(path))
+    assert str(info.value).startswith(f"{path}:3: epochs = True: a number is expected, not true or false")
+    path.write_text("lookahead: true\npool_first: false\n")
+    cfg, _ = config.resolve(config.Layer.yaml_file(path))
+    assert cfg.lookahead is True and cfg.pool_first is False
+
+
+def test_a_file_with_a_byte_order_mark_reads_and_one_not_in_utf8_is_one_error(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes("\ufeffepochs: 2\n".encode("utf-8"))  # the mark some editors write first
+    assert config.load_yaml(path)[0] == {"epochs": 2}
+    path.write_bytes("epochs: 2\n".encode("utf-16"))
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        config.load_yaml(path)
+
+
 @pytest.mark.parametrize("name", list(config.PRESETS))
 def test_every_preset_is_a_valid_configuration(name):
     from cnnbench.train import check

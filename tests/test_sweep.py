@@ -631,6 +631,14 @@ BAD = [
     ("dataset: mnist\nsampler: grid\nseed: -1\nspace: {arch: [vgg, two_conv]}\n",
      "seed = -1: Input should be greater than or equal to 0"),
     ("dataset: mnist\nseed: 4294967296\n", "seed = 4294967296: Input should be less than or equal to 4294967295"),
+    # true/false for a number: pydantic took them as 1 and 0 (`epochs: true`, one epoch).
+    ("dataset: mnist\ntrials: true\n", "bad.yaml:2: trials = True: a number is expected, not true or false"),
+    ("dataset: mnist\nfixed: {batch_size: true}\n", "bad.yaml:2: batch_size = True: a number is expected"),
+    ("dataset: mnist\nspace: {lr: {low: false, high: 1}}\n", "space.lr.low = False: a number is expected"),
+    ("dataset: mnist\nspace: {batch_size: [true, 64]}\n", "batch_size = True: a number is expected"),
+    # Not UTF-8 (UTF-16, as some editors save, or not text at all): a traceback before.
+    ("dataset: mnist\n".encode("utf-16"), "bad.yaml: cannot read "),
+    (bytes(range(128, 256)), "not UTF-8 text (byte b'\\x80' at offset 0)\n  fix: save it as UTF-8 YAML"),
     ("dataset: mnist\nspace: {arch: {choices: []}}\n", "choices is empty"),
     ("dataset: mnist\nspace: {arch: {choices: [resnett]}}\n", "did you mean 'resnet'"),
     ("dataset: mnist\nspace: {optimizer: {choices: [adam, adagrad]}}\n", "unknown optimizer 'adagrad'"),
@@ -704,7 +712,7 @@ BAD = [
 @pytest.mark.parametrize("text,expected", BAD, ids=[f"bad{i:02d}" for i in range(len(BAD))])
 def test_bad_sweep_files_fail_before_anything_is_created(tmp_path, text, expected):
     path = tmp_path / "bad.yaml"
-    path.write_text(text)
+    path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
     res = CliRunner().invoke(main, ["sweep", str(path), "--data-dir", str(tmp_path / "nodata")])
     assert res.exit_code == 2, res.output
     assert expected in res.output, res.output
