@@ -36,12 +36,47 @@ def describe(url: str | None) -> str:
 
 
 def check_url(url: str | None) -> None:
-    """Raise :class:`ConfigError` if ``url`` is not a storage cnnbench can open (no connection is made)."""
-    if url is None or url.endswith(".log") or url.startswith(("sqlite:///", "postgresql", "mysql", "redis://",
-                                                              "rediss://", "journal:")):
+    """Raise :class:`ConfigError` if ``url`` is not a storage cnnbench can open (no connection is made), or names
+    a database whose driver is not installed here."""
+    if url is not None and url.startswith(("postgresql", "mysql")):
+        _check_driver(url)
+        return
+    if url is not None and url.startswith(("redis://", "rediss://")):
+        import importlib.util
+
+        if importlib.util.find_spec("redis") is None:
+            _no_driver(url, "redis")
+        return
+    if url is None or url.endswith(".log") or url.startswith(("sqlite:///", "redis://", "rediss://", "journal:")):
         return
     raise ConfigError(f"unsupported storage {describe(url)!r}",
                       hint="use a journal file path ending in .log, sqlite:///FILE, postgresql://..., or redis://...")
+
+
+def _check_driver(url: str) -> None:
+    """Raise :class:`ConfigError` where the database driver ``url`` names (or its dialect's default) is missing."""
+    import sqlalchemy
+
+    try:
+        dialect = sqlalchemy.engine.make_url(url).get_dialect()
+        dialect.import_dbapi()
+    except ModuleNotFoundError as err:
+        _no_driver(url, err.name)
+    except sqlalchemy.exc.SQLAlchemyError as err:  # a malformed URL, an unknown driver name
+        raise ConfigError(f"not a database URL: {describe(url)}: {str(err).splitlines()[0][:200]}",
+                          hint="e.g. postgresql://user@host:5432/db") from None
+
+
+#: The drivers cnnbench's extras install, by module.
+_EXTRAS = {"psycopg": "postgres", "redis": "redis"}
+
+
+def _no_driver(url: str, module: str) -> None:
+    extra = _EXTRAS.get(module)
+    raise ConfigError(f"cannot open storage {describe(url)}: its driver, the Python module {module!r}, is not "
+                      "installed", hint=f"pip install 'cnnbench[{extra}]'" if extra else
+                      f"pip install the package that provides {module!r}, or name a driver installed here in the "
+                      "URL (postgresql+psycopg://...)")
 
 
 def open_storage(url: str | None) -> "optuna.storages.BaseStorage":

@@ -237,6 +237,31 @@ def test_unreachable_database_is_a_clear_error(tmp_path, tiny_data):
     assert not os.path.exists(tmp_path / "mlflow.db")
 
 
+@pytest.mark.parametrize("url,expected", [
+    # A driver not installed: Optuna's "Failed to import DB access module" after the data was loaded (with the
+    # hint to check that the database is up), or a traceback from the study's lock.
+    ("postgresql+pg8000://postgres@127.0.0.1/test", "cannot open storage postgresql+pg8000://***@127.0.0.1/test: "
+     "its driver, the Python module 'pg8000', is not installed\n  fix: pip install the package that provides"),
+    ("postgresql+nodriver://127.0.0.1/test", "not a database URL: postgresql+nodriver://127.0.0.1/test"),
+    ("redis://127.0.0.1:1", "the Python module 'redis', is not installed\n  fix: pip install 'cnnbench[redis]'"),
+])
+def test_a_storage_whose_driver_is_missing_is_one_line_before_the_data(tmp_path, tiny_data, monkeypatch, url,
+                                                                      expected):
+    import importlib.util
+
+    import cnnbench.data
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "redis" else find_spec(name, *a))
+    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the storage was checked"))
+    res = sweep(tmp_path, tiny_data, "--storage", url)
+    assert res.exit_code == 2 and expected in res.output and "Traceback" not in res.output, res.output
+    assert not (tmp_path / "mlflow.db").exists()
+    for command in (["best"], ["report"]):
+        res = CliRunner().invoke(main, [*command, "--storage", url])
+        assert res.exit_code == 2 and expected.split("\n")[0].removeprefix("cannot open ") in res.output, res.output
+
+
 def test_importances_leave_the_baselines_out_and_tell_what_mattered():
     from cnnbench.storage import param_importances
 
