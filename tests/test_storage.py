@@ -253,7 +253,7 @@ def test_a_storage_whose_driver_is_missing_is_one_line_before_the_data(tmp_path,
 
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "redis" else find_spec(name, *a))
-    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the storage was checked"))
+    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the storage check"))
     res = sweep(tmp_path, tiny_data, "--storage", url)
     assert res.exit_code == 2 and expected in res.output and "Traceback" not in res.output, res.output
     assert not (tmp_path / "mlflow.db").exists()
