@@ -982,24 +982,33 @@ tracking: {log_model: none, plots: false}
 """
 
 
-def test_a_killed_worker_s_trial_is_failed_and_retried_from_its_checkpoint(tmp_path, tiny_data):
+def kill_mid_trial(folder: Path, tiny_data: Path) -> tuple[list[str], Path]:
+    """Start the SLOW sweep in ``folder``, SIGKILL it once trial 0 has a checkpoint; return its command and the
+    checkpoint."""
     import signal
     import subprocess
     import sys
     import time
 
-    import torch
-
-    path = tmp_path / "slow.yaml"
+    path = folder / "slow.yaml"
     path.write_text(textwrap.dedent(SLOW))
     command = [sys.executable, "-m", "cnnbench", "sweep", str(path), "--data-dir", str(tiny_data)]
-    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(command, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not (ckpt := trial_checkpoint(tmp_path, "tiny", 0)).exists():
+    while time.monotonic() < deadline and not (ckpt := trial_checkpoint(folder, "tiny", 0)).exists():
         time.sleep(0.2)
     assert ckpt.exists(), "no checkpoint was written"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    return command, ckpt
+
+
+def test_a_killed_worker_s_trial_is_failed_and_retried_from_its_checkpoint(tmp_path, tiny_data):
+    import subprocess
+
+    import torch
+
+    command, ckpt = kill_mid_trial(tmp_path, tiny_data)
     done_before = len(torch.load(ckpt, weights_only=True)["history"])
 
     res = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
@@ -1029,24 +1038,12 @@ def test_a_study_begun_afresh_beside_a_killed_one_of_its_name_never_resumes_its_
     # A sweep killed mid-trial keeps the trial's checkpoint for its retry. Its journal moved aside, the same
     # command begins a new study of the same name in this folder: its trial 0 used to find the old trial 0's
     # checkpoint, and failed on its other settings (or, with the same ones, resumed another study's run).
-    import signal
     import subprocess
-    import sys
-    import time
 
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
-    path = tmp_path / "slow.yaml"
-    path.write_text(textwrap.dedent(SLOW))
-    command = [sys.executable, "-m", "cnnbench", "sweep", str(path), "--data-dir", str(tiny_data)]
-    proc = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not (old := trial_checkpoint(tmp_path, "tiny", 0)).exists():
-        time.sleep(0.2)
-    assert old.exists(), "no checkpoint was written"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    command, old = kill_mid_trial(tmp_path, tiny_data)
     (tmp_path / DEFAULT_JOURNAL).rename(tmp_path / "aside.log")
 
     res = subprocess.run([*command, "--seed", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
