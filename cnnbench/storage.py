@@ -59,7 +59,7 @@ def _check_driver(url: str) -> None:
 
     try:
         dialect = sqlalchemy.engine.make_url(url).get_dialect()
-        dialect.import_dbapi()
+        (getattr(dialect, "import_dbapi", None) or dialect.dbapi)()  # SQLAlchemy 2's name, else 1.4's
     except ModuleNotFoundError as err:
         _no_driver(url, err.name)
     except sqlalchemy.exc.SQLAlchemyError as err:  # a malformed URL, an unknown driver name
