@@ -47,7 +47,7 @@ def check_url(url: str | None) -> None:
         if importlib.util.find_spec("redis") is None:
             _no_driver(url, "redis")
         return
-    if url is None or url.endswith(".log") or url.startswith(("sqlite:///", "redis://", "rediss://", "journal:")):
+    if url is None or url.endswith(".log") or url.startswith(("sqlite:///", "journal:")):
         return
     raise ConfigError(f"unsupported storage {describe(url)!r}",
                       hint="use a journal file path ending in .log, sqlite:///FILE, postgresql://..., or redis://...")

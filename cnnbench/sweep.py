@@ -493,7 +493,7 @@ def _holding(study: optuna.Study, sweep: Sweep):
                 live.pop(me, None)
             study.set_user_attr(LIVE_ATTR, live)
             if not live:
-                mine = checkpoint_path(sweep.study_name, study.user_attrs.get(PARENT_ATTR, ""), 0).parent
+                mine = checkpoint_folder(sweep.study_name, study.user_attrs.get(PARENT_ATTR, ""))
                 for folder in (mine, CHECKPOINTS / sweep.study_name, CHECKPOINTS):
                     with contextlib.suppress(OSError):
                         folder.rmdir()  # only where empty
@@ -657,13 +657,18 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def checkpoint_path(study: str, parent: str, number: int) -> Path:
-    """Return where trial ``number`` of ``study`` keeps its per-epoch checkpoint.
+def checkpoint_folder(study: str, parent: str) -> Path:
+    """Return where the trials of ``study`` keep their per-epoch checkpoints.
 
     Under the study's sweep run ``parent`` (:data:`PARENT_ATTR`), so that another study of the same name (in
-    another storage, run from this folder: a journal moved aside and begun afresh) never resumes it.
+    another storage, run from this folder: a journal moved aside and begun afresh) never resumes them.
     """
-    return CHECKPOINTS / study / parent / f"trial-{number}.ckpt"
+    return CHECKPOINTS / study / parent
+
+
+def checkpoint_path(study: str, parent: str, number: int) -> Path:
+    """Return where trial ``number`` of ``study`` (its sweep run ``parent``) keeps its per-epoch checkpoint."""
+    return checkpoint_folder(study, parent) / f"trial-{number}.ckpt"
 
 
 def _retry(study: optuna.Study, number: int, params: dict, user_attrs: dict) -> bool:
@@ -721,7 +726,7 @@ def recover(study: optuna.Study, tracker: Tracker) -> list[int]:
         if run_id:
             tracker.set_tags(run_id, {"cnnbench.state": "FAIL", "cnnbench.reason": reason})
             tracker.end(run_id, "FAILED")
-        folder = checkpoint_path(study.study_name, study.user_attrs.get(PARENT_ATTR, ""), t.number).parent
+        folder = checkpoint_folder(study.study_name, study.user_attrs.get(PARENT_ATTR, ""))
         for partial in folder.glob(f".trial-{t.number}.ckpt.*.tmp"):
             partial.unlink(missing_ok=True)  # a checkpoint write the dead worker did not finish
         failed.append(t.number)
