@@ -31,12 +31,13 @@ def _resolve(name: str) -> Callable[..., nn.Module]:
     return build
 
 
-#: Classifiers with auxiliary heads, whose outputs in training are tuples: built without them.
+#: Classifiers with auxiliary heads, whose outputs in training are tuples: built without them, and with
+#: ``init_weights`` given as the default it is (left out, torchvision warns that the default will change).
 _AUX_LOGITS = ("googlenet", "inception_v3")
 
 
 def _build(name: str, in_channels: int, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
-    extra = {"aux_logits": False} if name in _AUX_LOGITS else {}
+    extra = {"aux_logits": False, "init_weights": True} if name in _AUX_LOGITS else {}
     model = _construct(name, weights=None, num_classes=num_classes, **extra)  # the head is the model's own
     _adapt_stem(model, in_channels, small=min(input_size) < 64)
     return model
