@@ -614,6 +614,18 @@ def test_sweep_by_dataset_name_uses_the_packaged_file(tmp_path, tiny_data):
         assert load_sweep(name)[0].study_name
 
 
+
+def test_the_sweep_file_docs_sweeps_md_shows_is_a_valid_one(tmp_path):
+    # Its `when: {optimizer: sgd}` once named a parameter the space did not sample: copied, it was refused.
+    from cnnbench.space import load_sweep
+
+    doc = (Path(__file__).parents[1] / "docs" / "sweeps.md").read_text()
+    path = tmp_path / "doc.yaml"
+    path.write_text(doc.split("```yaml\n", 1)[1].split("```", 1)[0])
+    sweep_def, _ = load_sweep(str(path))
+    assert sweep_def.dataset == "mnist" and sweep_def.space["momentum"].when == {"optimizer": "sgd"}
+
+
 BAD = [
     ("dataset: mnist\nspace: {lr: {low: 0.1, high: 0.01}}\n", "high': 0.01}: low (0.1) is greater than high (0.01); swap"),
     ("dataset: mnist\nspace:\n  lr: 0.01\n", "bad.yaml:3: space.lr = 0.01: one value is not a search dimension: put it "
