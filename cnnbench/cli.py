@@ -353,35 +353,36 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
 
     A study of several objectives lists its Pareto front first (`pareto` column), by the first objective.
     """
-    from cnnbench import sweep as sweeps
+    from cnnbench import storage as stores  # not the sweep (torch, MLflow) unless there is a model to export
     from cnnbench.errors import ConfigError
-    from cnnbench.storage import check_url, describe
 
     for flag, given in (("--register", register is not None), ("--overwrite", overwrite)):
         if given and export_dir is None:
             raise ConfigError("given without --export", source=flag, hint="add --export [DIR]")
     if register is not None and not register.strip():
         raise ConfigError("empty model name", source="--register", hint="name the registered model")
-    check_url(storage)
-    names = sweeps.studies(storage)
+    stores.check_url(storage)
+    names = stores.studies(storage)
     if study_name is None:
         if len(names) != 1:
             from cnnbench.errors import StudyError
 
             if names:
-                raise StudyError(f"{len(names)} studies in {describe(storage)}: {', '.join(names)}",
+                raise StudyError(f"{len(names)} studies in {stores.describe(storage)}: {', '.join(names)}",
                                  hint="name one with --study")
-            raise StudyError(f"no study in {describe(storage)}", hint="run `cnnbench sweep DATASET` first")
+            raise StudyError(f"no study in {stores.describe(storage)}", hint="run `cnnbench sweep DATASET` first")
         study_name = names[0]
-    study = sweeps.load_study(study_name, storage)
-    rows = sweeps.best_trials(study, top) if trial_number is None else [sweeps.complete_trial(study, trial_number)]
+    study = stores.load_study(study_name, storage)
+    rows = stores.best_trials(study, top) if trial_number is None else [stores.complete_trial(study, trial_number)]
     if not rows:
         from cnnbench.errors import StudyError
 
         raise StudyError(f"study {study_name!r} has no complete trial yet", hint="run or resume the sweep")
-    front = {t.number for t in sweeps.pareto_front(study)} if len(study.directions) > 1 else None
+    front = {t.number for t in stores.pareto_front(study)} if len(study.directions) > 1 else None
     table = [_best_row(t, front) for t in rows]
     if export_dir is not None:
+        from cnnbench import sweep as sweeps
+
         path, version = sweeps.export_trial(study_name, rows[0], export_dir or None, overwrite=overwrite,
                                             register=register)
         if not as_json:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 DEFAULT_JOURNAL = "cnnbench-journal.log"
 #: Study attribute: the MLflow run of the study's sweep, which every trial's run is nested under.
 PARENT_ATTR = "cnnbench.parent_run"
+#: Trial attribute: the earlier trial a trial was pruned as the duplicate of.
+DUPLICATE_ATTR = "cnnbench.duplicate_of"
 #: How often a running trial records that its worker is alive, on RDB storages.
 HEARTBEAT_SECONDS = int(os.environ.get("CNNBENCH_HEARTBEAT_SECONDS", "20"))
 
@@ -377,3 +379,82 @@ def param_importances(study: optuna.Study) -> dict[str, float]:
         return {}  # the evaluator could not weigh these trials
     total = sum(raw.values())
     return {name: float(value) / total for name, value in raw.items()} if total > 0 else {}
+
+
+def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
+    """Return the ``top`` best complete trials, by the first objective.
+
+    In a study of several objectives the Pareto front comes first (by the first objective), then the rest.
+    """
+    ranked = _ranked(study)
+    if len(study.directions) > 1:
+        front = {t.number for t in study.best_trials}
+        ranked.sort(key=lambda t: t.number not in front)  # stable: each part stays in order
+    return ranked[:top]
+
+
+def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    import optuna
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(complete, key=lambda t: t.values[0], reverse=reverse)
+
+
+#: How an error says a trial that is not complete stands, by the name of its state.
+_STATE_WORDS = {"PRUNED": "was pruned", "FAIL": "failed", "RUNNING": "is still running", "WAITING": "is waiting to run"}
+
+
+def complete_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
+    """Return the study's trial ``number``; raise :class:`StudyError` unless it exists and is complete."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    if number >= len(trials):
+        held = f"it has {len(trials)}: 0-{len(trials) - 1}" if trials else "it has none yet"
+        raise StudyError(f"study {study.study_name!r} has no trial {number} ({held})",
+                         source="--trial", hint="`cnnbench best --top K` lists the best")
+    trial = trials[number]
+    if trial.state != optuna.trial.TrialState.COMPLETE:  # only a complete trial has a model to show and export
+        reason, twin = trial.user_attrs.get("reason", ""), trial.user_attrs.get(DUPLICATE_ATTR)
+        trained = twin is not None and trials[twin].state == optuna.trial.TrialState.COMPLETE
+        words = _STATE_WORDS[trial.state.name]
+        if reason.startswith("pruned "):  # a pruner's reason says it all: "pruned at half of epoch 1 (val_acc ...)"
+            words, reason = f"was {reason}", ""
+        raise StudyError(f"trial {number} of study {study.study_name!r} {words}"
+                         + (f" ({reason})" if reason else "") + ": only a complete trial has a model",
+                         source="--trial", hint=f"trial {twin} trained these settings: `cnnbench best --trial {twin}`"
+                         if trained else "`cnnbench best --top K` lists the complete trials")
+    return trial
+
+
+def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The complete trials no other complete trial beats on every objective, by the first objective."""
+    front = {t.number for t in study.best_trials}
+    return [t for t in _ranked(study) if t.number in front]
+
+
+def load_study(name: str, storage: str | None) -> optuna.Study:
+    """Load an existing study; raise :class:`StudyError` listing the studies there if it is missing.
+
+    A storage file that is not there is not created: looking for a study records nothing.
+    """
+    import optuna
+
+    store = open_existing(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(store)] if store is not None else []
+    if name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=1)
+        raise StudyError(f"no study {name!r} in {describe(storage)}; studies there: {', '.join(names) or 'none'}",
+                         hint=f"did you mean {close[0]!r}?" if close else "run `cnnbench sweep` first")
+    return optuna.load_study(study_name=name, storage=store)
+
+
+def studies(storage: str | None) -> list[str]:
+    """Return the names of the studies in ``storage`` (none where its file is not there; it is not created)."""
+    import optuna
+
+    store = open_existing(storage)
+    return [s.study_name for s in optuna.get_all_study_summaries(store)] if store is not None else []

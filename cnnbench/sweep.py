@@ -31,8 +31,8 @@ from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
                              UnreachableStorage, outlast, redact)
 from cnnbench.space import Sweep, grid, suggest, trial_config
-from cnnbench.storage import (HEARTBEAT_SECONDS, PARENT_ATTR, damaged, describe, importance_evaluator,
-                              open_existing, open_storage, sampled_study, study_lock, unavailable, varied_params)
+from cnnbench.storage import (DUPLICATE_ATTR, HEARTBEAT_SECONDS, PARENT_ATTR, damaged, describe, importance_evaluator,
+                              open_storage, pareto_front, sampled_study, study_lock, unavailable, varied_params)
 from cnnbench.tracking import Tracker, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
@@ -647,8 +647,6 @@ def _heartbeat(study: optuna.Study, trial: optuna.Trial):
 WORKER_ATTR = "cnnbench.worker"
 #: A trial's threads where it shared the CPU with other runs ("1 of 2"), for the progress lines.
 SHARED_ATTR = "cnnbench.shared_threads"
-#: The earlier trial a trial was pruned as the duplicate of.
-DUPLICATE_ATTR = "cnnbench.duplicate_of"
 CHECKPOINTS = Path("cnnbench-checkpoints")
 
 
@@ -1013,54 +1011,6 @@ def _study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
         tracker.log_artifacts(parent, tmp, "study")
 
 
-def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
-    """Return the ``top`` best complete trials, by the first objective.
-
-    In a study of several objectives the Pareto front comes first (by the first objective), then the rest.
-    """
-    ranked = _ranked(study)
-    if len(study.directions) > 1:
-        front = {t.number for t in study.best_trials}
-        ranked.sort(key=lambda t: t.number not in front)  # stable: each part stays in order
-    return ranked[:top]
-
-
-def _ranked(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
-    reverse = study.directions[0] == optuna.study.StudyDirection.MAXIMIZE
-    return sorted(complete, key=lambda t: t.values[0], reverse=reverse)
-
-
-#: How an error says a trial that is not complete stands.
-_STATE_WORDS = {optuna.trial.TrialState.PRUNED: "was pruned", optuna.trial.TrialState.FAIL: "failed",
-                optuna.trial.TrialState.RUNNING: "is still running",
-                optuna.trial.TrialState.WAITING: "is waiting to run"}
-
-
-def complete_trial(study: optuna.Study, number: int) -> optuna.trial.FrozenTrial:
-    """Return the study's trial ``number``; raise :class:`StudyError` unless it exists and is complete."""
-    trials = study.get_trials(deepcopy=False)
-    if number >= len(trials):
-        held = f"it has {len(trials)}: 0-{len(trials) - 1}" if trials else "it has none yet"
-        raise StudyError(f"study {study.study_name!r} has no trial {number} ({held})",
-                         source="--trial", hint="`cnnbench best --top K` lists the best")
-    trial = trials[number]
-    if trial.state != optuna.trial.TrialState.COMPLETE:  # only a complete trial has a model to show and export
-        reason, twin = trial.user_attrs.get("reason", ""), trial.user_attrs.get(DUPLICATE_ATTR)
-        trained = twin is not None and trials[twin].state == optuna.trial.TrialState.COMPLETE
-        raise StudyError(f"trial {number} of study {study.study_name!r} {_STATE_WORDS[trial.state]}"
-                         + (f" ({reason})" if reason else "") + ": only a complete trial has a model",
-                         source="--trial", hint=f"trial {twin} trained these settings: `cnnbench best --trial {twin}`"
-                         if trained else "`cnnbench best --top K` lists the complete trials")
-    return trial
-
-
-def pareto_front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """The complete trials no other complete trial beats on every objective, by the first objective."""
-    front = {t.number for t in study.best_trials}
-    return [t for t in _ranked(study) if t.number in front]
-
-
 def format_value(objective: str, value: float) -> str:
     """An objective's value as people read it: counts whole, seconds to a tenth, accuracies and losses to 4 places."""
     if objective == "params":
@@ -1074,29 +1024,6 @@ def _trial_list(numbers: list[int], most: int = 6) -> str:
     shown = ", ".join(str(n) for n in numbers[:most])
     more = f" and {len(numbers) - most} more" if len(numbers) > most else ""
     return f"trial{'s' if len(numbers) > 1 else ''} {shown}{more}"
-
-
-def load_study(name: str, storage: str | None) -> optuna.Study:
-    """Load an existing study; raise :class:`StudyError` listing the studies there if it is missing.
-
-    A storage file that is not there is not created: looking for a study records nothing.
-    """
-    store = open_existing(storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(store)] if store is not None else []
-    if name not in names:
-        import difflib
-
-        close = difflib.get_close_matches(name, names, n=1)
-        raise StudyError(f"no study {name!r} in {describe(storage)}; studies there: {', '.join(names) or 'none'}",
-                         hint=f"did you mean {close[0]!r}?" if close else "run `cnnbench sweep` first")
-    return optuna.load_study(study_name=name, storage=store)
-
-
-def studies(storage: str | None) -> list[str]:
-    """Return the names of the studies in ``storage`` (none where its file is not there; it is not created)."""
-    store = open_existing(storage)
-    return [s.study_name for s in optuna.get_all_study_summaries(store)] if store is not None else []
-
 
 
 def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str | None, *, overwrite: bool = False,

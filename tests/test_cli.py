@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -263,6 +264,29 @@ def test_help_imports_nothing_heavy():
             "heavy = [m for m in ('torch', 'mlflow', 'optuna', 'pandas') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_best_reads_the_study_without_torch_or_mlflow(tmp_path):
+    # It imported the sweep, and with it torch and MLflow: 4 s for a table of the journal's trials.
+    import optuna
+
+    from cnnbench.storage import DEFAULT_JOURNAL, open_storage
+
+    study = optuna.create_study(study_name="s", storage=open_storage(None), direction="maximize")
+    lr = {"lr": optuna.distributions.FloatDistribution(1e-3, 1.0)}
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.1}, distributions=lr, value=0.98,
+                                              user_attrs={"best_val_acc": 0.98, "test_acc": 0.975}))
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.5}, distributions=lr, state=optuna.trial.TrialState.PRUNED,
+                                              user_attrs={"reason": "pruned at half of epoch 1 (val_acc 0.8168)"}))
+    code = ("import sys; from click.testing import CliRunner; from cnnbench.cli import main; "
+            "r = CliRunner().invoke(main, ['best', '--json']); assert r.exit_code == 0, r.output; "
+            "heavy = [m for m in ('torch', 'mlflow') if m in sys.modules]; assert not heavy, heavy; print(r.output)")
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path).stdout
+    assert [(row["trial"], row["lr"], row["test_acc"]) for row in json.loads(out)] == [(0, 0.1, 0.975)]
+    assert Path(DEFAULT_JOURNAL).is_file()
+    res = CliRunner().invoke(main, ["best", "--trial", "1"])
+    assert res.exit_code == 2 and res.output.startswith(
+        "error: --trial: trial 1 of study 's' was pruned at half of epoch 1 (val_acc 0.8168): only a complete trial")
 
 
 def test_report_on_an_empty_store_says_so_and_bad_flags_exit_2(tmp_path):
