@@ -1,3 +1,5 @@
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -75,6 +77,28 @@ def test_seed004_works_out_its_own_flattened_size():
     model = create_model("two_conv", in_channels=1, num_classes=10, input_size=28)
     first_linear = next(m for m in model.modules() if isinstance(m, torch.nn.Linear))
     assert first_linear.in_features == 64 * 6 * 6
+
+
+def test_a_built_models_feature_shape_comes_from_one_image_and_changes_nothing():
+    from cnnbench.models.base import feature_shape
+
+    features = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Dropout(0.5),
+                                   torch.nn.MaxPool2d(2))
+    features[2].eval()
+    before = {k: v.clone() for k, v in features.state_dict().items()}
+    assert feature_shape(features, 1, (28, 28)) == (4, 13, 13)
+    assert [m.training for m in features] == [True, True, False, True] and features.training
+    assert all(torch.equal(before[k], v) for k, v in features.state_dict().items())  # no batch statistics taken
+
+
+def test_building_a_model_on_the_cpu_leaves_torch_dynamo_unimported():
+    # Its shapes were worked out on the meta device, whose first operation imports torch._dynamo: a second of
+    # every `cnnbench predict`.
+    code = ("import sys; from cnnbench.models import create_model; "
+            "create_model('vgg', in_channels=1, num_classes=10, input_size=28); "
+            "create_model('two_conv', in_channels=3, num_classes=10, input_size=32); "
+            "assert 'torch._dynamo' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_kernel_larger_than_the_feature_map_is_a_shape_error():

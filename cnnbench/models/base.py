@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 import inspect
 from typing import Callable
@@ -21,21 +20,28 @@ COMMON = ("in_channels", "num_classes", "input_size")
 
 
 def feature_shape(features: nn.Module, in_channels: int, input_size: tuple[int, int]) -> torch.Size:
-    """Return the shape (C, H, W) that ``features`` makes of one image, checked without real compute.
+    """Return the shape (C, H, W) that ``features`` makes of one image: on the meta device where it is built there
+    (no memory, no compute), else from one image of zeros, in eval mode (no batch statistics change).
 
     Raises :class:`ShapeError` when a layer cannot take the map it gets (a kernel larger than it, say).
     """
-    probe = torch.zeros(1, in_channels, *input_size, device="meta")
-    on_meta = features if _on_meta(features) else copy.deepcopy(features).to("meta")
+    # Not a copy on the meta device: the first operation there imports torch._dynamo, a second of a `cnnbench
+    # predict` that otherwise never needs it.
+    device = "meta" if _on_meta(features) else next(features.parameters()).device
+    probe = torch.zeros(1, in_channels, *input_size, device=device)
+    modes = {m: m.training for m in features.modules()}
     try:
         with torch.no_grad():
-            out = on_meta(probe)
+            out = features.eval()(probe)
     except RuntimeError as err:
         raise ShapeError(
             f"the layers cannot take a {in_channels}x{input_size[0]}x{input_size[1]} input: "
             f"{str(err).splitlines()[0]}",
             hint="use a smaller kernel_size or an architecture with fewer poolings",
         ) from None
+    finally:
+        for module, training in modes.items():
+            module.training = training
     if any(d <= 0 for d in out.shape):
         raise ShapeError(f"the feature map shrinks to {tuple(out.shape[1:])}", hint="use a smaller kernel_size")
     return out.shape[1:]
