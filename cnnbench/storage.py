@@ -26,6 +26,10 @@ DEFAULT_JOURNAL = "cnnbench-journal.log"
 PARENT_ATTR = "cnnbench.parent_run"
 #: Trial attribute: the earlier trial a trial was pruned as the duplicate of.
 DUPLICATE_ATTR = "cnnbench.duplicate_of"
+#: What to do where the study's storage is given another program's database.
+OWN_FILE = f"give the study a file of its own: --storage sqlite:///optuna.db, or leave --storage out (./{DEFAULT_JOURNAL})"
+#: What to do where the MLflow store is given another program's database.
+OWN_STORE = "point MLFLOW_TRACKING_URI at an MLflow store of its own (unset, it is ./mlflow.db)"
 #: How often a running trial records that its worker is alive, on RDB storages.
 HEARTBEAT_SECONDS = int(os.environ.get("CNNBENCH_HEARTBEAT_SECONDS", "20"))
 
@@ -103,6 +107,8 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
             if url.startswith(("redis://", "rediss://")):
                 plain, prefix = _redis_parts(url)
                 return JournalStorage(JournalRedisBackend(plain, prefix=prefix))
+            if (path := local_file(url)) is not None:
+                _check_sqlite(path, "optuna")
             # Heartbeats let sweep.recover fail and retry the trials of workers that died anywhere.
             return RDBStorage(url, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=3 * HEARTBEAT_SECONDS,
                               engine_kwargs=None if url.startswith("sqlite") else _ENGINE_KWARGS | (
@@ -114,7 +120,8 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
         not_journal = journal and isinstance(err, ValueError)  # _check_journal's refusal
         raise kind(f"cannot open storage {describe(url)}: {(redact(str(err)).splitlines() or [repr(err)])[0][:200]}",
                    hint="it is not an Optuna journal, or it is damaged: move it aside to start afresh, or give "
-                        "another --storage" if not_journal else "check the URL and that the database is up") from None
+                        "another --storage" if not_journal else OWN_FILE if isinstance(err, _WrongDatabase)
+                   else "check the URL and that the database is up") from None
 
 
 def _check_journal(path: Path) -> None:
@@ -277,6 +284,12 @@ def local_file(url: str | None) -> Path | None:
     return None
 
 
+def same_file(url: str | None, other: str | None) -> bool:
+    """Whether two storage or tracking URLs name one local file."""
+    first, second = local_file(url), local_file(other)
+    return first is not None and second is not None and first.resolve() == second.resolve()
+
+
 def open_existing(url: str | None) -> "optuna.storages.BaseStorage | None":
     """Open the storage at ``url`` to read it, or return ``None`` where it is a journal or SQLite file that is not
     there (a missing file is not created)."""
@@ -284,20 +297,58 @@ def open_existing(url: str | None) -> "optuna.storages.BaseStorage | None":
     return None if path is not None and not path.is_file() else open_storage(url)
 
 
-def damaged(url: str | None) -> str | None:
-    """Why the local file behind ``url`` (a journal or SQLite storage URL, Optuna's or MLflow's) cannot be what the
-    URL names, or ``None``: no such file yet, a server, or a file of the right kind. Reads a few bytes."""
+def damaged(url: str | None, owner: str = "optuna") -> tuple[str, str | None] | None:
+    """Why the local file behind ``url`` (a journal or SQLite storage URL, Optuna's or, with ``owner="mlflow"``,
+    MLflow's) cannot be what the URL names, with what to do where that is particular (another program's database),
+    or ``None``: no such file yet, a server, or a file of the right kind. Reads a few bytes, and the names of a
+    SQLite database's tables."""
     path = local_file(url)
     if path is None or not path.is_file() or not path.stat().st_size:
         return None
-    if url is not None and url.startswith("sqlite:///"):
-        with path.open("rb") as f:
-            return None if f.read(16) == b"SQLite format 3\x00" else f"{path} is not a SQLite database"
     try:
-        _check_journal(path)
-    except ValueError:
-        return f"{path} is not an Optuna journal, or it is damaged"
+        if url is not None and url.startswith("sqlite:///"):
+            _check_sqlite(path, owner)
+        else:
+            _check_journal(path)
+    except _WrongDatabase as err:
+        return str(err), OWN_FILE if owner == "optuna" else OWN_STORE
+    except ValueError as err:
+        return (str(err) if isinstance(err, _NotSqlite) else f"{path} is not an Optuna journal, or it is damaged"), None
     return None
+
+
+class _WrongDatabase(ValueError):
+    """A SQLite file that another program's tables are in."""
+
+
+class _NotSqlite(ValueError):
+    """A file that is not a SQLite database, or cannot be read as one."""
+
+
+#: Tables only each program's SQLite database holds.
+_TABLES = {"optuna": {"studies", "trials", "version_info"}, "mlflow": {"experiments", "runs", "latest_metrics"}}
+_NAMES = {"optuna": "an Optuna storage", "mlflow": "an MLflow store"}
+
+
+def _check_sqlite(path: Path, owner: str) -> None:
+    """Raise ``ValueError`` where the file at ``path`` is not a SQLite database, or holds another program's tables
+    (an MLflow store named as Optuna's storage, say), before anything is added: each creates its tables in the
+    database it is given, and neither can open it afterwards."""
+    import sqlite3
+
+    if not path.is_file() or not path.stat().st_size:
+        return
+    with path.open("rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise _NotSqlite(f"{path} is not a SQLite database")
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.Error as err:
+        raise _NotSqlite(f"{path} cannot be read as a SQLite database: {err}") from None
+    for other, marks in _TABLES.items():
+        if other != owner and marks <= tables and not _TABLES[owner] <= tables:
+            raise _WrongDatabase(f"{path} is {_NAMES[other]}, not {_NAMES[owner]}")
 
 
 def read_study(url: str | None, name: str) -> StudyRecord | None:

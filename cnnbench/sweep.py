@@ -31,8 +31,9 @@ from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
                              UnreachableStorage, outlast, redact)
 from cnnbench.space import Sweep, grid, suggest, trial_config
-from cnnbench.storage import (DUPLICATE_ATTR, HEARTBEAT_SECONDS, PARENT_ATTR, damaged, describe, importance_evaluator,
-                              open_storage, pareto_front, sampled_study, study_lock, unavailable, varied_params)
+from cnnbench.storage import (DUPLICATE_ATTR, HEARTBEAT_SECONDS, OWN_FILE, PARENT_ATTR, damaged, describe,
+                              importance_evaluator, open_storage, pareto_front, same_file, sampled_study,
+                              study_lock, unavailable, varied_params)
 from cnnbench.tracking import Tracker, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
@@ -377,10 +378,15 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
     progress = sys.stderr.isatty() if progress is None else progress
     _quiet()
     # A file in the way of the study or the runs is refused before the data is loaded (or downloaded).
-    for url, what, hint in ((sweep.storage, f"storage {describe(sweep.storage)}", "give another --storage"),
-                            (tracking_uri(), f"the MLflow store {redact(tracking_uri())}", "set MLFLOW_TRACKING_URI")):
-        if why := damaged(url):
-            raise StudyError(f"cannot open {what}: {why}", hint=f"move it aside to start afresh, or {hint}")
+    if same_file(sweep.storage, tracking_uri()):
+        raise ConfigError(f"{sweep.storage} is the MLflow store's file too ({redact(tracking_uri())}): Optuna and "
+                          "MLflow each need a database of their own", source="--storage", hint=OWN_FILE)
+    for url, owner, what, hint in (
+            (sweep.storage, "optuna", f"storage {describe(sweep.storage)}", "give another --storage"),
+            (tracking_uri(), "mlflow", f"the MLflow store {redact(tracking_uri())}", "set MLFLOW_TRACKING_URI")):
+        if found := damaged(url, owner):
+            why, particular = found
+            raise StudyError(f"cannot open {what}: {why}", hint=particular or f"move it aside to start afresh, or {hint}")
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
     data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
     study = open_study(sweep)
@@ -1034,7 +1040,7 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
     folder and the registered model's version (``None`` without ``register``).
     """
     from cnnbench import export
-    from cnnbench.tracking import download_artifact, export_run_info, missing_store, register_model
+    from cnnbench.tracking import check_store, download_artifact, export_run_info, missing_store, register_model
 
     if out_dir is None and not _FILE_SAFE.fullmatch(study_name):
         # A study made by other tools in a shared storage may have any name; it must not pick the folder.
@@ -1045,6 +1051,7 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
     if (store := missing_store()) is not None:  # a command run in another folder: say so, leave no empty store
         raise StudyError(f"no MLflow store at {store}, which holds trial {trial.number}'s weights",
                          hint="run from the folder the sweep ran in, or set MLFLOW_TRACKING_URI to its store")
+    check_store()
     model, config, run_id = trial_model(trial, wait=False)  # a command just started: a wrong store fails at once
     spec = datamod.DATASETS.get(config.dataset)
     tracker = Tracker(study_name)

@@ -22,7 +22,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from cnnbench.errors import CnnbenchError, Unavailable, outlast, redact
-from cnnbench.storage import local_file
+from cnnbench.storage import damaged, local_file
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -67,6 +67,7 @@ class Tracker:
 
     def __init__(self, experiment: str, *, wait: bool = True):
         self.gave_up = False
+        check_store()
         try:
             self.client = MlflowClient()
             found = self._call(self.client.get_experiment_by_name, experiment) if wait else \
@@ -312,10 +313,21 @@ def missing_store() -> Path | None:
     return path if path is not None and not path.exists() else None
 
 
+def check_store() -> None:
+    """Raise :class:`CnnbenchError` where the tracking store is a local file that is not an MLflow store (an Optuna
+    storage, say): MLflow would add its tables to it, and the program it belongs to could not open it again."""
+    if found := damaged(tracking_uri(), "mlflow"):
+        why, particular = found
+        raise CnnbenchError(f"cannot read the MLflow store {redact(tracking_uri())}: {why}",
+                            hint=particular or "the file is not an MLflow database: move it aside, or point "
+                            "MLFLOW_TRACKING_URI at the sweep's store")
+
+
 def cnnbench_experiments() -> dict[str, str]:
     """Return the experiments cnnbench created in the tracking store (tag ``cnnbench=1``): name -> id, by name."""
     if missing_store() is not None:
         return {}  # nothing recorded yet
+    check_store()
     try:
         found = mlflow.search_experiments(filter_string="tags.cnnbench = '1'")
     except _STORE_ERRORS as err:

@@ -148,6 +148,39 @@ def test_a_sqlite_storage_that_is_no_database_is_refused_before_the_data(tmp_pat
     assert (tmp_path / "optuna.db").read_text() == "not a database\n" and not (tmp_path / "mlflow.db").exists()
 
 
+def _tables(path):
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        return sorted(row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"))
+
+
+def test_the_mlflow_store_and_the_study_storage_are_never_one_database(tmp_path, tiny_data, monkeypatch):
+    # `--storage sqlite:///mlflow.db` made Optuna's tables in MLflow's store: MLflow then failed on every command
+    # in that folder with an alembic traceback (and named as the MLflow store, an Optuna database got MLflow's).
+    own = "fix: give the study a file of its own: --storage sqlite:///optuna.db, or leave --storage out"
+    res = sweep(tmp_path, tiny_data, "--storage", "sqlite:///mlflow.db")
+    assert res.exit_code == 2 and res.output.startswith(
+        f"error: --storage: sqlite:///mlflow.db is the MLflow store's file too (sqlite:///{tmp_path}/mlflow.db): "
+        "Optuna and MLflow each need a database of their own\n") and own in res.output, res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "small.yaml"]
+
+    assert sweep(tmp_path, tiny_data, "--storage", "sqlite:///optuna.db").exit_code == 0
+    stores = {name: _tables(tmp_path / name) for name in ("mlflow.db", "optuna.db")}
+    res = CliRunner().invoke(main, ["best", "--storage", "sqlite:///mlflow.db"])
+    assert res.exit_code == 2 and res.output.startswith(
+        "error: cannot open storage sqlite:///mlflow.db: mlflow.db is an MLflow store, not an Optuna storage\n")
+    assert own in res.output
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///optuna.db")
+    wrong = "optuna.db is an Optuna storage, not an MLflow store\n  fix: point MLFLOW_TRACKING_URI at an MLflow store of"
+    for args, code in ((["report"], 1), (["best", "--storage", "sqlite:///optuna.db", "--export"], 1),
+                       (["sweep", str(tmp_path / "small.yaml"), "--storage", "sqlite:///other.db"], 2)):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == code and wrong in res.output, (args, res.output)
+    assert {name: _tables(tmp_path / name) for name in stores} == stores
+    assert not (tmp_path / "exports").exists() and not (tmp_path / "other.db").exists()
+
+
 def test_a_file_that_is_no_mlflow_store_is_named_in_one_line(tmp_path, tiny_data, monkeypatch):
     import cnnbench.data
 
