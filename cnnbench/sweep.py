@@ -34,7 +34,7 @@ from cnnbench.space import Sweep, grid, suggest, trial_config
 from cnnbench.storage import (DUPLICATE_ATTR, HEARTBEAT_SECONDS, OWN_FILE, PARENT_ATTR, damaged, describe,
                               importance_evaluator, open_storage, pareto_front, same_file, sampled_study,
                               study_lock, unavailable, varied_params)
-from cnnbench.tracking import Tracker, tracking_uri
+from cnnbench.tracking import Tracker, check_folder_store, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
 
@@ -378,6 +378,7 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
     progress = sys.stderr.isatty() if progress is None else progress
     _quiet()
     # A file in the way of the study or the runs is refused before the data is loaded (or downloaded).
+    check_folder_store()
     if same_file(sweep.storage, tracking_uri()):
         raise ConfigError(f"{sweep.storage} is the MLflow store's file too ({redact(tracking_uri())}): Optuna and "
                           "MLflow each need a database of their own", source="--storage", hint=OWN_FILE)

@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import time
+import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any, Iterable
@@ -21,7 +22,7 @@ import sqlalchemy.exc
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from cnnbench.errors import CnnbenchError, Unavailable, outlast, redact
+from cnnbench.errors import CnnbenchError, ConfigError, Unavailable, outlast, redact
 from cnnbench.storage import damaged, local_file
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -306,16 +307,38 @@ def _unreadable(err: Exception, verb: str = "read") -> CnnbenchError:
 
 
 def missing_store() -> Path | None:
-    """Return the file of the tracking store where it is a local sqlite file that does not exist (connecting
-    would create it, empty), else ``None``."""
+    """Return the file or folder of the tracking store where it is a local sqlite file or a folder that does not
+    exist (connecting would create it, empty), else ``None``."""
     uri = tracking_uri()
-    path = local_file(uri) if uri.startswith("sqlite:") else None
+    parsed = urllib.parse.urlparse(uri)
+    if uri.startswith("sqlite:"):
+        path = local_file(uri)
+    elif parsed.scheme in ("", "file"):  # a folder store, where MLflow still opens one
+        path = Path(urllib.parse.unquote(parsed.path) if parsed.scheme else uri)
+    else:
+        path = None
     return path if path is not None and not path.exists() else None
+
+
+def check_folder_store() -> None:
+    """Raise :class:`ConfigError` where the tracking store is a folder (``./mlruns``, ``file:...``) that this MLflow
+    refuses to open (3.13 and newer, unless ``MLFLOW_ALLOW_FILE_STORE`` is set), before anything is recorded."""
+    from mlflow import environment_variables
+
+    uri = tracking_uri()
+    allow = getattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE", None)  # where it exists, MLflow refuses
+    if allow is None or allow.get() or urllib.parse.urlparse(uri).scheme not in ("", "file"):
+        return
+    raise ConfigError(f"the MLflow store {uri} is a folder, which MLflow {mlflow.__version__} no longer opens",
+                      source="MLFLOW_TRACKING_URI", hint="unset it (runs then go to ./mlflow.db) or give sqlite:///FILE; "
+                      "`mlflow migrate-filestore` moves a folder's runs into a database")
 
 
 def check_store() -> None:
     """Raise :class:`CnnbenchError` where the tracking store is a local file that is not an MLflow store (an Optuna
-    storage, say): MLflow would add its tables to it, and the program it belongs to could not open it again."""
+    storage, say): MLflow would add its tables to it, and the program it belongs to could not open it again; or
+    :class:`ConfigError` where it is a folder this MLflow refuses (:func:`check_folder_store`)."""
+    check_folder_store()
     if found := damaged(tracking_uri(), "mlflow"):
         why, particular = found
         raise CnnbenchError(f"cannot read the MLflow store {redact(tracking_uri())}: {why}",
@@ -325,6 +348,7 @@ def check_store() -> None:
 
 def cnnbench_experiments() -> dict[str, str]:
     """Return the experiments cnnbench created in the tracking store (tag ``cnnbench=1``): name -> id, by name."""
+    check_folder_store()
     if missing_store() is not None:
         return {}  # nothing recorded yet
     check_store()

@@ -181,6 +181,29 @@ def test_the_mlflow_store_and_the_study_storage_are_never_one_database(tmp_path,
     assert not (tmp_path / "exports").exists() and not (tmp_path / "other.db").exists()
 
 
+def test_a_folder_store_mlflow_no_longer_opens_is_one_line_before_anything(tmp_path, tiny_data, monkeypatch):
+    # MLFLOW_TRACKING_URI=./mlruns (MLflow 2's default) failed with MLflow's paragraph, cut to 200 characters, after
+    # the study was made and the data loaded, with "check that the server is up".
+    from mlflow import environment_variables
+
+    import cnnbench.data
+
+    if not hasattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE"):
+        pytest.skip("MLflow before 3.13 opens folder stores")
+    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the stores were checked"))
+    for uri in ("./mlruns", f"file://{tmp_path}/mlruns"):
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        for args in (["report"], ["sweep", str(tmp_path / "small.yaml")]):
+            res = sweep(tmp_path, tiny_data) if args[0] == "sweep" else CliRunner().invoke(main, args)
+            assert res.exit_code == 2 and res.output.startswith(
+                f"error: MLFLOW_TRACKING_URI: the MLflow store {uri} is a folder, which MLflow "), res.output
+            assert "fix: unset it (runs then go to ./mlflow.db) or give sqlite:///FILE" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache", "small.yaml"]  # no study, no store
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's own way to open one: reading creates none
+    res = CliRunner().invoke(main, ["report", "--format", "md"])
+    assert res.exit_code == 0 and "Nothing is recorded yet" in res.output and not (tmp_path / "mlruns").exists()
+
+
 def test_a_file_that_is_no_mlflow_store_is_named_in_one_line(tmp_path, tiny_data, monkeypatch):
     import cnnbench.data
 
