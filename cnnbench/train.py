@@ -17,6 +17,7 @@ import statistics
 import sys
 import time
 import warnings
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
@@ -453,7 +454,7 @@ def fit(
     best_epoch, best_score, best_state = 0, -math.inf, None
     start_epoch, since_best, stopped_early = 1, 0, False
     if resuming:
-        state = load_checkpoint(checkpoint)
+        state = _run_state(checkpoint)
         _same_run(checkpoint, state, config)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -645,7 +646,7 @@ def check_resume(checkpoint: str | os.PathLike | None, config: TrainConfig) -> i
     """
     if checkpoint is None or not Path(checkpoint).exists():
         return 0
-    state = load_checkpoint(checkpoint)
+    state = _run_state(checkpoint)
     _same_run(checkpoint, state, config)
     return len(state.get("history", []))
 
@@ -661,13 +662,26 @@ def _same_run(checkpoint: str | os.PathLike, state: dict, config: TrainConfig) -
                           hint="give the same settings to resume it, or another --checkpoint file to start afresh")
 
 
+#: What to do with a file given as a checkpoint that is none of cnnbench's.
+FOREIGN = "give another --checkpoint file: cnnbench leaves this one as it is"
+#: What every checkpoint :func:`fit` writes holds.
+CHECKPOINT_KEYS = ("model", "optimizer", "schedule", "generator", "history", "best_epoch", "best_score", "since_best",
+                   "best_model")
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`, refusing anything but tensors and plain values."""
+    """Read a checkpoint written by :func:`save_checkpoint`, refusing anything but tensors and plain values.
+
+    Raises :class:`ConfigError` for a file torch.save did not write (nothing in it is changed), and
+    :class:`CheckpointError` for one that is damaged.
+    """
     hint = "it is damaged or not a cnnbench checkpoint; delete it to start afresh"
+    if Path(path).stat().st_size and not zipfile.is_zipfile(path):  # torch.save writes zip archives
+        raise ConfigError(f"{path} is not a cnnbench checkpoint: not a file torch.save wrote", hint=FOREIGN)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's note on the pickle protocol of a file it may then refuse
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except EOFError:
         raise CheckpointError(f"cannot load checkpoint {path}: it is empty or cut short", hint=hint) from None
     except Exception as err:
@@ -677,6 +691,16 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
             reasons = [line for line in lines[1:] if not line.startswith(("Please file an issue", "Check the doc"))]
             detail = f"it is not a file of tensors and plain values ({(reasons or ['refused'])[0][:200]})"
         raise CheckpointError(f"cannot load checkpoint {path}: {detail}", hint=hint) from None
+    return state
+
+
+def _run_state(path: str | os.PathLike) -> dict:
+    """Read the checkpoint of a run :func:`fit` wrote; raise :class:`ConfigError` where it holds something else."""
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or (missing := [k for k in CHECKPOINT_KEYS if k not in state]):
+        held = f"a dict without {', '.join(missing[:3])}" if isinstance(state, dict) else f"a {type(state).__name__}"
+        raise ConfigError(f"{path} is not a cnnbench checkpoint: torch.save wrote {held} to it", hint=FOREIGN)
+    return state
 
 
 def _progress(enabled: bool, total: int, initial: int):

@@ -159,11 +159,27 @@ def test_a_pickled_object_in_a_checkpoint_is_refused_and_runs_no_code(tmp_path):
     with pytest.raises(CheckpointError, match=r"evil.ckpt: it is not a file of tensors and plain values \(\w") as err:
         load_checkpoint(path)
     assert not marker.exists() and "weights_only" not in str(err.value)
-    for name, content, says in [("text.ckpt", b"garbage\n", "it is not a file of tensors"),
-                                ("empty.ckpt", b"", "it is empty or cut short")]:
-        (tmp_path / name).write_bytes(content)
-        with pytest.raises(CheckpointError, match=f"{name}: {says}"):
-            load_checkpoint(tmp_path / name)
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.ckpt: it is empty or cut short"):
+        load_checkpoint(tmp_path / "empty.ckpt")
+
+
+def test_a_file_that_is_no_cnnbench_checkpoint_is_refused_as_bad_input_and_left_as_it_was(tmp_path):
+    # A text file said "cannot load checkpoint: 105" and to delete it; a state dict or a tensor of torch.save's
+    # reached the trainer as a traceback (KeyError 'model', AttributeError).
+    from cnnbench.train import check_resume
+
+    torch.save({"w": torch.zeros(3)}, tmp_path / "weights.pt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    (tmp_path / "notes.txt").write_text("hi\n")
+    for name, says in [("notes.txt", "not a file torch.save wrote"),
+                       ("weights.pt", "torch.save wrote a dict without model, optimizer, schedule to it"),
+                       ("tensor.pt", "torch.save wrote a Tensor to it")]:
+        before = (tmp_path / name).read_bytes()
+        with pytest.raises(ConfigError, match=f"{name} is not a cnnbench checkpoint: {says}") as err:
+            check_resume(tmp_path / name, validate(FAST))
+        assert err.value.hint == "give another --checkpoint file: cnnbench leaves this one as it is"
+        assert (tmp_path / name).read_bytes() == before
 
 
 def test_check_rejects_bad_combinations_before_any_work():
