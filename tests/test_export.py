@@ -282,8 +282,12 @@ def test_load_refuses_a_folder_that_is_not_an_export(mnist, tmp_path):
     partial = tmp_path / "partial"
     partial.mkdir()
     (partial / "config.yaml").write_text((mnist.dir / "config.yaml").read_text())
-    with pytest.raises(ConfigError, match="lacks model.safetensors, preprocess.json"):
+    with pytest.raises(ConfigError, match="lacks model.safetensors, preprocess.json") as err:
         load(partial)
+    assert err.value.hint == "give the folder that `export` wrote"
+    with pytest.raises(ConfigError, match="lacks model.safetensors, config.yaml") as err:
+        load(mnist.dir.parent)  # the folder of the exports, as `cnnbench predict exports x.png` gives it
+    assert err.value.hint == f"give the folder that `export` wrote: {mnist.dir}"
     bad = tmp_path / "bad"
     bad.mkdir()
     for name in ("config.yaml", "preprocess.json"):
