@@ -27,7 +27,8 @@ PARENT_ATTR = "cnnbench.parent_run"
 #: Trial attribute: the earlier trial a trial was pruned as the duplicate of.
 DUPLICATE_ATTR = "cnnbench.duplicate_of"
 #: What to do where the study's storage is given another program's database.
-OWN_FILE = f"give the study a file of its own: --storage sqlite:///optuna.db, or leave --storage out (./{DEFAULT_JOURNAL})"
+OWN_FILE = ("give the study a file of its own: --storage sqlite:///optuna.db, or leave --storage out "
+            f"(./{DEFAULT_JOURNAL})")
 #: What to do where the MLflow store is given another program's database.
 OWN_STORE = "point MLFLOW_TRACKING_URI at an MLflow store of its own (unset, it is ./mlflow.db)"
 #: How often a running trial records that its worker is alive, on RDB storages.
@@ -345,6 +346,8 @@ def _check_sqlite(path: Path, owner: str) -> None:
         with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
             tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.Error as err:
+        if "locked" in str(err):  # a writer held it past sqlite3's 5 s wait: whose it is stays unjudged
+            return
         raise _NotSqlite(f"{path} cannot be read as a SQLite database: {err}") from None
     for other, marks in _TABLES.items():
         if other != owner and marks <= tables and not _TABLES[owner] <= tables:

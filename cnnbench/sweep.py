@@ -387,7 +387,8 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
             (tracking_uri(), "mlflow", f"the MLflow store {redact(tracking_uri())}", "set MLFLOW_TRACKING_URI")):
         if found := damaged(url, owner):
             why, particular = found
-            raise StudyError(f"cannot open {what}: {why}", hint=particular or f"move it aside to start afresh, or {hint}")
+            raise StudyError(f"cannot open {what}: {why}",
+                             hint=particular or f"move it aside to start afresh, or {hint}")
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
     data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
     study = open_study(sweep)

@@ -330,8 +330,9 @@ def check_folder_store() -> None:
     if allow is None or allow.get() or urllib.parse.urlparse(uri).scheme not in ("", "file"):
         return
     raise ConfigError(f"the MLflow store {uri} is a folder, which MLflow {mlflow.__version__} no longer opens",
-                      source="MLFLOW_TRACKING_URI", hint="unset it (runs then go to ./mlflow.db) or give sqlite:///FILE; "
-                      "`mlflow migrate-filestore` moves a folder's runs into a database")
+                      source="MLFLOW_TRACKING_URI",
+                      hint="unset it (runs then go to ./mlflow.db) or give sqlite:///FILE; `mlflow migrate-filestore` "
+                      "moves a folder's runs into a database")
 
 
 def check_store() -> None:

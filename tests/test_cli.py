@@ -276,7 +276,8 @@ def test_best_reads_the_study_without_torch_or_mlflow(tmp_path):
     lr = {"lr": optuna.distributions.FloatDistribution(1e-3, 1.0)}
     study.add_trial(optuna.trial.create_trial(params={"lr": 0.1}, distributions=lr, value=0.98,
                                               user_attrs={"best_val_acc": 0.98, "test_acc": 0.975}))
-    study.add_trial(optuna.trial.create_trial(params={"lr": 0.5}, distributions=lr, state=optuna.trial.TrialState.PRUNED,
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.5}, distributions=lr,
+                                              state=optuna.trial.TrialState.PRUNED,
                                               user_attrs={"reason": "pruned at half of epoch 1 (val_acc 0.8168)"}))
     code = ("import sys; from click.testing import CliRunner; from cnnbench.cli import main; "
             "r = CliRunner().invoke(main, ['best', '--json']); assert r.exit_code == 0, r.output; "

@@ -172,7 +172,8 @@ def test_the_mlflow_store_and_the_study_storage_are_never_one_database(tmp_path,
         "error: cannot open storage sqlite:///mlflow.db: mlflow.db is an MLflow store, not an Optuna storage\n")
     assert own in res.output
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///optuna.db")
-    wrong = "optuna.db is an Optuna storage, not an MLflow store\n  fix: point MLFLOW_TRACKING_URI at an MLflow store of"
+    wrong = ("optuna.db is an Optuna storage, not an MLflow store\n"
+             "  fix: point MLFLOW_TRACKING_URI at an MLflow store of")
     for args, code in ((["report"], 1), (["best", "--storage", "sqlite:///optuna.db", "--export"], 1),
                        (["sweep", str(tmp_path / "small.yaml"), "--storage", "sqlite:///other.db"], 2)):
         res = CliRunner().invoke(main, args)
@@ -190,7 +191,7 @@ def test_a_folder_store_mlflow_no_longer_opens_is_one_line_before_anything(tmp_p
 
     if not hasattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE"):
         pytest.skip("MLflow before 3.13 opens folder stores")
-    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the stores were checked"))
+    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the stores were read"))
     for uri in ("./mlruns", f"file://{tmp_path}/mlruns"):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
         for args in (["report"], ["sweep", str(tmp_path / "small.yaml")]):
