@@ -154,6 +154,9 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         except ConfigError as err:
             err.source = "--export"
             raise
+    if checkpoint and export_dir and Path(export_dir).resolve() in Path(checkpoint).resolve().parents:
+        raise ConfigError(f"{checkpoint} lies in the export folder {export_dir}, which the export must have to itself",
+                          source="--checkpoint", hint=f"keep the checkpoint outside {export_dir}")
     if checkpoint and (why := unwritable(Path(checkpoint).parent)):
         raise ConfigError(f"cannot save checkpoints to {checkpoint}: {why}", source="--checkpoint",
                           hint="choose another file")

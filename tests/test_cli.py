@@ -84,6 +84,20 @@ def test_train_says_it_resumes_a_checkpoint_and_refuses_one_of_other_settings(ti
                                                         "settings: lr "), res.output
 
 
+def test_train_refuses_a_checkpoint_inside_its_export_folder_before_training(tmp_path, monkeypatch):
+    # It trained, then could not export into a folder holding the checkpoint: the run's time lost, and the same
+    # command refused from then on.
+    import cnnbench.data
+
+    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the check"))
+    for ckpt in ("out/run.ckpt", "out/deeper/run.ckpt"):
+        res = CliRunner().invoke(main, ["train", "--preset", "seed002", "--checkpoint", ckpt, "--export", "out"])
+        assert res.exit_code == 2 and res.output == (
+            f"error: --checkpoint: {ckpt} lies in the export folder out, which the export must have to itself\n"
+            "  fix: keep the checkpoint outside out\n"), res.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_train_given_a_sweep_file_as_its_config_says_so(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("dataset: mnist\ntrials: 3\nspace: {lr: {low: 0.01, high: 0.1}}\n")
