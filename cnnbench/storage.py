@@ -332,9 +332,9 @@ _NAMES = {"optuna": "an Optuna storage", "mlflow": "an MLflow store"}
 
 
 def _check_sqlite(path: Path, owner: str) -> None:
-    """Raise ``ValueError`` where the file at ``path`` is not a SQLite database, or holds another program's tables
-    (an MLflow store named as Optuna's storage, say), before anything is added: each creates its tables in the
-    database it is given, and neither can open it afterwards."""
+    """Raise ``ValueError`` where the file at ``path`` is not a SQLite database, or holds tables but not the owner's
+    (an MLflow store named as Optuna's storage, say, or another program's database), before anything is added:
+    Optuna and MLflow each create their tables in the database they are given, beside whatever is there."""
     import sqlite3
 
     if not path.is_file() or not path.stat().st_size:
@@ -349,9 +349,13 @@ def _check_sqlite(path: Path, owner: str) -> None:
         if "locked" in str(err):  # a writer held it past sqlite3's 5 s wait: whose it is stays unjudged
             return
         raise _NotSqlite(f"{path} cannot be read as a SQLite database: {err}") from None
-    for other, marks in _TABLES.items():
-        if other != owner and marks <= tables and not _TABLES[owner] <= tables:
-            raise _WrongDatabase(f"{path} is {_NAMES[other]}, not {_NAMES[owner]}")
+    tables = {name for name in tables if not name.startswith("sqlite_")}  # SQLite's own
+    if not tables or _TABLES[owner] <= tables:
+        return
+    known = next((other for other, marks in _TABLES.items() if other != owner and marks <= tables), None)
+    shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+    raise _WrongDatabase(f"{path} is {_NAMES[known] if known else f'a database of other tables ({shown})'}, "
+                         f"not {_NAMES[owner]}")
 
 
 def read_study(url: str | None, name: str) -> StudyRecord | None:

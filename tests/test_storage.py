@@ -1,5 +1,6 @@
 """Studies in every kind of storage, and every sampler and pruner, on tiny data."""
 
+import contextlib
 import logging
 import os
 import textwrap
@@ -180,6 +181,18 @@ def test_the_mlflow_store_and_the_study_storage_are_never_one_database(tmp_path,
         assert res.exit_code == code and wrong in res.output, (args, res.output)
     assert {name: _tables(tmp_path / name) for name in stores} == stores
     assert not (tmp_path / "exports").exists() and not (tmp_path / "other.db").exists()
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(tmp_path / "app.db")) as db:  # another program's: neither writes there
+        db.execute("CREATE TABLE users (id INTEGER PRIMARY KEY AUTOINCREMENT)")
+        db.commit()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///app.db")
+    res = CliRunner().invoke(main, ["report"])
+    assert res.exit_code == 1 and "app.db is a database of other tables (users), not an MLflow store" in res.output
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    res = CliRunner().invoke(main, ["best", "--storage", "sqlite:///app.db"])
+    assert res.exit_code == 2 and "app.db is a database of other tables (users), not an Optuna storage" in res.output
+    assert _tables(tmp_path / "app.db") == ["sqlite_sequence", "users"]
 
 
 def test_a_folder_store_mlflow_no_longer_opens_is_one_line_before_anything(tmp_path, tiny_data, monkeypatch):
