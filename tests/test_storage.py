@@ -172,6 +172,10 @@ def test_the_mlflow_store_and_the_study_storage_are_never_one_database(tmp_path,
     assert res.exit_code == 2 and res.output.startswith(
         "error: cannot open storage sqlite:///mlflow.db: mlflow.db is an MLflow store, not an Optuna storage\n")
     assert own in res.output
+    res = CliRunner().invoke(main, ["report", "--storage", "sqlite:///mlflow.db"])
+    assert res.exit_code == 2 and res.output.startswith(
+        "error: --storage: mlflow.db is an MLflow store, not an Optuna storage\n")
+    assert not (tmp_path / "report").exists()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///optuna.db")
     wrong = ("optuna.db is an Optuna storage, not an MLflow store\n"
              "  fix: point MLFLOW_TRACKING_URI at an MLflow store of")
