@@ -126,10 +126,10 @@ def load(export_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     missing = [name for name in REQUIRED if not (export_dir / name).is_file()]
     if missing:
         inside = sorted(str(d) for d in export_dir.iterdir() if all((d / name).is_file() for name in REQUIRED))
+        named = (": " + ", ".join(inside[:3]) + (f" or {len(inside) - 3} more in it" if len(inside) > 3 else "")
+                 if inside else "")
         raise ConfigError(f"{export_dir} is not a cnnbench export: it lacks {', '.join(missing)}",
-                          hint=f"give the folder that `export` wrote: {', '.join(inside[:3])}"
-                          + (f" or {len(inside) - 3} more in it" if len(inside) > 3 else "")
-                          if inside else "give the folder that `export` wrote")
+                          hint=f"give the folder that `export` wrote{named}")
     preprocess = _read_preprocess(export_dir / PREPROCESS)
     try:
         config, _ = cfg.resolve(cfg.Layer.yaml_file(export_dir / CONFIG))

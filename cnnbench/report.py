@@ -159,14 +159,12 @@ def _check_storage(url: str) -> None:
     from cnnbench.storage import check_url, damaged, describe
 
     check_url(url)
+    hint = "give the --storage the sweeps used, or leave it out to use the one each recorded"
     path = local_file(url)
     if path is not None and not path.is_file():
-        raise ConfigError(f"no Optuna storage at {describe(url)}", source="--storage",
-                          hint="give the --storage the sweeps used, or leave it out to use the one each recorded")
+        raise ConfigError(f"no Optuna storage at {describe(url)}", source="--storage", hint=hint)
     if found := damaged(url):  # the MLflow store's file, say: not read as a study's, nor written to
-        why, _ = found
-        raise ConfigError(why, source="--storage",
-                          hint="give the --storage the sweeps used, or leave it out to use the one each recorded")
+        raise ConfigError(found[0], source="--storage", hint=hint)
 
 
 def _check_experiments(experiments: Iterable[str] | None, known: dict[str, str]) -> list[str]:

@@ -313,8 +313,10 @@ def damaged(url: str | None, owner: str = "optuna") -> tuple[str, str | None] | 
             _check_journal(path)
     except _WrongDatabase as err:
         return str(err), OWN_FILE if owner == "optuna" else OWN_STORE
-    except ValueError as err:
-        return (str(err) if isinstance(err, _NotSqlite) else f"{path} is not an Optuna journal, or it is damaged"), None
+    except _NotSqlite as err:
+        return str(err), None
+    except ValueError:  # _check_journal's refusal
+        return f"{path} is not an Optuna journal, or it is damaged", None
     return None
 
 

@@ -349,10 +349,9 @@ def check_store() -> None:
 
 def cnnbench_experiments() -> dict[str, str]:
     """Return the experiments cnnbench created in the tracking store (tag ``cnnbench=1``): name -> id, by name."""
-    check_folder_store()
+    check_store()  # a missing file is not damaged: a folder store this MLflow refuses is, though, even missing
     if missing_store() is not None:
         return {}  # nothing recorded yet
-    check_store()
     try:
         found = mlflow.search_experiments(filter_string="tags.cnnbench = '1'")
     except _STORE_ERRORS as err:
