@@ -181,7 +181,30 @@ def _read_files(spec: DatasetSpec, root: Path, download: bool) -> tuple[Split, S
             raise DataError(f"{absent}, and downloading it failed ({reason})",
                             hint=_offline_hint(spec)) from None
     reader = _read_idx_split if spec.folder.endswith("MNIST") else _read_cifar_split
-    return reader(spec, root, True), reader(spec, root, False)
+    return _checked(spec, root, reader, True), _checked(spec, root, reader, False)
+
+
+def _checked(spec: DatasetSpec, root: Path, reader: Callable[[DatasetSpec, Path, bool], Split], train: bool) -> Split:
+    """Read one split, refusing files that are damaged or of another dataset, with how to mend them."""
+    hint = (f"copy the official {spec.folder} files there again, or delete the damaged ones and cnnbench "
+            "downloads the dataset afresh")
+    try:
+        split = reader(spec, root, train)
+    except DataError as err:
+        raise DataError(err.message, hint=hint) from None
+    part = "training" if train else "test"
+    folder = root / spec.folder
+    if tuple(split.x.shape[1:]) != spec.shape:
+        shape = "x".join(map(str, split.x.shape[1:]))
+        raise DataError(f"{spec.name}'s {part} images in {folder} are {shape}, not "
+                        f"{'x'.join(map(str, spec.shape))}", hint=hint)
+    if len(split.x) != len(split.y):
+        raise DataError(f"{spec.name}'s {part} files in {folder} hold {len(split.x)} images but {len(split.y)} labels",
+                        hint=hint)
+    if len(split.y) and not 0 <= int(split.y.min()) <= int(split.y.max()) < spec.num_classes:
+        raise DataError(f"{spec.name}'s {part} labels in {folder} run from {int(split.y.min())} to "
+                        f"{int(split.y.max())}, not 0 to {spec.num_classes - 1}", hint=hint)
+    return split
 
 
 def _offline_hint(spec: DatasetSpec) -> str:
@@ -234,8 +257,10 @@ def _read_idx(path: Path) -> torch.Tensor:
 def _read_idx_split(spec: DatasetSpec, root: Path, train: bool) -> Split:
     images, labels = (root / spec.folder / "raw" / n for n in _IDX_FILES[train])
     x, y = _read_idx(images), _read_idx(labels)
-    if len(x) != len(y):
-        raise DataError(f"{images} has {len(x)} images but {labels} has {len(y)} labels")
+    for path, array, ndim, what in ((images, x, 3, "images"), (labels, y, 1, "labels")):
+        if array.dim() != ndim:
+            raise DataError(f"{path} holds {array.dim()}-dimensional data ({'x'.join(map(str, array.shape))}), "
+                            f"not {what}")
     return Split(x.unsqueeze(1).contiguous(), y.long())
 
 
@@ -260,11 +285,14 @@ def _read_cifar_split(spec: DatasetSpec, root: Path, train: bool) -> Split:
                 batch = _CifarUnpickler(f, encoding="bytes").load()
             x = torch.as_tensor(bytearray(bytes(batch[b"data"])) if isinstance(batch[b"data"], bytes)
                                 else batch[b"data"]).view(-1, 3, 32, 32)
-            y = batch.get(b"labels", batch.get(b"fine_labels"))
-        except (pickle.UnpicklingError, KeyError, EOFError, RuntimeError, TypeError) as err:
+            labels = batch.get(b"labels", batch.get(b"fine_labels"))
+            if labels is None:
+                raise ValueError("it holds no labels")
+            y = torch.as_tensor(labels, dtype=torch.int64)
+        except Exception as err:  # pickle raises many kinds for a damaged file, not only UnpicklingError
             raise DataError(f"{path} is not a CIFAR batch file: {err}") from None
         xs.append(x.to(torch.uint8))
-        ys.append(torch.as_tensor(y, dtype=torch.int64))
+        ys.append(y)
     return Split(torch.cat(xs).contiguous(), torch.cat(ys))
 
 

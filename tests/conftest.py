@@ -40,12 +40,12 @@ def _write_idx(path: Path, array: np.ndarray) -> None:
     path.write_bytes(header + array.tobytes())
 
 
-def write_mnist(root: Path, n_train: int = 400, n_test: int = 100, folder: str = "MNIST") -> Path:
-    """Write MNIST-format IDX files under ``root/folder/raw``."""
+def write_mnist(root: Path, n_train: int = 400, n_test: int = 100, folder: str = "MNIST", size: int = 28) -> Path:
+    """Write MNIST-format IDX files under ``root/folder/raw`` (of ``size``x``size`` images)."""
     raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for prefix, n, seed in (("train", n_train, 1), ("t10k", n_test, 2)):
-        x, y = _patterns(n, 28, 1, seed)
+        x, y = _patterns(n, size, 1, seed)
         _write_idx(raw / f"{prefix}-images-idx3-ubyte", x[:, 0])
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", y)
     return root

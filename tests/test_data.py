@@ -144,6 +144,47 @@ def test_truncated_idx_file_is_refused(tmp_path):
         data.load("mnist", tmp_path)
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda p: p.write_bytes(b"garbage\n"), "is not a CIFAR batch file: invalid literal"),
+    (lambda p: p.write_bytes(p.read_bytes()[:-100]), "is not a CIFAR batch file: pickle data was truncated"),
+    (lambda p: p.write_bytes(pickle.dumps({b"data": bytes(3072)})),
+     "is not a CIFAR batch file: it holds no labels"),
+    (lambda p: p.write_bytes(pickle.dumps({b"data": bytes(3072), b"labels": [1, 2]})),
+     "training files in {folder} hold 321 images but 322 labels"),
+    (lambda p: p.write_bytes(pickle.dumps({b"data": bytes(3072), b"labels": [12]})),
+     "training labels in {folder} run from 0 to 12, not 0 to 9"),
+], ids=["garbage", "cut-short", "no-labels", "label-count", "label-range"])
+def test_a_damaged_cifar_batch_is_one_error_naming_it_with_its_fix(tmp_path, damage, message):
+    from conftest import write_cifar10
+
+    write_cifar10(tmp_path, per_batch=80, n_test=10)
+    folder = tmp_path / "cifar-10-batches-py"
+    damage(folder / "data_batch_3")
+    with pytest.raises(DataError) as info:
+        data.load("cifar10", tmp_path)
+    assert message.format(folder=folder) in info.value.message
+    assert info.value.hint.startswith("copy the official cifar-10-batches-py files there again")
+
+
+def test_mnist_files_of_the_wrong_kind_are_refused_by_name(tmp_path):
+    write_mnist(tmp_path, n_train=20, n_test=10)
+    raw = tmp_path / "MNIST" / "raw"
+    (raw / "t10k-images-idx3-ubyte").write_bytes((raw / "t10k-labels-idx1-ubyte").read_bytes())
+    with pytest.raises(DataError) as info:
+        data.load("mnist", tmp_path)
+    assert info.value.message == f"{raw / 't10k-images-idx3-ubyte'} holds 1-dimensional data (10), not images"
+    write_mnist(tmp_path, n_train=20, n_test=10)
+    (raw / "train-labels-idx1-ubyte").write_bytes((raw / "t10k-labels-idx1-ubyte").read_bytes())
+    with pytest.raises(DataError) as info:
+        data.load("mnist", tmp_path)
+    assert info.value.message == f"mnist's training files in {tmp_path / 'MNIST'} hold 20 images but 10 labels"
+    assert "delete the damaged ones" in info.value.hint
+    write_mnist(tmp_path, n_train=20, n_test=10, size=32)
+    with pytest.raises(DataError) as info:
+        data.load("mnist", tmp_path)
+    assert info.value.message == f"mnist's training images in {tmp_path / 'MNIST'} are 1x32x32, not 1x28x28"
+
+
 def test_a_crafted_cifar_pickle_runs_no_code(tmp_path):
     from conftest import write_cifar10
 
