@@ -201,17 +201,27 @@ def find_sweep(name: str) -> Path:
     path = Path(name)
     if path.suffix in (".yaml", ".yml") or os.sep in name:
         if not path.is_file():
-            raise ConfigError(f"sweep file {name} does not exist", hint="check the path")
+            raise _not_a_file(path) if path.is_dir() else ConfigError(f"sweep file {name} does not exist",
+                                                                        hint="check the path")
         return path
     for folder in (Path("sweeps"), _SWEEPS_DIR):
         candidate = folder / f"{name}.yaml"
         if candidate.is_file():
             return candidate
+    if path.is_dir():  # `.` or `sweeps`: a folder, where a sweep's name was looked for
+        raise _not_a_file(path)
     known = sorted({p.stem for folder in (Path("sweeps"), _SWEEPS_DIR) if folder.is_dir()
                     for p in folder.glob("*.yaml")})
     close = difflib.get_close_matches(name, known, n=1)
     raise ConfigError(f"no sweep named {name!r}; known: {', '.join(known)}",
                       hint=f"did you mean {close[0]!r}?" if close else "give a path to a .yaml file")
+
+
+def _not_a_file(folder: Path) -> ConfigError:
+    inside = sorted(str(p) for p in folder.iterdir() if p.suffix in (".yaml", ".yml"))[:3]
+    return ConfigError(f"{folder} is a folder, not a sweep file",
+                       hint=f"give one of its sweep files: {', '.join(inside)}" if inside
+                       else "give the path of a .yaml sweep file")
 
 
 def load_sweep(name: str, overrides: dict[str, Any] | None = None) -> tuple[Sweep, dict[str, str]]:

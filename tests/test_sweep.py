@@ -597,6 +597,21 @@ def test_best_without_a_study_is_a_clear_error(tmp_path):
     assert not {"cnnbench-journal.log", "other.log", "other.db"} & {p.name for p in tmp_path.iterdir()}
 
 
+def test_a_folder_given_as_the_sweep_file_is_named_a_folder_with_the_files_in_it(tmp_path):
+    (tmp_path / "sweeps").mkdir()
+    (tmp_path / "sweeps" / "mine.yaml").write_text("dataset: mnist\n")
+    (tmp_path / "mnist").mkdir()  # a folder named like a packaged sweep does not hide it
+    for arg, out in (("sweeps", "error: sweeps is a folder, not a sweep file\n  fix: give one of its sweep files: "
+                                "sweeps/mine.yaml\n"),
+                     (".", "error: . is a folder, not a sweep file\n  fix: give the path of a .yaml sweep file\n")):
+        res = CliRunner().invoke(main, ["sweep", arg])
+        assert (res.exit_code, res.output) == (2, out)
+    from cnnbench.space import find_sweep
+
+    assert find_sweep("mnist").name == "mnist.yaml"
+    assert not {"cnnbench-journal.log", "mlflow.db"} & {p.name for p in tmp_path.iterdir()}  # nothing made
+
+
 def test_best_trial_of_a_study_without_trials_says_it_has_none(tmp_path):
     optuna.create_study(study_name="empty", storage=journal(), direction="maximize")
     res = CliRunner().invoke(main, ["best", "--trial", "0"])
