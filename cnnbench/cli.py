@@ -442,7 +442,7 @@ def _best_row(trial, front: set[int] | None = None) -> dict:
 def predict(export_dir, images, as_json) -> None:
     """Classify IMAGES (PNG, JPEG, any size) with the model exported to EXPORT_DIR.
 
-    A folder among IMAGES stands for the images directly in it, by name.
+    A folder among IMAGES stands for the images directly in it, by name (not hidden ones).
     """
     from cnnbench.export import predict as classify
 

@@ -211,14 +211,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """``paths`` with each folder among them replaced by the images directly in it, by name.
 
-    Raises :class:`DataError` for a folder that holds none.
+    Hidden files (``.name``, such as the ``._name.png`` macOS writes beside copied images) are left
+    out, as a shell's ``*`` leaves them. Raises :class:`DataError` for a folder that holds none.
     """
     files: list[Path] = []
     for path in map(Path, paths):
         if not path.is_dir():
             files.append(path)
             continue
-        found = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        found = sorted(p for p in path.iterdir()
+                       if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
         if not found:
             raise DataError(f"no images in folder {path}", hint=f"give image files ({', '.join(IMAGE_SUFFIXES)}) "
                                                                 "or a folder holding some")

@@ -240,6 +240,7 @@ def test_predict_from_a_folder_that_is_no_export_exits_2(tmp_path):
 
 def test_predict_a_folder_without_images_exits_2(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "._digit.png").write_bytes(b"\x00\x05\x16\x07")  # macOS's resource fork beside a copied image
     res = CliRunner().invoke(main, ["predict", str(tmp_path / "export"), str(tmp_path)])
     assert res.exit_code == 2, res.output
     assert res.output.startswith(f"error: no images in folder {tmp_path}\n") and "Traceback" not in res.output
