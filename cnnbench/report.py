@@ -852,7 +852,8 @@ class _Report:
             if math.isfinite(low):
                 ax.set_ylim(low, high)
             plain = complete[complete["baseline"] == ""]
-            ax.scatter(plain["trial"], plain["value"], s=18, color=PALETTE[0], zorder=3, linewidths=0)
+            ax.scatter(plain["trial"], plain["value"], s=32, color=PALETTE[0], zorder=3, edgecolors="white",
+                       linewidths=0.6)
             marks["o"] = marks.get("o", 0) + len(plain)
             base = complete[complete["baseline"] != ""]
             ax.scatter(base["trial"], base["value"], s=120, marker="*", color=PALETTE[0], edgecolors="black",
@@ -860,7 +861,9 @@ class _Report:
             if len(complete):
                 so_far = complete["value"].cummax() if maximise else complete["value"].cummin()
                 xs = list(complete["trial"]) + [frame["trial"].max()]
-                ax.step(xs, list(so_far) + [so_far.iloc[-1]], where="post", color=PALETTE[3], linewidth=2, zorder=5)
+                # Under the points: each new best is a trial at the step's corner, which the line would hide.
+                ax.step(xs, list(so_far) + [so_far.iloc[-1]], where="post", color=PALETTE[3], linewidth=2,
+                        zorder=2.5)
             self._tidy_range(ax, pd.concat([complete["value"], pruned["value"]]), frame["label"].iloc[0])
             failed = int((frame["state"] == "FAIL").sum())
             ax.set(xlabel="trial number", ylabel=frame["label"].iloc[0],
