@@ -229,7 +229,7 @@ class Objective:
             checkpoint.unlink(missing_ok=True)
             raise
         except DivergedError as err:
-            self._end(trial, run_id, "KILLED", "PRUNED", f"diverged: {err.message}")
+            self._end(trial, run_id, "KILLED", "PRUNED", err.message)  # "diverged: loss is not finite at ..."
             checkpoint.unlink(missing_ok=True)
             raise optuna.TrialPruned("diverged") from None
         except BaseException as err:
