@@ -105,7 +105,8 @@ def main(repeats: int, trials: int, data_dir: str | None) -> None:
     print(f"median: framework {100 * share:.1f}% of a tracked trial (goal <= 3%); side by side: plain {a:.2f}s, "
           f"tracked {b:.2f}s per trial, paired overheads {min(paired):+.1%} to {max(paired):+.1%}, "
           f"median {statistics.median(paired):+.1%}")
-    out = Path(__file__).resolve().parent / "results" / "overhead.json"
+    # Not results/overhead.json: that is where `benchmarks/run.py` saves its record of these figures.
+    out = Path(__file__).resolve().parent / "results" / f"overhead-{repeats}x{trials}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(figures, indent=1))
 

@@ -39,7 +39,11 @@ def main(quick: bool, only: tuple[str, ...], report: bool, data_dir: str | None)
         for name in sorted(names, key=NAMES.index):
             path = suite.RESULTS / f"{name}{'-quick' if quick else ''}.json"
             if path.exists():
-                click.echo(markdown(json.loads(path.read_text())))
+                record = json.loads(path.read_text())
+                if not {"benchmark", "machine", "figures"} <= set(record):  # an older version's raw figures
+                    click.echo(f"{path}: not a saved benchmark record (run `--only {name}` again to write one)\n")
+                    continue
+                click.echo(markdown(record))
         return
 
     from cnnbench import data as datamod

@@ -28,9 +28,9 @@ def _script(ctx: Context, script: str, *args: str) -> tuple[dict, str]:
 
 def overhead(ctx: Context) -> Record:
     """Time 1-epoch MNIST trials with and without the sweep around them; return the overhead share."""
-    _, command = _script(ctx, "overhead.py", "--repeats", "1" if ctx.quick else "7",
-                          "--trials", "2" if ctx.quick else "5")
-    result = json.loads((suite.RESULTS / "overhead.json").read_text())
+    repeats, trials = (1, 2) if ctx.quick else (7, 5)
+    _, command = _script(ctx, "overhead.py", "--repeats", str(repeats), "--trials", str(trials))
+    result = json.loads((suite.RESULTS / f"overhead-{repeats}x{trials}.json").read_text())
     record = Record("overhead", suite.machine(), [], result)
     record.figures += [
         Figure("1-epoch MNIST trial, fit + test evaluation alone (median)", result["plain_seconds"], "s", "", None,
