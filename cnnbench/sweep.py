@@ -34,7 +34,7 @@ from cnnbench.space import Sweep, grid, suggest, trial_config
 from cnnbench.storage import (DUPLICATE_ATTR, HEARTBEAT_SECONDS, OWN_FILE, PARENT_ATTR, damaged, describe,
                               importance_evaluator, open_storage, pareto_front, same_file, sampled_study,
                               study_lock, unavailable, varied_params)
-from cnnbench.tracking import Tracker, check_folder_store, tracking_uri
+from cnnbench.tracking import Tracker, check_folder_store, check_schema, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
 
@@ -346,7 +346,7 @@ def trial_model(trial: optuna.trial.FrozenTrial, *, wait: bool = True) -> tuple[
     from safetensors.torch import load_file
 
     from cnnbench.config import validate
-    from cnnbench.tracking import download_artifact
+    from cnnbench.tracking import download_artifact, stale_schema
     from cnnbench.train import build_model
 
     run_id = trial.user_attrs.get("mlflow_run_id")
@@ -359,8 +359,9 @@ def trial_model(trial: optuna.trial.FrozenTrial, *, wait: bool = True) -> tuple[
         except Unavailable:
             raise  # the store was there and went away for longer than we wait: says so, exits 1
         except Exception as err:
-            raise StudyError(f"cannot fetch the weights of trial {trial.number} (run {run_id}): {str(err)[:200]}",
-                             hint="check MLFLOW_TRACKING_URI points at the store the sweep used") from None
+            raise stale_schema(err) or StudyError(
+                f"cannot fetch the weights of trial {trial.number} (run {run_id}): {str(err)[:200]}",
+                hint="check MLFLOW_TRACKING_URI points at the store the sweep used") from None
         model = build_model(config, datamod.DATASETS.get(config.dataset))
         model.load_state_dict(load_file(str(weights)))
     return model.eval(), config, run_id
@@ -389,6 +390,7 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
             why, particular = found
             raise StudyError(f"cannot open {what}: {why}",
                              hint=particular or f"move it aside to start afresh, or {hint}")
+    check_schema()
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
     data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
     study = open_study(sweep)

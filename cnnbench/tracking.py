@@ -10,6 +10,7 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import time
 import urllib.parse
 import uuid
@@ -297,8 +298,62 @@ def register_model(run_id: str, name: str) -> str:
     return str(version.version)
 
 
+_SCHEMA = re.compile(r"out-of-date database schema \(found version (\w+), but expected (\w+)\)")
+
+
+def stale_schema(err: BaseException) -> ConfigError | None:
+    """The error to give where ``err`` is MLflow refusing a database store of another MLflow's schema, else ``None``.
+
+    MLflow opens a database only at its own schema's version, and says so in a paragraph that calls the store
+    out of date even where a newer MLflow made it; this says which, and what to run. Nothing was written to it.
+    """
+    found = _SCHEMA.search(str(err))
+    if found is None:
+        return None
+    theirs, ours = found.groups()
+    store, version = redact(tracking_uri()), mlflow.__version__
+    if _known_revision(theirs) is False:
+        return ConfigError(f"the MLflow store {store} was made by a newer MLflow than this one ({version}): "
+                           f"its schema {theirs} is unknown here", hint="upgrade MLflow to the version that made it "
+                           "(pip install -U mlflow), or point MLFLOW_TRACKING_URI at another store")
+    return ConfigError(f"the MLflow store {store} was made by an older MLflow: its schema is {theirs}, "
+                       f"MLflow {version} reads {ours}",
+                       hint=f"back it up, then run `mlflow db upgrade {store}`; cnnbench left it as it was")
+
+
+def check_schema() -> None:
+    """Raise :func:`stale_schema`'s error where the tracking store is a local database file of another MLflow's
+    schema, before a sweep loads its data or touches its study (opening it costs nothing more: MLflow keeps the
+    connection for the sweep's runs)."""
+    if not tracking_uri().startswith("sqlite:") or missing_store() is not None:
+        return
+    try:
+        mlflow.search_experiments(max_results=1)
+    except _STORE_ERRORS as err:
+        if stale := stale_schema(err):
+            raise stale from None
+        # anything else is said where the sweep first writes to the store, as it was
+
+
+def _known_revision(revision: str) -> bool | None:
+    """Whether this MLflow's migrations know ``revision`` (an older schema), or ``None`` where that cannot be told."""
+    try:
+        from alembic.script import ScriptDirectory
+        from mlflow.store.db.utils import _get_alembic_config  # MLflow's own, as `mlflow db upgrade` uses
+
+        script = ScriptDirectory.from_config(_get_alembic_config(db_url=""))
+    except Exception:  # another MLflow's layout
+        return None
+    try:
+        return script.get_revision(revision) is not None
+    except Exception:  # alembic: "No such revision"
+        return False
+
+
 def _unreadable(err: Exception, verb: str = "read") -> CnnbenchError:
     """One line for a store that cannot be reached or read: the store, and the first line of what went wrong."""
+    if stale := stale_schema(err):
+        return stale
     first = (redact(str(err)).splitlines() or [type(err).__name__])[0][:200]
     corrupt = isinstance(err, sqlalchemy.exc.DatabaseError) and not isinstance(err, sqlalchemy.exc.OperationalError)
     hint = ("the file is not an MLflow database: move it aside, or point MLFLOW_TRACKING_URI at the sweep's store"

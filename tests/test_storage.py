@@ -238,6 +238,44 @@ def test_a_file_that_is_no_mlflow_store_is_named_in_one_line(tmp_path, tiny_data
     assert (tmp_path / "mlflow.db").read_text() == "not a database\n"
 
 
+@pytest.mark.parametrize("revision, first, fix", [
+    ("0584bdc529eb", "was made by an older MLflow: its schema is 0584bdc529eb, MLflow {version} reads ",
+     "back it up, then run `mlflow db upgrade sqlite:///{db}`; cnnbench left it as it was"),
+    ("ffffffffffff", "was made by a newer MLflow than this one ({version}): its schema ffffffffffff is unknown here",
+     "upgrade MLflow to the version that made it"),
+], ids=["older", "newer"])
+def test_an_mlflow_store_of_another_mlflow_s_schema_says_which_and_what_to_run(tmp_path, tiny_data, monkeypatch,
+                                                                               revision, first, fix):
+    # An MLflow upgrade leaves ./mlflow.db at the old schema; MLflow's paragraph was cut at 200 characters, after
+    # the data was loaded and the study touched, with "check MLFLOW_TRACKING_URI and that the server is up".
+    import sqlite3
+    import subprocess
+    import sys
+
+    import mlflow
+
+    import cnnbench.data
+
+    db = tmp_path / "mlflow.db"
+    subprocess.run([sys.executable, "-c", f"import mlflow; mlflow.set_tracking_uri('sqlite:///{db}'); "
+                    "mlflow.create_experiment('mnist')"], check=True)  # another process: MLflow keeps its engines
+    with contextlib.closing(sqlite3.connect(db)) as con, con:
+        con.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    before = db.read_bytes()
+    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the store was read"))
+    store = f"sqlite:///{db}"
+    for args in (["sweep", str(tmp_path / "small.yaml")], ["report"], ["best"]):
+        res = sweep(tmp_path, tiny_data) if args[0] == "sweep" else CliRunner().invoke(main, args)
+        if args == ["best"]:  # no study: `best` reads Optuna's storage alone
+            assert res.exit_code == 2 and "no study" in res.output, res.output
+            continue
+        lines = res.output.splitlines()
+        assert res.exit_code == 2 and len(lines) == 2, res.output
+        assert lines[0].startswith(f"error: the MLflow store {store} " + first.format(version=mlflow.__version__))
+        assert lines[1].startswith("  fix: " + fix.format(db=db)), res.output
+    assert db.read_bytes() == before and not (tmp_path / "cnnbench-journal.log").exists()
+
+
 def test_sqlite_storage(tmp_path, tiny_data):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     res = sweep(tmp_path, tiny_data, "--storage", url)
