@@ -992,6 +992,10 @@ def _param_logged(tracker: Tracker, run_id: str, key: str, value) -> bool:
     return key in params
 
 
+#: The sweep run's tag holding how many complete trials its study plots show.
+PLOTTED_TAG = "cnnbench.plotted_trials"
+
+
 def _study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
@@ -999,6 +1003,8 @@ def _study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
     if len(complete) < 2 or len(study.directions) != 1:
         return
+    if tracker.run_data(parent).tags.get(PLOTTED_TAG) == str(len(complete)):
+        return  # drawn already with these trials (a finished sweep run again): 3 s of drawing saved
     sampled = sampled_study(study)  # importances over the sampled trials: baselines have no parameters
     figures = [("optimization_history", lambda: ovm.plot_optimization_history(study))]
     varied = varied_params(sampled)  # none where only baselines are done (a short --timeout): nothing to weigh
@@ -1019,6 +1025,7 @@ def _study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
             except (ValueError, RuntimeError, ZeroDivisionError):
                 continue  # e.g. importances need two distinct values of some parameter
         tracker.log_artifacts(parent, tmp, "study")
+    tracker.set_tags(parent, {PLOTTED_TAG: len(complete)})
 
 
 def format_value(objective: str, value: float) -> str:
