@@ -264,7 +264,6 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
     sharing a PostgreSQL storage (docs/distributed.md).
     """
     from cnnbench import space
-    from cnnbench import sweep as sweeps
     from cnnbench.errors import ConfigError, install_signal_handlers
     from cnnbench.paths import data_dir as data_folder
     from cnnbench.train import check_precision, flush_denormals, mirror_warning, resolve_device
@@ -300,6 +299,8 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
                                    space.settings(definition, "tta")), space.budget_warning(definition)):
         if warning:
             click.echo(f"warning: {warning}", err=True)
+    from cnnbench import sweep as sweeps  # Optuna and MLflow: imported once the sweep file and flags are good
+
     outcome = sweeps.run(definition, data_dir=data_dir, device=device, devices=pinned, join=join, echo=click.echo)
     objectives = definition.objectives
     if outcome.front:
