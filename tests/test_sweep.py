@@ -6,6 +6,7 @@ import socket
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -1184,6 +1185,12 @@ def test_study_figures_of_baselines_alone_leave_out_importances_without_a_word(t
         def log_artifacts(self, run_id, folder, path=None):
             logged.extend(sorted(p.name for p in Path(folder).iterdir()))
 
+        def run_data(self, run_id):
+            return SimpleNamespace(tags={})
+
+        def set_tags(self, run_id, tags):
+            pass
+
     handler = logging.Handler()
     handler.emit = lambda record: said.append(record.getMessage())
     logging.getLogger("optuna").addHandler(handler)  # Optuna's own logger does not propagate
@@ -1213,6 +1220,12 @@ def test_the_importance_figure_leaves_out_a_parameter_that_never_varied(monkeypa
     class Tracker:
         def log_artifacts(self, run_id, folder, path=None):
             logged.extend(sorted(p.name for p in Path(folder).iterdir()))
+
+        def run_data(self, run_id):
+            return SimpleNamespace(tags={})
+
+        def set_tags(self, run_id, tags):
+            pass
 
     _study_plots(study, Tracker(), "parent")
     assert "param_importances.png" in logged and asked == [["lr"]]
