@@ -36,11 +36,12 @@ def main(quick: bool, only: tuple[str, ...], report: bool, data_dir: str | None)
     if "workers" in names:  # a ratio against the one-worker sweep, measured in the same run
         names.add("sweep")
     if report:
-        saved = [suite.RESULTS / f"{name}{'-quick' if quick else ''}.json" for name in sorted(names, key=NAMES.index)]
-        if not any(path.exists() for path in saved):
+        saved = {name: suite.RESULTS / f"{name}{'-quick' if quick else ''}.json"
+                 for name in sorted(names, key=NAMES.index)}
+        if not any(path.exists() for path in saved.values()):
             raise click.ClickException(f"no saved {'quick ' if quick else ''}results in {suite.RESULTS}: run "
                                        f"`python benchmarks/run.py{' --quick' if quick else ''}` first")
-        for name, path in zip(sorted(names, key=NAMES.index), saved):
+        for name, path in saved.items():
             if path.exists():
                 record = json.loads(path.read_text())
                 if not {"benchmark", "machine", "figures"} <= set(record):  # an older version's raw figures

@@ -100,8 +100,9 @@ def check_model(name: str, *, in_channels: int, num_classes: int, input_size: tu
 
     cnnbench's own nets (a few million parameters at most) are built on the CPU, in eval mode, with the random
     state put back after (so a check never changes a seeded run): 3-50 ms each. On the meta device, where
-    torchvision's nets are built (some hold hundreds of MB), the first operation imports ``torch._dynamo``, which
-    took 1.4-1.8 s of every ``cnnbench train`` and ``sweep`` start. Raises the same errors as :func:`create_model`.
+    torchvision's nets are built (some hold hundreds of MB), the first operation imports ``torch._dynamo``: 1.4-1.8 s
+    before a sweep's file is found good or bad (training imports it anyway, with the optimizer). Raises the same
+    errors as :func:`create_model`.
     """
     device = "meta" if name.startswith("tv:") else "cpu"
     with torch.random.fork_rng(devices=[]), torch.device(device):
