@@ -9,7 +9,7 @@ import time
 
 import click
 
-from cnnbench.errors import CnnbenchError
+from cnnbench.errors import CnnbenchError, disk_full
 
 
 # Bare `cnnbench` shows the help (an error since click 8.2); that stays click's to print.
@@ -45,6 +45,14 @@ class _Group(click.Group):
                 raise
             click.echo(f"error: {err}", err=True)
             ctx.exit(err.exit_code)
+        except Exception as err:  # a full disk, wherever it stopped a write: nothing recorded before is lost
+            full = disk_full(err)
+            if full is None or ctx.meta.get("cnnbench.debug"):
+                raise
+            resume = ctx.meta.get("cnnbench.resume")
+            click.echo(f"error: no space left on the disk: {str(full).splitlines()[0][:200]}\n  fix: free some space, "
+                       f"then run {resume + ' to resume' if resume else 'the same command again'}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt as err:
             code = getattr(err, "exit_code", 130)
             resume = ctx.meta.get("cnnbench.resume")

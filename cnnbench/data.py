@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import io
 import math
 import os
 import pickle
@@ -17,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from cnnbench.errors import ConfigError, DataError
-from cnnbench.paths import cache_dir, data_dir  # noqa: F401  (data_dir is part of this module's API)
+from cnnbench.paths import cache_dir, data_dir, write_whole  # noqa: F401  (data_dir is part of this module's API)
 from cnnbench.registry import Registry
 
 
@@ -155,10 +156,13 @@ def _cache_path(spec: DatasetSpec, sources: list[Path]) -> Path | None:
 
 
 def _atomic_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """Keep ``obj`` in the tensor cache, whole or not at all; a cache that cannot be written (a full disk) only
+    costs the next run the time to read the dataset's files again."""
+    buffer = io.BytesIO()  # torch's own file writer aborts the process on a full disk; Python's raises
+    torch.save(obj, buffer)
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_whole(path, buffer.getbuffer())
 
 
 def _read_files(spec: DatasetSpec, root: Path, download: bool) -> tuple[Split, Split]:

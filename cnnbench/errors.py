@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
@@ -79,6 +80,23 @@ class Unavailable(CnnbenchError):
     """A storage or tracking server stayed unreachable for longer than the worker waits."""
 
 
+#: How the libraries that write without Python's file objects say it: SQLite, safetensors (and the OS through them).
+_FULL = ("database or disk is full", "No space left on device", "Disk quota exceeded")
+
+
+def disk_full(err: BaseException | None) -> BaseException | None:
+    """Return the error in ``err``'s chain (itself, what caused it, what was being handled) that is a write refused
+    for want of space (a full disk or quota; SQLite's "database or disk is full"), else ``None``."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+                any(words in str(err) for words in _FULL):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 class Terminated(KeyboardInterrupt):
     """The process was asked to stop (SIGTERM); handled like Ctrl-C, exiting 143."""
 
@@ -120,13 +138,16 @@ def outlast(call: Callable[[], T], *, what: str, transient: Callable[[BaseExcept
                   file=sys.stderr, flush=True)
         waited.append(what)
 
-    retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(transient), reraise=True, before_sleep=say,
+    def waits(err: BaseException) -> bool:  # a full disk stays full: said at once, not waited on as unreachable
+        return transient(err) and disk_full(err) is None
+
+    retrying = tenacity.Retrying(retry=tenacity.retry_if_exception(waits), reraise=True, before_sleep=say,
                                  stop=tenacity.stop_after_delay(patience),
                                  wait=tenacity.wait_exponential(multiplier=0.5, max=10) + tenacity.wait_random(0, 1))
     try:
         result = retrying(call)
     except Exception as err:
-        if not transient(err):
+        if not waits(err):
             raise
         raise Unavailable(f"{what} was unreachable for {patience:.0f} s: {redact(str(err)).splitlines()[0][:200]}",
                           hint="bring it back and run the same command again to resume") from None

@@ -7,6 +7,7 @@ run, its metrics, and a model card. File names are fixed here, never taken from 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
@@ -343,7 +344,9 @@ def _save_program(model: nn.Module, example: torch.Tensor, expected: torch.Tenso
         raise CheckpointError(f"torch.export cannot capture this model: {str(err).splitlines()[0][:300]}") from None
     if not torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
         raise CheckpointError("the torch.export program does not reproduce the model's outputs")
-    torch.export.save(program, str(path))
+    buffer = io.BytesIO()  # torch's own file writer aborts the process on a full disk; Python's raises
+    torch.export.save(program, buffer)
+    path.write_bytes(buffer.getbuffer())
 
 
 def onnx_missing() -> str | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, TypeVar
@@ -49,6 +51,25 @@ def unwritable(path: str | os.PathLike) -> str | None:
     return None
 
 
+def unwritable_file(path: str | os.PathLike) -> str | None:
+    """Why the file ``path`` (which may not exist yet) could not be written, or ``None`` when it can.
+
+    Its folder must take new files too: the programs that keep such files (SQLite, Optuna's journal, cnnbench's
+    study lock) put their locks and journals beside them. An existing file is opened to append, and left as it was.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return f"{path} is a folder"
+    if why := unwritable(path.parent):
+        return why
+    if path.exists():
+        try:
+            open(path, "ab").close()
+        except OSError as err:
+            return f"cannot write {path}: {err.strerror or err}"
+    return None
+
+
 def cached_json(name: str, compute: Callable[[], Any], parse: Callable[[Any], T] = lambda value: value) -> T:
     """Return ``parse`` of the JSON value kept in the cache folder under ``name``; compute and keep it when there
     is none.
@@ -73,14 +94,32 @@ def read_json(name: str) -> Any:
 
 
 def keep_json(name: str, value: Any) -> None:
-    """Keep ``value`` as JSON in the cache folder under ``name``: whole or not at all (a temp file, then a
-    rename); a folder that cannot be written only means it is computed again next time."""
+    """Keep ``value`` as JSON in the cache folder under ``name``, whole or not at all (see :func:`write_whole`); a
+    folder that cannot be written (or a full disk) only means it is computed again next time."""
     path = cache_dir() / name
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f)
-        os.replace(tmp, path)
+        write_whole(path, json.dumps(value))
     except OSError:
         pass
+
+
+def write_whole(path: str | os.PathLike, data: bytes | bytearray | memoryview | str) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` whole or not at all, and return the path.
+
+    It goes to a temp file beside it (``.NAME.XXXXXXXX.tmp``), synced, then renamed over ``path``: a write that
+    fails (a full disk) or is killed leaves ``path`` as it was, and the temp file is removed where Python can.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # the umask's permissions, as a plain write would give (mkstemp's are 0600)
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path

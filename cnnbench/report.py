@@ -22,7 +22,7 @@ import pandas as pd
 
 from cnnbench.config import FIELDS, SCHEDULE_SETTINGS, TrainConfig
 from cnnbench.errors import ConfigError, StudyError, UnknownNameError
-from cnnbench.paths import unwritable
+from cnnbench.paths import unwritable, write_whole
 from cnnbench.plots import PALETTE
 from cnnbench.storage import local_file, read_study
 from cnnbench.tracking import cnnbench_experiments, metric_histories, search_runs
@@ -109,7 +109,7 @@ def build(experiments: Iterable[str] | None = None, datasets: Iterable[str] | No
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {}
     if "html" in formats:
-        written["html"] = _write(out / "report.html", _html(report.doc))
+        written["html"] = write_whole(out / "report.html", _html(report.doc))
     if "md" in formats:
         written["md"], written["figures"] = _markdown(report.doc, out)
     if "csv" in formats:
@@ -1148,10 +1148,10 @@ def _markdown(doc: _Doc, out: Path) -> tuple[Path, list[Path]]:
             _, name, png, alt, caption = block
             path = out / "figures" / f"{name}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(png)
+            write_whole(path, png)
             figures.append(path)
             lines += [f"![{alt}](figures/{name}.png)", "", f"*{caption}*", ""]
-    written = _write(out / "report.md", "\n".join(lines))
+    written = write_whole(out / "report.md", "\n".join(lines))
     for path in earlier - set(figures):
         path.unlink(missing_ok=True)
     return written, figures
@@ -1215,11 +1215,6 @@ def _csv(report: _Report, trials: pd.DataFrame, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for name, frame in tables.items():
-        frame.to_csv(folder / f"{name}.csv", index=False)
+        write_whole(folder / f"{name}.csv", frame.to_csv(index=False))
         paths.append(folder / f"{name}.csv")
     return paths
-
-
-def _write(path: Path, text: str) -> Path:
-    path.write_text(text, encoding="utf-8")
-    return path

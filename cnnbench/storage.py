@@ -93,7 +93,7 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
     """
     from optuna.exceptions import ExperimentalWarning
     from optuna.storages import JournalStorage, RDBStorage
-    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
+    from optuna.storages.journal import JournalRedisBackend
 
     check_url(url)
     journal = url is None or url.endswith(".log") or url.startswith("journal:")
@@ -104,7 +104,7 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
             if journal:
                 path = (url or DEFAULT_JOURNAL).removeprefix("journal:")
                 _check_journal(Path(path))
-                return JournalStorage(JournalFileBackend(path))
+                return JournalStorage(_whole_appends()(path))
             if url.startswith(("redis://", "rediss://")):
                 plain, prefix = _redis_parts(url)
                 return JournalStorage(JournalRedisBackend(plain, prefix=prefix))
@@ -123,6 +123,40 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
                    hint="it is not an Optuna journal, or it is damaged: move it aside to start afresh, or give "
                         "another --storage" if not_journal else OWN_FILE if isinstance(err, _WrongDatabase)
                    else "check the URL and that the database is up") from None
+
+
+@functools.lru_cache(maxsize=None)
+def _whole_appends() -> type:
+    """Optuna's journal file backend, but each append lands whole or not at all.
+
+    Optuna writes a record with one buffered write: where the disk fills up it leaves part of it, and the next
+    append (once there is room) glues a record to that part, a line no reader decodes, so the study can never be
+    read again. Here a write that fails is cut off again, under the journal's lock.
+    """
+    from optuna.storages.journal import JournalFileBackend
+
+    class WholeAppends(JournalFileBackend):
+        def append_logs(self, logs: list[dict]) -> None:
+            view = memoryview(("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode())
+            self._lock.acquire()
+            try:
+                fd = os.open(self._file_path, os.O_WRONLY | os.O_APPEND)
+                try:
+                    end = os.lseek(fd, 0, os.SEEK_END)
+                    try:
+                        while view:
+                            view = view[os.write(fd, view):]
+                        os.fsync(fd)
+                    except OSError:
+                        with contextlib.suppress(OSError):
+                            os.ftruncate(fd, end)
+                        raise
+                finally:
+                    os.close(fd)
+            finally:
+                self._lock.release()
+
+    return WholeAppends
 
 
 def _check_journal(path: Path) -> None:
@@ -159,8 +193,7 @@ def study_lock(name: str, url: str | None = None):
     the working directory), so it is held by one process on this machine at a time; on a PostgreSQL
     or Redis storage it is also held in the database, so by one process on every machine sharing it.
     """
-    here = local_file(url)
-    path = here.parent if here is not None else Path(os.environ.get("CNNBENCH_LOCK_DIR", "."))
+    path = lock_folder(url)
     path.mkdir(parents=True, exist_ok=True)
     with open(path / f".cnnbench-{name}.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -175,6 +208,12 @@ def study_lock(name: str, url: str | None = None):
                 yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def lock_folder(url: str | None) -> Path:
+    """Return the folder :func:`study_lock` keeps its lock file in, for the storage at ``url``."""
+    here = local_file(url)
+    return here.parent if here is not None else Path(os.environ.get("CNNBENCH_LOCK_DIR", "."))
 
 
 #: How long a study lock is waited for before the wait counts as the database being unavailable.

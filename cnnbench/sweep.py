@@ -29,12 +29,13 @@ from cnnbench import data as datamod
 from cnnbench import __version__, cores, plots
 from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
-                             UnreachableStorage, outlast, redact)
+                             UnreachableStorage, disk_full, outlast, redact)
+from cnnbench.paths import unwritable, unwritable_file
 from cnnbench.space import Sweep, grid, suggest, trial_config
 from cnnbench.storage import (DUPLICATE_ATTR, HEARTBEAT_SECONDS, OWN_FILE, PARENT_ATTR, damaged, describe,
-                              importance_evaluator, open_storage, pareto_front, same_file, sampled_study,
-                              study_lock, unavailable, varied_params)
-from cnnbench.tracking import Tracker, check_folder_store, check_schema, tracking_uri
+                              importance_evaluator, local_file, lock_folder, open_storage, pareto_front, same_file,
+                              sampled_study, study_lock, unavailable, varied_params)
+from cnnbench.tracking import Tracker, check_folder_store, check_schema, local_store, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
 
@@ -233,9 +234,15 @@ class Objective:
             checkpoint.unlink(missing_ok=True)
             raise optuna.TrialPruned("diverged") from None
         except BaseException as err:
-            reason = INTERRUPTED if isinstance(err, KeyboardInterrupt) else f"{type(err).__name__}: {err}"
-            if not self.tracker.gave_up:  # else the run is closed once the store is back (see reconcile)
-                self._end(trial, run_id, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED", "FAIL", reason)
+            full = disk_full(err)  # torch's writer words it as "unexpected pos 322752 vs 322644"
+            reason = INTERRUPTED if isinstance(err, KeyboardInterrupt) else f"no space left on the disk: {full}" \
+                if full else f"{type(err).__name__}: {err}"
+            status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+            # A run whose store stayed unreachable is closed once it is back (see reconcile); on a full disk, as
+            # far as there is room: the sweep stops on the disk's error (see work).
+            with contextlib.suppress(Exception) if full else contextlib.nullcontext():
+                if not self.tracker.gave_up:
+                    self._end(trial, run_id, status, "FAIL", reason)
             raise
         self._end(trial, run_id, "FINISHED", "COMPLETE", "")
         checkpoint.unlink(missing_ok=True)
@@ -391,6 +398,7 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
             raise StudyError(f"cannot open {what}: {why}",
                              hint=particular or f"move it aside to start afresh, or {hint}")
     check_schema()
+    check_writable(sweep)
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
     data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
     study = open_study(sweep)
@@ -437,6 +445,25 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
             if not set(_live_commands(study)) - {worker_id()}:  # else a command that joined ends, not the sweep
                 tracker.end(parent, "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
         raise
+
+
+def check_writable(sweep: Sweep) -> None:
+    """Raise :class:`ConfigError` where this command could not write what a sweep keeps on this machine: the
+    study's storage and lock, the MLflow store and its runs' artifacts, the checkpoints (a read-only folder, one
+    of another user's); before the data is loaded or anything recorded."""
+    storage = local_file(sweep.storage)
+    store, artifacts = local_store(sweep.study_name)
+    tracked = "point MLFLOW_TRACKING_URI at sqlite:///FILE in a folder you can write"
+    for why, what, hint in (
+            (unwritable_file(storage) if storage else unwritable(lock_folder(sweep.storage)),
+             f"the study's storage ({describe(sweep.storage)})" if storage else "the study's lock file",
+             "give --storage a file in a folder you can write" if storage else "set CNNBENCH_LOCK_DIR"),
+            (store and unwritable_file(store), f"the MLflow store ({redact(tracking_uri())})", tracked),
+            (artifacts and unwritable(artifacts), f"the runs' artifacts ({artifacts.absolute()})", tracked),
+            (unwritable(CHECKPOINTS), f"the trials' checkpoints (./{CHECKPOINTS})", None)):
+        if why:
+            raise ConfigError(f"{why}, for {what}", hint=(f"{hint}, or " if hint else "") +
+                              "run the sweep from a folder you can write")
 
 
 def _quiet() -> None:
@@ -581,6 +608,11 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
                     _patiently(sweep, lambda: _retry(study, trial.number, trial.params, trial.user_attrs))
                 raise
             except (CnnbenchError, RuntimeError, ValueError) as err:
+                if disk_full(err):  # every trial after it would fail the same way: the sweep stops (see cli)
+                    with contextlib.suppress(Exception):  # recorded where there is room; else recover() does it
+                        _tell(sweep, study, trial, state=optuna.trial.TrialState.FAIL)
+                        _retry(study, trial.number, trial.params, trial.user_attrs)
+                    raise
                 more = _tell(sweep, study, trial, state=optuna.trial.TrialState.FAIL)
                 failures += 1
                 if failures >= MAX_CONSECUTIVE_FAILURES:

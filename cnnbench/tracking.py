@@ -21,6 +21,7 @@ import mlflow
 import pandas as pd
 import sqlalchemy.exc
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.tracking import MlflowClient
 
 from cnnbench.errors import CnnbenchError, ConfigError, Unavailable, outlast, redact
@@ -28,6 +29,8 @@ from cnnbench.storage import damaged, local_file
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
+# MLflow logs each database error with its traceback before raising it; cnnbench says what failed, in one line.
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 # MLflow retries an unreachable server silently for about four minutes per call; cnnbench retries with a message
 # and one time limit (errors.outlast), so MLflow's own retries are kept short unless the user set them.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -373,6 +376,27 @@ def missing_store() -> Path | None:
     else:
         path = None
     return path if path is not None and not path.exists() else None
+
+
+def local_store(experiment: str) -> tuple[Path | None, Path | None]:
+    """Return the tracking store's SQLite file and the local folder a new run of ``experiment`` keeps its artifacts
+    in (the experiment's own, else MLflow's default ``./mlruns``); ``None`` for either where it is not on this
+    machine (a server, which says so itself) or cannot be told from the store."""
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:") or (path := local_file(uri)) is None:
+        return None, None
+    location = DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    if missing_store() is None:
+        try:
+            found = mlflow.get_experiment_by_name(experiment)
+        except _STORE_ERRORS:
+            return path, None  # said where the sweep first reads the store
+        if found is not None:
+            location = found.artifact_location
+    parsed = urllib.parse.urlparse(location)
+    if parsed.scheme not in ("", "file"):
+        return path, None
+    return path, Path(urllib.parse.unquote(parsed.path) if parsed.scheme else location)
 
 
 def check_folder_store() -> None:

@@ -10,6 +10,7 @@ import copy
 import ctypes
 import functools
 import hashlib
+import io
 import math
 import os
 import platform
@@ -31,7 +32,7 @@ from cnnbench.config import TrainConfig
 from cnnbench.errors import CheckpointError, ConfigError, DivergedError, UnknownNameError
 from cnnbench.models import check_model, create_model, with_tta
 from cnnbench.optim import create_optimizer, create_schedule, optimizer_params
-from cnnbench.paths import keep_json, read_json
+from cnnbench.paths import keep_json, read_json, write_whole
 
 #: How many batches pass between checks for a non-finite loss (one host sync each).
 DIVERGENCE_CHECK_EVERY = 16
@@ -621,17 +622,14 @@ def evaluate(
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """Write ``state`` (tensors and plain values only) to ``path`` atomically: a temp file, then a rename."""
+    """Write ``state`` (tensors and plain values only) to ``path`` whole or not at all (a temp file, then a rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # Serialised in memory, written by Python: on a full disk torch's own file writer says "unexpected pos 322752
+    # vs 322644", or aborts the process; Python's says "No space left on device".
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_whole(path, buffer.getbuffer())
 
 
 #: Settings a run may change when it resumes from a checkpoint: where and how it runs and is evaluated, not

@@ -130,6 +130,41 @@ def test_a_folder_that_refuses_writes_is_named_with_the_reason(tmp_path, monkeyp
     assert unwritable(folder / "new") == f"cannot write in {folder}: Permission denied"
 
 
+def test_a_file_written_whole_keeps_the_umask_s_permissions_and_leaves_no_temp_file(tmp_path):
+    import os
+
+    from cnnbench.paths import write_whole
+
+    old = os.umask(0o022)
+    try:
+        path = write_whole(tmp_path / "report.md", "# é\n")
+    finally:
+        os.umask(old)
+    assert path.read_text(encoding="utf-8") == "# é\n" and path.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+
+
+def test_a_full_disk_during_an_export_is_one_line_and_leaves_no_folder(tiny_data, tmp_path, monkeypatch):
+    # torch.export's own file writer aborted the whole process ("terminate called after throwing an instance of
+    # 'c10::Error'", exit 134); safetensors said "SafetensorError: Error while serializing: I/O error".
+    import errno
+
+    import cnnbench.export
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cnnbench.export, "_save_program", full)
+    target = tmp_path / "fast"
+    res = CliRunner().invoke(main, ["train", "mnist", "--data-dir", str(tiny_data), "--arch", "two_conv", "--width",
+                                    "4", "--epochs", "1", "--batch-size", "32", "--device", "cpu", "--export",
+                                    str(target)])
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    assert res.output.splitlines()[-2:] == ["error: no space left on the disk: [Errno 28] No space left on device",
+                                            "  fix: free some space, then run the same command again"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == []
+
+
 def test_train_exports_a_model_that_predicts_and_refuses_a_used_folder_before_training(tiny_data, tmp_path):
     import torch
 

@@ -1,3 +1,4 @@
+import errno
 import json
 import os
 import re
@@ -134,15 +135,15 @@ def test_interrupted_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypat
     path = tmp_path / "ckpt" / "c.ckpt"
     save_checkpoint(path, {"w": torch.ones(2)})
 
-    def broken_save(obj, f):
-        with open(f, "wb") as fh:
-            fh.write(b"partial")
-        raise OSError("disk full")
+    synced = os.fsync
 
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    def full(fd):  # the new checkpoint is written, then the disk turns out full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(OSError, match="No space left on device"):
         save_checkpoint(path, {"w": torch.zeros(2)})
-    monkeypatch.undo()
+    monkeypatch.setattr(os, "fsync", synced)
     assert torch.equal(load_checkpoint(path)["w"], torch.ones(2))
     assert [p.name for p in path.parent.iterdir()] == ["c.ckpt"]
 
