@@ -118,11 +118,36 @@ def open_storage(url: str | None) -> "optuna.storages.BaseStorage":
         from cnnbench.errors import redact
 
         kind = UnreachableStorage if unavailable(err) else StudyError
-        not_journal = journal and isinstance(err, ValueError)  # _check_journal's refusal
+        not_journal = journal and isinstance(err, ValueError)  # _check_journal's refusal, or a damaged line
+        if not_journal and (cut := _cut_record(Path(path))):
+            line, broken = cut
+            raise StudyError(f"cannot open storage {describe(url)}: its line {line} starts with half a record, cut "
+                             "short (by a full disk, say) and run into the next one, so Optuna reads none of it",
+                             hint=f"sed -i.bak '{line}s/^.\\{{{broken}\\}}//' {path} cuts that half off and keeps a "
+                             f"copy ({path}.bak); every whole record, every trial, stays") from None
         raise kind(f"cannot open storage {describe(url)}: {(redact(str(err)).splitlines() or [repr(err)])[0][:200]}",
                    hint="it is not an Optuna journal, or it is damaged: move it aside to start afresh, or give "
                         "another --storage" if not_journal else OWN_FILE if isinstance(err, _WrongDatabase)
                    else "check the URL and that the database is up") from None
+
+
+def _cut_record(path: Path) -> tuple[int, int] | None:
+    """Where a journal line is half a record run into a whole one (Optuna's own writer left such halves on a full
+    disk, before :func:`_whole_appends`): the line's number and the length of the half, else ``None``."""
+    with contextlib.suppress(OSError), path.open("rb") as f:
+        for number, line in enumerate(f, start=1):
+            try:
+                json.loads(line)
+                continue
+            except ValueError:
+                pass
+            start = line.rfind(b'{"op_code":')
+            if start > 0 and line.endswith(b"\n"):
+                with contextlib.suppress(ValueError):
+                    json.loads(line[start:])
+                    return number, start
+            return None
+    return None
 
 
 @functools.lru_cache(maxsize=None)

@@ -139,6 +139,34 @@ def test_a_damaged_journal_is_refused_and_left_as_it_was(tmp_path, tiny_data, co
     assert journal_file.read_bytes() == content
 
 
+def test_a_journal_line_with_half_a_record_says_where_and_the_command_that_mends_it(tmp_path, tiny_data):
+    # Left by Optuna's own writer on a full disk: the message said "Expecting ',' delimiter: line 1 column 31" and
+    # "move it aside to start afresh", which loses the study.
+    import subprocess
+
+    study = optuna.create_study(study_name="small", storage=open_storage(None))
+    for value in range(3):
+        study.set_user_attr(f"a{value}", value)
+    journal_file = tmp_path / "cnnbench-journal.log"
+    whole = journal_file.read_bytes()
+    lines = whole.splitlines(keepends=True)
+    lines[2] = lines[1][:30] + lines[2]
+    journal_file.write_bytes(b"".join(lines))
+    (tmp_path / "small.yaml").write_text(textwrap.dedent(SMALL.format(sampler="tpe", pruner="none", lr=_lr("tpe"),
+                                                                      objective="val_acc")))
+    for args in (["sweep", str(tmp_path / "small.yaml"), "--data-dir", str(tiny_data)], ["best"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 2, res.output
+        first, fix = res.output.splitlines()
+        assert first == ("error: cannot open storage journal file ./cnnbench-journal.log: its line 3 starts with half "
+                         "a record, cut short (by a full disk, say) and run into the next one, so Optuna reads none "
+                         "of it")
+        assert fix.startswith("  fix: sed -i.bak '3s/^.\\{30\\}//' cnnbench-journal.log cuts that half off")
+    subprocess.run(fix.removeprefix("  fix: ").split(" cuts ")[0], shell=True, check=True, cwd=tmp_path)
+    assert journal_file.read_bytes() == whole and (tmp_path / "cnnbench-journal.log.bak").exists()
+    assert optuna.load_study(study_name="small", storage=open_storage(None)).user_attrs == {"a0": 0, "a1": 1, "a2": 2}
+
+
 def test_a_sqlite_storage_that_is_no_database_is_refused_before_the_data(tmp_path, tiny_data, monkeypatch):
     import cnnbench.data
 
