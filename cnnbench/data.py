@@ -17,8 +17,8 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from cnnbench.errors import ConfigError, DataError
-from cnnbench.paths import cache_dir, data_dir, write_whole  # noqa: F401  (data_dir is part of this module's API)
+from cnnbench.errors import ConfigError, DataError, disk_full
+from cnnbench.paths import cache_dir, data_dir, unwritable, write_whole  # noqa: F401  (data_dir is part of this module's API)
 from cnnbench.registry import Registry
 
 
@@ -172,6 +172,10 @@ def _read_files(spec: DatasetSpec, root: Path, download: bool) -> tuple[Split, S
         import torchvision.datasets
 
         absent = _absent(spec, root)
+        if why := unwritable(root / spec.folder):  # torchvision's own error, after it tried the mirrors, said less
+            raise DataError(f"{absent}, and it cannot be downloaded there: {why}",
+                            hint=f"point --data-dir or CNNBENCH_DATA_DIR at a folder holding {spec.folder}/ in "
+                            "torchvision's layout, or at one you can write")
         cls = getattr(torchvision.datasets, spec.torchvision_class)
         made = [p for p in (root / spec.folder / "raw", root / spec.folder, root, *root.parents) if not p.exists()]
         try:
@@ -183,7 +187,9 @@ def _read_files(spec: DatasetSpec, root: Path, download: bool) -> tuple[Split, S
                     folder.rmdir()
             reason = textwrap.shorten(str(err), 160, placeholder=" ...")
             raise DataError(f"{absent}, and downloading it failed ({reason})",
-                            hint=_offline_hint(spec)) from None
+                            hint=f"free some space in {root}, or point --data-dir or CNNBENCH_DATA_DIR at a folder "
+                            f"holding {spec.folder}/ or with room for it" if disk_full(err)
+                            else _offline_hint(spec)) from None
     reader = _read_idx_split if spec.folder.endswith("MNIST") else _read_cifar_split
     return _checked(spec, root, reader, True), _checked(spec, root, reader, False)
 

@@ -112,6 +112,36 @@ def test_a_failed_download_is_one_line_and_leaves_no_empty_folders(tmp_path, mon
     assert not (tmp_path / "new").exists()
 
 
+def test_a_download_into_a_folder_that_cannot_take_it_says_why(tmp_path, monkeypatch):
+    # A read-only home said "downloading it failed ([Errno 30] Read-only file system ...)", fix "connect to the
+    # internet"; a full disk would have said the same fix.
+    import errno
+    import tempfile
+
+    import torchvision.datasets
+
+    class Full:
+        def __init__(self, root, train, download):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Full)
+    with pytest.raises(DataError) as info:
+        data.load("mnist", tmp_path / "new")
+    assert "[Errno 28] No space left on device" in info.value.message
+    assert info.value.hint.startswith(f"free some space in {tmp_path / 'new'}, or point --data-dir")
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", lambda **k: pytest.fail("a download was tried"))
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(DataError) as info:
+        data.load("mnist", tmp_path / "new")
+    assert info.value.message == (f"mnist is not in {tmp_path / 'new'}, and it cannot be downloaded there: cannot "
+                                  f"write in {tmp_path}: Read-only file system")
+    assert info.value.hint.endswith("or at one you can write")
+
+
 def test_a_dataset_folder_missing_files_names_them(tmp_path, monkeypatch):
     import torchvision.datasets
 
