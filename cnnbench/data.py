@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 from cnnbench.errors import ConfigError, DataError, disk_full
-from cnnbench.paths import cache_dir, data_dir, unwritable, write_whole  # noqa: F401  (data_dir is part of this module's API)
+from cnnbench.paths import data_dir  # noqa: F401  (part of this module's API)
+from cnnbench.paths import cache_dir, unwritable, write_whole
 from cnnbench.registry import Registry
 
 

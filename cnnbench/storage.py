@@ -172,7 +172,7 @@ def _whole_appends() -> type:
                         while view:
                             view = view[os.write(fd, view):]
                         os.fsync(fd)
-                    except OSError:
+                    except BaseException:  # a full disk, or Ctrl-C between two writes
                         with contextlib.suppress(OSError):
                             os.ftruncate(fd, end)
                         raise

@@ -235,9 +235,10 @@ class Objective:
             raise optuna.TrialPruned("diverged") from None
         except BaseException as err:
             full = disk_full(err)  # torch's writer words it as "unexpected pos 322752 vs 322644"
-            reason = INTERRUPTED if isinstance(err, KeyboardInterrupt) else f"no space left on the disk: {full}" \
-                if full else f"{type(err).__name__}: {err}"
-            status = "KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED"
+            reason = f"no space left on the disk: {full}" if full else f"{type(err).__name__}: {err}"
+            status = "FAILED"
+            if isinstance(err, KeyboardInterrupt):
+                reason, status = INTERRUPTED, "KILLED"
             # A run whose store stayed unreachable is closed once it is back (see reconcile); on a full disk, as
             # far as there is room: the sweep stops on the disk's error (see work).
             with contextlib.suppress(Exception) if full else contextlib.nullcontext():
