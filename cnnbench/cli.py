@@ -9,7 +9,7 @@ import time
 
 import click
 
-from cnnbench.errors import CnnbenchError, disk_full
+from cnnbench.errors import CnnbenchError, disk_full, no_space
 
 
 # Bare `cnnbench` shows the help (an error since click 8.2); that stays click's to print.
@@ -50,8 +50,8 @@ class _Group(click.Group):
             if full is None or ctx.meta.get("cnnbench.debug"):
                 raise
             resume = ctx.meta.get("cnnbench.resume")
-            click.echo(f"error: no space left on the disk: {str(full).splitlines()[0][:200]}\n  fix: free some space, "
-                       f"then run {resume + ' to resume' if resume else 'the same command again'}", err=True)
+            click.echo(f"error: {no_space(full)}\n  fix: free some space, then run "
+                       f"{resume + ' to resume' if resume else 'the same command again'}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt as err:
             code = getattr(err, "exit_code", 130)

@@ -97,6 +97,11 @@ def disk_full(err: BaseException | None) -> BaseException | None:
     return None
 
 
+def no_space(full: BaseException) -> str:
+    """What to tell of :func:`disk_full`'s error: one line."""
+    return f"no space left on the disk: {(str(full).splitlines() or [type(full).__name__])[0][:200]}"
+
+
 class Terminated(KeyboardInterrupt):
     """The process was asked to stop (SIGTERM); handled like Ctrl-C, exiting 143."""
 

@@ -29,7 +29,7 @@ from cnnbench import data as datamod
 from cnnbench import __version__, cores, plots
 from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
-                             UnreachableStorage, disk_full, outlast, redact)
+                             UnreachableStorage, disk_full, no_space, outlast, redact)
 from cnnbench.paths import unwritable, unwritable_file
 from cnnbench.space import Sweep, grid, suggest, trial_config
 from cnnbench.storage import (DUPLICATE_ATTR, HEARTBEAT_SECONDS, OWN_FILE, PARENT_ATTR, damaged, describe,
@@ -235,7 +235,7 @@ class Objective:
             raise optuna.TrialPruned("diverged") from None
         except BaseException as err:
             full = disk_full(err)  # torch's writer words it as "unexpected pos 322752 vs 322644"
-            reason = f"no space left on the disk: {full}" if full else f"{type(err).__name__}: {err}"
+            reason = no_space(full) if full else f"{type(err).__name__}: {err}"
             status = "FAILED"
             if isinstance(err, KeyboardInterrupt):
                 reason, status = INTERRUPTED, "KILLED"
@@ -451,19 +451,21 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
 def check_writable(sweep: Sweep) -> None:
     """Raise :class:`ConfigError` where this command could not write what a sweep keeps on this machine: the
     study's storage and lock, the MLflow store and its runs' artifacts, the checkpoints (a read-only folder, one
-    of another user's); before the data is loaded or anything recorded."""
+    of another user's); before the data is loaded or anything recorded. A server's files are the server's."""
     storage = local_file(sweep.storage)
     store, artifacts = local_store(sweep.study_name)
     tracked = "point MLFLOW_TRACKING_URI at sqlite:///FILE in a folder you can write"
-    for why, what, hint in (
-            (unwritable_file(storage) if storage else unwritable(lock_folder(sweep.storage)),
-             f"the study's storage ({describe(sweep.storage)})" if storage else "the study's lock file",
-             "give --storage a file in a folder you can write" if storage else "set CNNBENCH_LOCK_DIR"),
-            (store and unwritable_file(store), f"the MLflow store ({redact(tracking_uri())})", tracked),
-            (artifacts and unwritable(artifacts), f"the runs' artifacts ({artifacts.absolute()})", tracked),
-            (unwritable(CHECKPOINTS), f"the trials' checkpoints (./{CHECKPOINTS})", None)):
-        if why:
-            raise ConfigError(f"{why}, for {what}", hint=(f"{hint}, or " if hint else "") +
+    checks = [(lambda: unwritable_file(storage), f"the study's storage ({describe(sweep.storage)})",
+               "give --storage a file in a folder you can write") if storage else
+              (lambda: unwritable(lock_folder(sweep.storage)), "the study's lock file", "set CNNBENCH_LOCK_DIR")]
+    if store:
+        checks.append((lambda: unwritable_file(store), f"the MLflow store ({redact(tracking_uri())})", tracked))
+    if artifacts:
+        checks.append((lambda: unwritable(artifacts), f"the runs' artifacts ({artifacts.absolute()})", tracked))
+    checks.append((lambda: unwritable(CHECKPOINTS), f"the trials' checkpoints (./{CHECKPOINTS})", None))
+    for why, what, hint in checks:
+        if reason := why():
+            raise ConfigError(f"{reason}, for {what}", hint=(f"{hint}, or " if hint else "") +
                               "run the sweep from a folder you can write")
 
 
@@ -908,6 +910,11 @@ def _worker_main(sweep: Sweep, data_dir: str | None, device: str | None, threads
     except CnnbenchError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
+    except Exception as err:  # the parent says the workers failed and how to resume
+        if (full := disk_full(err)) is None:
+            raise
+        print(f"error: {no_space(full)}", file=sys.stderr)
+        sys.exit(1)
 
 
 class _SweepBar:

@@ -11,6 +11,7 @@ import gc
 import logging
 import os
 import re
+import sqlite3
 import time
 import urllib.parse
 import uuid
@@ -386,13 +387,16 @@ def local_store(experiment: str) -> tuple[Path | None, Path | None]:
     if not uri.startswith("sqlite:") or (path := local_file(uri)) is None:
         return None, None
     location = DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
-    if missing_store() is None:
+    if path.is_file() and path.stat().st_size:
+        # Read-only, and not through MLflow, which would make its tables in a store another command starting at
+        # the same moment is making under the study's lock (see sweep.run).
         try:
-            found = mlflow.get_experiment_by_name(experiment)
-        except _STORE_ERRORS:
-            return path, None  # said where the sweep first reads the store
+            with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
+                found = db.execute("SELECT artifact_location FROM experiments WHERE name = ?", (experiment,)).fetchone()
+        except sqlite3.Error:  # no tables yet, or busy: said, if need be, where the sweep first writes
+            return path, None
         if found is not None:
-            location = found.artifact_location
+            location = found[0]
     parsed = urllib.parse.urlparse(location)
     if parsed.scheme not in ("", "file"):
         return path, None

@@ -345,6 +345,20 @@ def test_a_sweep_that_could_not_write_its_files_says_which_before_the_data(tmp_p
                                                                    else [])
 
 
+def test_a_sweep_tracked_on_a_server_checks_only_its_own_files(tmp_path, monkeypatch):
+    # An MLflow server keeps the runs and their artifacts: the check of ./mlruns failed on its missing folder name
+    # ("'NoneType' object has no attribute 'absolute'") and every sweep against a server stopped there.
+    from cnnbench.space import load_sweep
+    from cnnbench.sweep import check_writable
+
+    path = tmp_path / "small.yaml"
+    path.write_text(textwrap.dedent(SMALL.format(sampler="tpe", pruner="none", lr=_lr("tpe"), objective="val_acc")))
+    (tmp_path / "mlruns").write_text("not the server's artifacts")  # in the way of a local store only
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    for storage in (None, "postgresql://nobody@127.0.0.1:1/none"):
+        check_writable(load_sweep(str(path), {"storage": storage} if storage else {})[0])
+
+
 def test_a_journal_append_cut_short_by_a_full_disk_is_taken_back(tmp_path, monkeypatch):
     # Optuna's own backend left part of the record: the next append glued a record to it, a line no reader decodes,
     # and the study could not be read again (every command: "Expecting ',' delimiter").
