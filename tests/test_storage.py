@@ -315,8 +315,8 @@ def test_a_sweep_that_could_not_write_its_files_says_which_before_the_data(tmp_p
     monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the check"))
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a folder is needed")
-    args, what = [], {"storage": f"the study's storage ({blocker}/s.log)", "store": f"the MLflow store (sqlite:///{blocker}/m.db)",
-                      "artifacts": f"the runs' artifacts ({tmp_path / 'mlruns'})", "lock": "the study's lock file",
+    args, what = [], {"storage": f"the study's storage ({blocker}/s.log)",
+                      "store": f"the MLflow store (sqlite:///{blocker}/m.db)", "artifacts": f"the runs' artifacts ({tmp_path / 'mlruns'})", "lock": "the study's lock file",
                       "checkpoints": "the trials' checkpoints (./cnnbench-checkpoints)",
                       "read-only": "the study's storage (journal file ./cnnbench-journal.log)"}[place]
     why = f"{blocker} is a file"
