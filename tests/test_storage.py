@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from cnnbench.cli import main
+from cnnbench.errors import ConfigError
 from cnnbench.storage import local_file, open_storage
 
 SMALL = """
@@ -316,7 +317,8 @@ def test_a_sweep_that_could_not_write_its_files_says_which_before_the_data(tmp_p
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where a folder is needed")
     args, what = [], {"storage": f"the study's storage ({blocker}/s.log)",
-                      "store": f"the MLflow store (sqlite:///{blocker}/m.db)", "artifacts": f"the runs' artifacts ({tmp_path / 'mlruns'})", "lock": "the study's lock file",
+                      "store": f"the MLflow store (sqlite:///{blocker}/m.db)",
+                      "artifacts": f"the runs' artifacts ({tmp_path / 'mlruns'})", "lock": "the study's lock file",
                       "checkpoints": "the trials' checkpoints (./cnnbench-checkpoints)",
                       "read-only": "the study's storage (journal file ./cnnbench-journal.log)"}[place]
     why = f"{blocker} is a file"
@@ -341,8 +343,30 @@ def test_a_sweep_that_could_not_write_its_files_says_which_before_the_data(tmp_p
     lines = res.output.splitlines()
     assert res.exit_code == 2 and len(lines) == 2, res.output
     assert lines[0] == f"error: {why}, for {what}" and lines[1].endswith("run the sweep from a folder you can write")
+    if place in ("artifacts", "checkpoints"):  # ./mlruns and the checkpoints go where the sweep runs, whatever store
+        assert lines[1] == "  fix: run the sweep from a folder you can write"
     assert sorted(p.name for p in tmp_path.iterdir()) == before + (["small.yaml"] if "small.yaml" not in before
                                                                    else [])
+
+
+def test_an_experiment_s_own_artifact_folder_that_cannot_be_written_says_to_start_another(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from cnnbench.space import load_sweep
+    from cnnbench.sweep import check_writable
+
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the experiment's artifact folder was")
+    subprocess.run([sys.executable, "-c", f"import mlflow; mlflow.set_tracking_uri('sqlite:///{tmp_path}/mlflow.db'); "
+                    f"mlflow.create_experiment('small', artifact_location='{blocker}/runs')"], check=True)
+    path = tmp_path / "small.yaml"
+    path.write_text(textwrap.dedent(SMALL.format(sampler="tpe", pruner="none", lr=_lr("tpe"), objective="val_acc")))
+    with pytest.raises(ConfigError) as info:
+        check_writable(load_sweep(str(path))[0])
+    assert str(info.value) == (f"{blocker} is a file, for the runs' artifacts ({blocker}/runs)\n  fix: give --study "
+                               "NAME for a new experiment (its artifacts in ./mlruns), or point MLFLOW_TRACKING_URI at "
+                               "another store")
 
 
 def test_a_sweep_tracked_on_a_server_checks_only_its_own_files(tmp_path, monkeypatch):
