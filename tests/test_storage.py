@@ -443,6 +443,27 @@ def test_a_full_disk_stops_the_sweep_in_one_line_and_the_next_run_resumes(tmp_pa
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 3
 
 
+def test_a_worker_stopped_by_a_full_disk_says_so_in_one_line(monkeypatch, capsys):
+    # A worker of --workers N printed multiprocessing's traceback of torch's "unexpected pos" error.
+    import errno
+
+    import cnnbench.errors
+    import cnnbench.sweep
+
+    def work(*args, **kwargs):
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+
+    monkeypatch.setattr(cnnbench.sweep, "work", work)
+    monkeypatch.setattr(cnnbench.errors, "install_signal_handlers", lambda: None)  # SIGTERM stays pytest's
+    with pytest.raises(SystemExit) as info:
+        cnnbench.sweep._worker_main(None, None, None, 1, os.getpid())
+    assert info.value.code == 1
+    assert capsys.readouterr().err == "error: no space left on the disk: [Errno 28] No space left on device\n"
+
+
 def test_a_full_disk_is_not_waited_on_as_an_unreachable_store(capsys):
     import sqlite3
 
