@@ -6,7 +6,7 @@ import errno
 import os
 import re
 import sys
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 T = TypeVar("T")
 #: How long a worker keeps retrying a storage or tracking server it cannot reach before it gives up.
@@ -84,17 +84,20 @@ class Unavailable(CnnbenchError):
 _FULL = ("database or disk is full", "No space left on device", "Disk quota exceeded")
 
 
-def disk_full(err: BaseException | None) -> BaseException | None:
-    """Return the error in ``err``'s chain (itself, what caused it, what was being handled) that is a write refused
-    for want of space (a full disk or quota; SQLite's "database or disk is full"), else ``None``."""
+def chain(err: BaseException | None) -> Iterator[BaseException]:
+    """Yield ``err``, then what caused it (or was being handled when it was raised), and so on, each once."""
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
-        if (isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)) or \
-                any(words in str(err) for words in _FULL):
-            return err
+        yield err
         seen.add(id(err))
         err = err.__cause__ or err.__context__
-    return None
+
+
+def disk_full(err: BaseException | None) -> BaseException | None:
+    """Return the error in ``err``'s :func:`chain` that is a write refused for want of space (a full disk or quota;
+    SQLite's "database or disk is full"), else ``None``."""
+    return next((e for e in chain(err) if (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT))
+                 or any(words in str(e) for words in _FULL)), None)
 
 
 def no_space(full: BaseException) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from cnnbench.errors import ConfigError, StudyError, UnreachableStorage
+from cnnbench.errors import ConfigError, StudyError, UnreachableStorage, chain
 
 if TYPE_CHECKING:
     import optuna
@@ -309,13 +309,7 @@ def unavailable(err: BaseException) -> bool:
         import redis
 
         kinds += (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, kinds + (UnreachableStorage,)):
-            return True
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return False
+    return any(isinstance(e, kinds + (UnreachableStorage,)) for e in chain(err))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.tracking import MlflowClient
 
-from cnnbench.errors import CnnbenchError, ConfigError, Unavailable, outlast, redact
+from cnnbench.errors import CnnbenchError, ConfigError, Unavailable, chain, outlast, redact
 from cnnbench.storage import damaged, local_file
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -54,13 +54,7 @@ def unreachable(err: BaseException) -> bool:
 
     kinds = (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.RetryError,
              ConnectionError, TimeoutError, sqlalchemy.exc.OperationalError)
-    seen: set[int] = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, kinds) or getattr(err, "error_code", None) in _TRANSIENT_CODES:
-            return True
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return False
+    return any(isinstance(e, kinds) or getattr(e, "error_code", None) in _TRANSIENT_CODES for e in chain(err))
 
 
 class Tracker:
