@@ -87,7 +87,12 @@ class Watched:
 
 
 def trials_of(url: str | None, name: str = "dist") -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials()
+    storage = open_storage(url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage).get_trials()
+    finally:  # polled every 0.3 s while a sweep runs: each storage's pooled connection would stay until collected
+        if hasattr(storage, "engine"):
+            storage.engine.dispose()
 
 
 def check_one_to_one(trials, client: MlflowClient, name: str = "dist") -> dict:
