@@ -164,21 +164,21 @@ def _whole_appends() -> type:
         def append_logs(self, logs: list[dict]) -> None:
             view = memoryview(("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode())
             self._lock.acquire()
+            fd = None
             try:
                 fd = os.open(self._file_path, os.O_WRONLY | os.O_APPEND)
+                end = os.lseek(fd, 0, os.SEEK_END)
                 try:
-                    end = os.lseek(fd, 0, os.SEEK_END)
-                    try:
-                        while view:
-                            view = view[os.write(fd, view):]
-                        os.fsync(fd)
-                    except BaseException:  # a full disk, or Ctrl-C between two writes
-                        with contextlib.suppress(OSError):
-                            os.ftruncate(fd, end)
-                        raise
-                finally:
-                    os.close(fd)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except BaseException:  # a full disk, or Ctrl-C between two writes
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(fd, end)
+                    raise
             finally:
+                if fd is not None:
+                    os.close(fd)
                 self._lock.release()
 
     return WholeAppends

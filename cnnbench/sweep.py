@@ -455,21 +455,21 @@ def check_writable(sweep: Sweep) -> None:
     storage = local_file(sweep.storage)
     store, artifacts = local_store(sweep.study_name)
     here = "run the sweep from a folder you can write"
-    checks = [(lambda: unwritable_file(storage), f"the study's storage ({describe(sweep.storage)})",
+    checks = [(unwritable_file(storage), f"the study's storage ({describe(sweep.storage)})",
                f"give --storage a file in a folder you can write, or {here}") if storage else
-              (lambda: unwritable(lock_folder(sweep.storage)), "the study's lock file",
+              (unwritable(lock_folder(sweep.storage)), "the study's lock file",
                f"set CNNBENCH_LOCK_DIR to a folder you can write, or {here}")]
     if store:
-        checks.append((lambda: unwritable_file(store), f"the MLflow store ({redact(tracking_uri())})",
+        checks.append((unwritable_file(store), f"the MLflow store ({redact(tracking_uri())})",
                        f"point MLFLOW_TRACKING_URI at sqlite:///FILE in a folder you can write, or {here}"))
     if artifacts:  # MLflow's default ./mlruns is where the sweep runs; an experiment's own folder is in the store
-        checks.append((lambda: unwritable(artifacts), f"the runs' artifacts ({artifacts.absolute()})",
+        checks.append((unwritable(artifacts), f"the runs' artifacts ({artifacts.absolute()})",
                        "give --study NAME for a new experiment (its artifacts in ./mlruns), or point "
                        "MLFLOW_TRACKING_URI at another store" if artifacts.is_absolute() else here))
-    checks.append((lambda: unwritable(CHECKPOINTS), f"the trials' checkpoints (./{CHECKPOINTS})", here))
+    checks.append((unwritable(CHECKPOINTS), f"the trials' checkpoints (./{CHECKPOINTS})", here))
     for why, what, hint in checks:
-        if reason := why():
-            raise ConfigError(f"{reason}, for {what}", hint=hint)
+        if why:
+            raise ConfigError(f"{why}, for {what}", hint=hint)
 
 
 def _quiet() -> None:
