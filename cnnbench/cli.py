@@ -385,7 +385,21 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
             raise StudyError(f"no study in {stores.describe(storage)}", hint="run `cnnbench sweep DATASET` first")
         study_name = names[0]
     study = stores.load_study(study_name, storage)
-    rows = stores.best_trials(study, top) if trial_number is None else [stores.complete_trial(study, trial_number)]
+    held = _stored_runs(study_name, asked=export_dir is not None)
+    ranked = stores.best_trials(study, sys.maxsize)
+    if held is not None and not any(t.user_attrs.get("mlflow_run_id") in held.stages for t in ranked):
+        held = None  # none of the study's runs is there: another store (an export says so), not runs removed
+    if trial_number is None:
+        rows = _kept(ranked, held, top, study_name)
+    else:
+        rows = [stores.complete_trial(study, trial_number)]
+        if held is not None and (said := _run_state(rows[0], held)):
+            if export_dir is not None and rows[0].user_attrs["mlflow_run_id"] not in held.stages:
+                from cnnbench.errors import StudyError
+
+                raise StudyError(f"trial {trial_number}'s MLflow run {said}, and its weights with it",
+                                 source="--trial", hint="export another: `cnnbench best` lists the trials")
+            click.echo(f"note: trial {trial_number}'s MLflow run {said}", err=True)
     if not rows:
         from cnnbench.errors import StudyError
 
@@ -422,6 +436,73 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
         shown = {"params": "{:,.0f}", "val_acc": "{:.4f}", "test_acc": "{:.4f}", "seconds": "{:.1f}"}
         formatters = {c: (lambda v, f=f: "-" if v is None or v != v else f.format(v)) for c, f in shown.items()}
         click.echo(frame.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-", formatters=formatters))
+
+
+def _stored_runs(study_name: str, *, asked: bool):
+    """What the MLflow store holds of the study's runs (which are deleted), or ``None`` where it cannot tell.
+
+    A local SQLite store is read without MLflow, whose import alone takes seconds. A server is asked through MLflow;
+    where it cannot be, every trial stays in, and a table (``asked`` false) says so; an export then fails saying why.
+    """
+    import os
+
+    from cnnbench import storage as stores
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"  # MLflow's default store
+    if uri.startswith("sqlite:///"):
+        return stores.stored_runs(uri, study_name)
+    from cnnbench.tracking import stored_runs
+
+    try:
+        return stored_runs(study_name)
+    except CnnbenchError as err:
+        if not asked:  # an export says itself why it cannot reach the store
+            click.echo(f"note: cannot tell which of the trials' MLflow runs are deleted: {err}", err=True)
+        return None
+
+
+def _run_state(trial, held) -> str | None:
+    """How the trial's MLflow run stands where it is not active in ``held`` (:func:`_stored_runs`), as words to
+    follow "its MLflow run"; ``None`` where it is active, or has no run."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id is None or held.stages.get(run_id) == "active":
+        return None
+    if run_id not in held.stages:
+        return f"{run_id} is no longer in the store: deleted, then removed by `mlflow gc`"
+    if held.deleted:
+        return (f"{run_id} is deleted with its experiment; `mlflow experiments restore --experiment-id "
+                f"{held.experiment_id}` brings both back")
+    return f"{run_id} is deleted; `mlflow runs restore --run-id {run_id}` brings it back"
+
+
+def _kept(ranked: list, held, top: int, study_name: str) -> list:
+    """The ``top`` best of ``ranked`` whose MLflow runs are not deleted (in `mlflow ui`, say: `cnnbench report`
+    leaves them out too), saying on stderr which trials that leaves out, and why."""
+    if held is None:
+        return ranked[:top]
+    if held.deleted and ranked:
+        from cnnbench.errors import StudyError
+
+        raise StudyError(f"MLflow experiment {study_name!r} (id {held.experiment_id}) is deleted, and every trial's "
+                         "run with it", hint=f"restore it: `mlflow experiments restore --experiment-id "
+                         f"{held.experiment_id}`; or show one trial with --trial N")
+    kept, left = [], []
+    for trial in ranked:
+        if len(kept) == top:
+            break
+        (left if _run_state(trial, held) else kept).append(trial)
+    if left and not kept:
+        from cnnbench.errors import StudyError
+
+        raise StudyError(f"every complete trial of study {study_name!r} has its MLflow run deleted (trial "
+                         f"{left[0].number}'s run {_run_state(left[0], held)})", hint="restore them, or show one "
+                         "trial with --trial N")
+    if left:
+        others = [str(t.number) for t in left[1:]]
+        also = f" (and {'trials' if len(others) > 1 else 'trial'} {', '.join(others)}, likewise)" if others else ""
+        click.echo(f"note: left out trial {left[0].number}{also}: its MLflow run {_run_state(left[0], held)}",
+                   err=True)
+    return kept
 
 
 def _say_if_onnx_missing(path) -> None:

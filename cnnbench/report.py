@@ -25,7 +25,7 @@ from cnnbench.errors import ConfigError, StudyError, UnknownNameError
 from cnnbench.paths import unwritable, write_whole
 from cnnbench.plots import PALETTE
 from cnnbench.storage import local_file, read_study
-from cnnbench.tracking import cnnbench_experiments, metric_histories, search_runs
+from cnnbench.tracking import cnnbench_experiments, deleted_trial_runs, metric_histories, search_runs
 
 #: The formats :func:`build` writes.
 FORMATS = ("html", "md", "csv")
@@ -98,6 +98,9 @@ def build(experiments: Iterable[str] | None = None, datasets: Iterable[str] | No
         trials = trials[trials["dataset"].isin(wanted)]
     order = wanted or _by_first_run(trials)
     studies, notes = _studies(trials, runs, storage)
+    if names and (deleted := [d for d in deleted_trial_runs([known[n] for n in names]) if not wanted or d in wanted]):
+        notes.append(f"{len(deleted):,} trial run(s) deleted in MLflow (in `mlflow ui`, say) are left out, as "
+                     "`cnnbench best` leaves them out: `mlflow runs restore --run-id ID` brings one back.")
     sets = [_analyse(name, trials[trials["dataset"] == name]) for name in order]
     drawn = bool({"html", "md"} & set(formats))  # figures and their curves only for a format that shows them
     curves = _curves(sets) if drawn else pd.DataFrame(columns=["run_id", "key", "step", "value"])

@@ -378,6 +378,40 @@ def damaged(url: str | None, owner: str = "optuna") -> tuple[str, str | None] | 
     return None
 
 
+@dataclass
+class StoredRuns:
+    """What an MLflow store holds of one experiment: its id, whether it is deleted, where its runs' artifacts go,
+    and each run's lifecycle stage ("active" or "deleted") by run id; a run removed for good (`mlflow gc`) is not
+    there."""
+
+    experiment_id: str
+    deleted: bool
+    artifact_location: str
+    stages: dict[str, str]
+
+
+def stored_runs(url: str, experiment: str) -> StoredRuns | None:
+    """Return what the MLflow store at ``url`` holds of ``experiment``, read from its file where it is a local
+    SQLite store, read-only and without MLflow (whose import alone takes seconds, and which would make its tables
+    in a store that another command starting at the same moment is making: see sweep.run); ``None`` where it is
+    not one, is not there or empty, cannot be read as MLflow's (yet), or does not hold the experiment."""
+    import sqlite3
+
+    path = local_file(url) if url.startswith("sqlite:///") else None
+    if path is None or not path.is_file() or not path.stat().st_size:
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
+            found = db.execute("SELECT experiment_id, lifecycle_stage, artifact_location FROM experiments "
+                               "WHERE name = ?", (experiment,)).fetchone()
+            if found is None:
+                return None
+            rows = db.execute("SELECT run_uuid, lifecycle_stage FROM runs WHERE experiment_id = ?", (found[0],))
+            return StoredRuns(str(found[0]), found[1] == "deleted", found[2], dict(rows.fetchall()))
+    except sqlite3.Error:
+        return None
+
+
 class _WrongDatabase(ValueError):
     """A SQLite file that another program's tables are in."""
 

@@ -35,7 +35,7 @@ from cnnbench.space import Sweep, grid, suggest, trial_config
 from cnnbench.storage import (DUPLICATE_ATTR, HEARTBEAT_SECONDS, OWN_FILE, PARENT_ATTR, damaged, describe,
                               importance_evaluator, local_file, lock_folder, open_storage, pareto_front, same_file,
                               sampled_study, study_lock, unavailable, varied_params)
-from cnnbench.tracking import Tracker, check_folder_store, check_schema, local_store, tracking_uri
+from cnnbench.tracking import Tracker, check_experiment, check_folder_store, check_schema, local_store, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
 
@@ -399,6 +399,7 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
             raise StudyError(f"cannot open {what}: {why}",
                              hint=particular or f"move it aside to start afresh, or {hint}")
     check_schema()
+    check_experiment(sweep.study_name)
     check_writable(sweep)
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
     data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
@@ -408,6 +409,15 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
         tracker = Tracker(sweep.study_name, wait=False)
         _claim(study, sweep, join)
         parent = study.user_attrs.get(PARENT_ATTR)
+        if parent is not None and (stage := tracker.stage(parent)) != "active":
+            if stage is not None:
+                raise StudyError(f"the sweep's MLflow run {parent} is {stage}, in `mlflow ui` or by `mlflow runs "
+                                 "delete`, so its trials cannot be recorded under it",
+                                 hint=f"restore it: `mlflow runs restore --run-id {parent}`; or give --study NAME to "
+                                 "start another study")
+            echo(f"note: the sweep's MLflow run {parent} is no longer in the store (removed by `mlflow gc`); the "
+                 "trials from now on go under a new one")
+            parent = None
         if parent is None:
             if others := tracker.runs("tags.`cnnbench.role` = 'sweep'"):
                 last = max(others, key=lambda r: r.info.start_time)
@@ -1108,7 +1118,7 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
     check_store()
     model, config, run_id = trial_model(trial, wait=False)  # a command just started: a wrong store fails at once
     spec = datamod.DATASETS.get(config.dataset)
-    tracker = Tracker(study_name)
+    tracker = Tracker(study_name, recording=False)
     tags = tracker.run_data(run_id).tags
     metrics = {"study": study_name, "trial": trial.number, "val_acc": trial.user_attrs.get("best_val_acc"),
                "test_acc": trial.user_attrs.get("test_acc"), "params": trial.user_attrs.get("params"),

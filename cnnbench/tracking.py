@@ -11,7 +11,6 @@ import gc
 import logging
 import os
 import re
-import sqlite3
 import time
 import urllib.parse
 import uuid
@@ -21,12 +20,13 @@ from typing import Any, Iterable
 import mlflow
 import pandas as pd
 import sqlalchemy.exc
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, RunTag, ViewType
 from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.tracking import MlflowClient
 
-from cnnbench.errors import CnnbenchError, ConfigError, Unavailable, chain, outlast, redact
-from cnnbench.storage import damaged, local_file
+from cnnbench.errors import CnnbenchError, ConfigError, StudyError, Unavailable, chain, outlast, redact
+from cnnbench.storage import StoredRuns, damaged, local_file
+from cnnbench.storage import stored_runs as local_runs
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -62,10 +62,12 @@ class Tracker:
 
     Calls that find the store unreachable are retried for up to :data:`~cnnbench.errors.PATIENCE_SECONDS`
     (saying so on stderr), then raise :class:`~cnnbench.errors.Unavailable`. With ``wait=False`` the first
-    contact fails at once instead, for a command that has only just started.
+    contact fails at once instead, for a command that has only just started. An experiment deleted in MLflow
+    records no run: it is refused (:func:`deleted_experiment`) unless ``recording`` is false, for a command that
+    only reads it.
     """
 
-    def __init__(self, experiment: str, *, wait: bool = True):
+    def __init__(self, experiment: str, *, wait: bool = True, recording: bool = True):
         self.gave_up = False
         check_store()
         try:
@@ -75,6 +77,8 @@ class Tracker:
             self.experiment_id = found.experiment_id if found else self._create(experiment)
         except _STORE_ERRORS as err:
             raise _unreadable(err, "reach") from None
+        if recording and found is not None and found.lifecycle_stage == "deleted":
+            raise deleted_experiment(experiment, found.experiment_id)
 
     def _call(self, fn, *args, **kwargs):
         try:
@@ -177,6 +181,16 @@ class Tracker:
     def run_data(self, run_id: str):
         """Return a run's data: its ``params``, ``tags`` and latest ``metrics``, as dicts."""
         return self._call(self.client.get_run, run_id).data
+
+    def stage(self, run_id: str) -> str | None:
+        """Return a run's lifecycle stage ("active", "deleted"), or ``None`` where it is not in the store (removed for
+        good by `mlflow gc`)."""
+        try:
+            return self._call(self.client.get_run, run_id).info.lifecycle_stage
+        except mlflow.exceptions.MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
 
     def runs(self, filter_string: str = "") -> list:
         """Return the experiment's runs matching ``filter_string``."""
@@ -376,25 +390,49 @@ def missing_store() -> Path | None:
 def local_store(experiment: str) -> tuple[Path | None, Path | None]:
     """Return the tracking store's SQLite file and the local folder a new run of ``experiment`` keeps its artifacts
     in (the experiment's own, else MLflow's default ``./mlruns``); ``None`` for either where it is not on this
-    machine (a server, which says so itself) or cannot be told from the store."""
+    machine (a server, which says so itself; an experiment whose artifacts go to a server or a bucket)."""
     uri = tracking_uri()
     if not uri.startswith("sqlite:") or (path := local_file(uri)) is None:
         return None, None
-    location = DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
-    if path.is_file() and path.stat().st_size:
-        # Read-only, and not through MLflow, which would make its tables in a store another command starting at
-        # the same moment is making under the study's lock (see sweep.run).
-        try:
-            with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
-                found = db.execute("SELECT artifact_location FROM experiments WHERE name = ?", (experiment,)).fetchone()
-        except sqlite3.Error:  # no tables yet, or busy: said, if need be, where the sweep first writes
-            return path, None
-        if found is not None:
-            location = found[0]
+    found = local_runs(uri, experiment)
+    location = found.artifact_location if found is not None else DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     parsed = urllib.parse.urlparse(location)
     if parsed.scheme not in ("", "file"):
         return path, None
     return path, Path(urllib.parse.unquote(parsed.path) if parsed.scheme else location)
+
+
+def deleted_experiment(experiment: str, experiment_id: str) -> StudyError:
+    """The error of a sweep whose MLflow experiment is deleted: MLflow records no run in it."""
+    return StudyError(f"MLflow experiment {experiment!r} (id {experiment_id}) is deleted, in `mlflow ui` or by "
+                      "`mlflow experiments delete`, so no run of the sweep can be recorded in it",
+                      hint=f"restore it: `mlflow experiments restore --experiment-id {experiment_id}` (runs and all), "
+                      "or give --study NAME to start another study")
+
+
+def check_experiment(experiment: str) -> None:
+    """Raise :class:`StudyError` where the tracking store is a local SQLite file that holds ``experiment`` deleted
+    (:func:`deleted_experiment`), before any data is loaded; a server's store is asked by :class:`Tracker`."""
+    if (found := local_runs(tracking_uri(), experiment)) is not None and found.deleted:
+        raise deleted_experiment(experiment, found.experiment_id)
+
+
+def stored_runs(experiment: str) -> StoredRuns | None:
+    """Return what the tracking store holds of ``experiment``: which of its runs are deleted, which are there at
+    all; ``None`` where the store or the experiment is not there (nothing is created)."""
+    if missing_store() is not None:
+        return None
+    if (found := local_runs(tracking_uri(), experiment)) is not None or local_file(tracking_uri()) is not None:
+        return found
+    try:
+        client = MlflowClient()
+        if (held := client.get_experiment_by_name(experiment)) is None:
+            return None
+        runs = client.search_runs([held.experiment_id], run_view_type=ViewType.ALL, max_results=50000)
+    except _STORE_ERRORS as err:
+        raise _unreadable(err) from None
+    return StoredRuns(held.experiment_id, held.lifecycle_stage == "deleted", held.artifact_location,
+                      {run.info.run_id: run.info.lifecycle_stage for run in runs})
 
 
 def check_folder_store() -> None:
@@ -452,6 +490,16 @@ def search_runs(experiment_names: list[str]) -> pd.DataFrame:
     finally:
         if collecting:
             gc.enable()
+
+
+def deleted_trial_runs(experiment_ids: list[str]) -> list[str]:
+    """Return the dataset of each trial run of these experiments that is deleted (in `mlflow ui`, say), which
+    :func:`search_runs` leaves out as MLflow's UI does."""
+    try:
+        runs = MlflowClient().search_runs(experiment_ids, run_view_type=ViewType.DELETED_ONLY, max_results=50000)
+    except _STORE_ERRORS as err:
+        raise _unreadable(err) from None
+    return [run.data.tags.get("cnnbench.dataset", "") for run in runs if "cnnbench.trial" in run.data.tags]
 
 
 def metric_histories(run_ids: Iterable[str], keys: Iterable[str]) -> pd.DataFrame:

@@ -340,6 +340,26 @@ def test_best_reads_the_study_without_torch_or_mlflow(tmp_path):
         "error: --trial: trial 1 of study 's' was pruned at half of epoch 1 (val_acc 0.8168): only a complete trial")
 
 
+def test_best_in_a_store_that_holds_none_of_the_study_s_runs_leaves_every_trial_in(tmp_path):
+    # Runs removed by `mlflow gc` are left out; a store holding none of the study's runs is another store, whose
+    # experiment of the same name says nothing of them (an export says the weights are not there).
+    import optuna
+    from mlflow import MlflowClient
+
+    from cnnbench.storage import open_storage
+
+    study = optuna.create_study(study_name="s", storage=open_storage(None), direction="maximize")
+    lr = {"lr": optuna.distributions.FloatDistribution(1e-3, 1.0)}
+    for i, value in enumerate((0.98, 0.97)):
+        study.add_trial(optuna.trial.create_trial(params={"lr": 0.1 * (i + 1)}, distributions=lr, value=value,
+                                                  user_attrs={"best_val_acc": value, "mlflow_run_id": f"run{i}"}))
+    client = MlflowClient("sqlite:///mlflow.db")
+    client.create_run(client.create_experiment("s"))
+    res = CliRunner().invoke(main, ["best", "--json"])
+    assert res.exit_code == 0 and res.stderr == "", res.output
+    assert [row["trial"] for row in json.loads(res.stdout)] == [0, 1]
+
+
 def test_report_on_an_empty_store_says_so_and_bad_flags_exit_2(tmp_path):
     res = CliRunner().invoke(main, ["report", "--format", "pdf"])
     assert res.exit_code == 2 and "pdf" in res.output

@@ -7,6 +7,7 @@ not this machine's lock folder or working directory.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -391,6 +392,15 @@ def test_workers_started_at_once_on_fresh_postgresql_and_mlflow_server_all_work(
     trials = trials_of(postgres_url)
     assert len(trials) == n and finished(trials) == n
     check_one_to_one(trials, MlflowClient(mlflow_server))
+    env = {"MLFLOW_TRACKING_URI": mlflow_server}
+    # A run deleted on the server (in `mlflow ui`, say) is left out of `best`, which asks the server through MLflow.
+    ranked = sorted((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: -t.values[0])
+    MlflowClient(mlflow_server).delete_run(ranked[0].user_attrs["mlflow_run_id"])
+    done = subprocess.run([sys.executable, "-m", "cnnbench", "best", "--storage", postgres_url, "--json"],
+                          cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert [row["trial"] for row in json.loads(done.stdout)] == [t.number for t in ranked[1:6]]
+    assert done.stderr.startswith(f"note: left out trial {ranked[0].number}: its MLflow run "), done.stderr
 
 
 @pytest.mark.slow

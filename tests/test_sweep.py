@@ -3,6 +3,7 @@
 import json
 import os
 import socket
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -852,6 +853,78 @@ def test_best_export_in_a_folder_without_the_mlflow_store_says_so_and_creates_no
     assert res.output.startswith(f"error: no MLflow store at {elsewhere / 'mlflow.db'}, which holds trial ")
     assert "MLFLOW_TRACKING_URI" in res.output
     assert sorted(p.name for p in elsewhere.iterdir()) == [DEFAULT_JOURNAL]  # no empty mlflow.db, no exports/
+
+
+def remove_for_good(run_id: str) -> None:
+    """Remove a deleted run from the working directory's MLflow store as `mlflow gc` does, by running it."""
+    store = "sqlite:///mlflow.db"
+    subprocess.run([sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", store, "--run-ids", run_id],
+                   check=True, capture_output=True, env={**os.environ, "MLFLOW_TRACKING_URI": store})
+
+
+def test_runs_deleted_in_mlflow_are_left_out_by_best_and_named_with_their_restore_command(swept, tmp_path):
+    # `best --export` exported a run deleted in `mlflow ui` that `report` left out; once `mlflow gc` had removed it,
+    # it failed with "check MLFLOW_TRACKING_URI", and listed it first still.
+    client = MlflowClient()
+    first = json.loads(CliRunner().invoke(main, ["best", "--json"]).stdout)
+    best_run = first[0]["run_id"]
+    client.delete_run(best_run)
+    res = CliRunner().invoke(main, ["best", "--json"])
+    assert res.exit_code == 0, res.output
+    assert [row["trial"] for row in json.loads(res.stdout)] == [row["trial"] for row in first[1:]]
+    assert res.stderr == (f"note: left out trial {first[0]['trial']}: its MLflow run {best_run} is deleted; "
+                          f"`mlflow runs restore --run-id {best_run}` brings it back\n")
+    res = CliRunner().invoke(main, ["best", "--export", "out"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["trial"] == first[1]["trial"]
+    res = CliRunner().invoke(main, ["best", "--trial", str(first[0]["trial"])])  # asked for by number: shown
+    assert res.exit_code == 0 and f"`mlflow runs restore --run-id {best_run}`" in res.stderr
+    assert CliRunner().invoke(main, ["report", "--format", "md"]).exit_code == 0  # MLflow's search leaves it out
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "1 trial run(s) deleted in MLflow (in `mlflow ui`, say) are left out" in report
+    assert best_run[:8] not in report
+
+    remove_for_good(best_run)
+    res = CliRunner().invoke(main, ["best", "--export", "gone", "--trial", str(first[0]["trial"])])
+    assert res.exit_code == 2 and res.output.startswith(
+        f"error: --trial: trial {first[0]['trial']}'s MLflow run {best_run} is no longer in the store: deleted, then "
+        "removed by `mlflow gc`, and its weights with it\n"), res.output
+    assert not (tmp_path / "gone").exists()
+
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    client.delete_experiment(experiment)
+    restore = f"`mlflow experiments restore --experiment-id {experiment}`"
+    res = CliRunner().invoke(main, ["best"])
+    assert res.exit_code == 2 and res.output == (f"error: MLflow experiment 'tiny' (id {experiment}) is deleted, and "
+                                                 f"every trial's run with it\n  fix: restore it: {restore}; or show "
+                                                 "one trial with --trial N\n")
+    res = sweep(tmp_path, TINY, "--trials", "5", "--data-dir", "no/such/folder")  # refused before the data
+    assert res.exit_code == 2 and res.output.startswith("error: MLflow experiment 'tiny' (id "), res.output
+    assert restore in res.output
+    client.restore_experiment(experiment)
+    assert [row["trial"] for row in json.loads(CliRunner().invoke(main, ["best", "--json"]).stdout)] == \
+        [row["trial"] for row in first[1:]]
+
+
+def test_a_sweep_whose_mlflow_run_is_deleted_says_how_to_restore_it_and_one_removed_gets_a_new_one(swept, tmp_path,
+                                                                                                    tiny_data):
+    # A deleted sweep run stopped every later run of the sweep with MLflow's traceback, after its trials had run.
+    client = MlflowClient()
+    parent = optuna.load_study(study_name="tiny", storage=journal()).user_attrs["cnnbench.parent_run"]
+    client.delete_run(parent)
+    res = sweep(tmp_path, TINY, "--trials", "5", "--data-dir", str(tiny_data))
+    assert res.exit_code == 2, res.output
+    assert f"restore it: `mlflow runs restore --run-id {parent}`" in res.output
+    assert len(trials_of("tiny")) == 4
+    remove_for_good(parent)
+    res = sweep(tmp_path, TINY, "--trials", "5", "--data-dir", str(tiny_data))
+    assert res.exit_code == 0, res.output
+    assert f"note: the sweep's MLflow run {parent} is no longer in the store (removed by `mlflow gc`)" in res.output
+    study = optuna.load_study(study_name="tiny", storage=journal())
+    new = study.user_attrs["cnnbench.parent_run"]
+    assert new != parent and client.get_run(new).info.status == "FINISHED"
+    last = client.get_run(study.trials[-1].user_attrs["mlflow_run_id"])
+    assert last.data.tags["mlflow.parentRunId"] == new
 
 
 def test_a_sweep_in_a_folder_whose_name_has_a_space_is_found_by_best_and_report(tmp_path, tiny_data, monkeypatch):
