@@ -163,7 +163,8 @@ def _atomic_save(obj: object, path: Path) -> None:
     torch.save(obj, buffer)
     with contextlib.suppress(OSError):
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_whole(path, buffer.getbuffer())
+        with buffer.getbuffer() as view:  # released even when the write fails (see train.save_checkpoint)
+            write_whole(path, view)
 
 
 def _read_files(spec: DatasetSpec, root: Path, download: bool) -> tuple[Split, Split]:

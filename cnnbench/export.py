@@ -346,7 +346,8 @@ def _save_program(model: nn.Module, example: torch.Tensor, expected: torch.Tenso
         raise CheckpointError("the torch.export program does not reproduce the model's outputs")
     buffer = io.BytesIO()  # torch's own file writer aborts the process on a full disk; Python's raises
     torch.export.save(program, buffer)
-    path.write_bytes(buffer.getbuffer())
+    with buffer.getbuffer() as view:  # released even when the write fails (see train.save_checkpoint)
+        path.write_bytes(view)
 
 
 def onnx_missing() -> str | None:

@@ -629,7 +629,10 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
     # vs 322644", or aborts the process; Python's says "No space left on device".
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    write_whole(path, buffer.getbuffer())
+    # The view is released even when the write fails: held by the error's frames, it made Python 3.13 print
+    # "Exception ignored in: <_io.BytesIO ...> BufferError" when the collector freed the buffer first.
+    with buffer.getbuffer() as view:
+        write_whole(path, view)
 
 
 #: Settings a run may change when it resumes from a checkpoint: where and how it runs and is evaluated, not
