@@ -385,16 +385,15 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
             raise StudyError(f"no study in {stores.describe(storage)}", hint="run `cnnbench sweep DATASET` first")
         study_name = names[0]
     study = stores.load_study(study_name, storage)
-    held = _stored_runs(study_name, asked=export_dir is not None)
     ranked = stores.best_trials(study, sys.maxsize)
-    if held is not None and not any(t.user_attrs.get("mlflow_run_id") in held.stages for t in ranked):
-        held = None  # none of the study's runs is there: another store (an export says so), not runs removed
+    held = _stored_runs([t.user_attrs["mlflow_run_id"] for t in ranked if "mlflow_run_id" in t.user_attrs],
+                        asked=export_dir is not None) or None  # none there: another store (an export says so)
     if trial_number is None:
         rows = _kept(ranked, held, top, study_name)
     else:
         rows = [stores.complete_trial(study, trial_number)]
         if held is not None and (said := _run_state(rows[0], held)):
-            if export_dir is not None and rows[0].user_attrs["mlflow_run_id"] not in held.stages:
+            if export_dir is not None and rows[0].user_attrs["mlflow_run_id"] not in held:
                 from cnnbench.errors import StudyError
 
                 raise StudyError(f"trial {trial_number}'s MLflow run {said}, and its weights with it",
@@ -438,11 +437,12 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
         click.echo(frame.to_string(float_format=lambda v: f"{v:.4g}", na_rep="-", formatters=formatters))
 
 
-def _stored_runs(study_name: str, *, asked: bool):
-    """What the MLflow store holds of the study's runs (which are deleted), or ``None`` where it cannot tell.
+def _stored_runs(run_ids: list[str], *, asked: bool):
+    """How the MLflow store holds each of these runs that it holds (which are deleted), or ``None`` where it cannot
+    tell: :func:`cnnbench.tracking.stored_runs`.
 
-    A local SQLite store is read without MLflow, whose import alone takes seconds. A server is asked through MLflow;
-    where it cannot be, every trial stays in, and a table (``asked`` false) says so; an export then fails saying why.
+    A local SQLite store is read without importing MLflow, which alone takes seconds. Where a server cannot be
+    asked, every trial stays in, and a table (``asked`` false) says so; an export then fails saying why.
     """
     import os
 
@@ -450,11 +450,11 @@ def _stored_runs(study_name: str, *, asked: bool):
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"  # MLflow's default store
     if uri.startswith("sqlite:///"):
-        return stores.stored_runs(uri, study_name)
+        return stores.stored_runs(uri, run_ids)
     from cnnbench.tracking import stored_runs
 
     try:
-        return stored_runs(study_name)
+        return stored_runs(run_ids)
     except CnnbenchError as err:
         if not asked:  # an export says itself why it cannot reach the store
             click.echo(f"note: cannot tell which of the trials' MLflow runs are deleted: {err}", err=True)
@@ -465,13 +465,13 @@ def _run_state(trial, held) -> str | None:
     """How the trial's MLflow run stands where it is not active in ``held`` (:func:`_stored_runs`), as words to
     follow "its MLflow run"; ``None`` where it is active, or has no run."""
     run_id = trial.user_attrs.get("mlflow_run_id")
-    if run_id is None or held.stages.get(run_id) == "active":
+    if run_id is None or (run := held.get(run_id)) is not None and run.stage == "active":
         return None
-    if run_id not in held.stages:
+    if run is None:
         return f"{run_id} is no longer in the store: deleted, then removed by `mlflow gc`"
-    if held.deleted:
+    if run.experiment_deleted:
         return (f"{run_id} is deleted with its experiment; `mlflow experiments restore --experiment-id "
-                f"{held.experiment_id}` brings both back")
+                f"{run.experiment_id}` brings both back")
     return f"{run_id} is deleted; `mlflow runs restore --run-id {run_id}` brings it back"
 
 
@@ -480,12 +480,6 @@ def _kept(ranked: list, held, top: int, study_name: str) -> list:
     leaves them out too), saying on stderr which trials that leaves out, and why."""
     if held is None:
         return ranked[:top]
-    if held.deleted and ranked:
-        from cnnbench.errors import StudyError
-
-        raise StudyError(f"MLflow experiment {study_name!r} (id {held.experiment_id}) is deleted, and every trial's "
-                         "run with it", hint=f"restore it: `mlflow experiments restore --experiment-id "
-                         f"{held.experiment_id}`; or show one trial with --trial N")
     kept, left = [], []
     for trial in ranked:
         if len(kept) == top:
@@ -494,6 +488,11 @@ def _kept(ranked: list, held, top: int, study_name: str) -> list:
     if left and not kept:
         from cnnbench.errors import StudyError
 
+        runs = (held.get(t.user_attrs["mlflow_run_id"]) for t in left)
+        if (first := next((run for run in runs if run is not None and run.experiment_deleted), None)) is not None:
+            raise StudyError(f"the MLflow experiment of study {study_name!r} (id {first.experiment_id}) is deleted, "
+                             "and its trials' runs with it", hint="restore it: `mlflow experiments restore "
+                             f"--experiment-id {first.experiment_id}`; or show one trial with --trial N")
         raise StudyError(f"every complete trial of study {study_name!r} has its MLflow run deleted (trial "
                          f"{left[0].number}'s run {_run_state(left[0], held)})", hint="restore them, or show one "
                          "trial with --trial N")

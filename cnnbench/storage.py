@@ -379,22 +379,29 @@ def damaged(url: str | None, owner: str = "optuna") -> tuple[str, str | None] | 
 
 
 @dataclass
-class StoredRuns:
-    """What an MLflow store holds of one experiment: its id, whether it is deleted, where its runs' artifacts go,
-    and each run's lifecycle stage ("active" or "deleted") by run id; a run removed for good (`mlflow gc`) is not
-    there."""
+class StoredRun:
+    """How an MLflow store holds a run: its lifecycle stage ("active" or "deleted"), and its experiment's id and
+    whether that is deleted (which deletes its runs with it)."""
+
+    stage: str
+    experiment_id: str
+    experiment_deleted: bool
+
+
+@dataclass
+class StoredExperiment:
+    """How an MLflow store holds an experiment: its id, whether it is deleted, where its runs' artifacts go."""
 
     experiment_id: str
     deleted: bool
     artifact_location: str
-    stages: dict[str, str]
 
 
-def stored_runs(url: str, experiment: str) -> StoredRuns | None:
-    """Return what the MLflow store at ``url`` holds of ``experiment``, read from its file where it is a local
-    SQLite store, read-only and without MLflow (whose import alone takes seconds, and which would make its tables
-    in a store that another command starting at the same moment is making: see sweep.run); ``None`` where it is
-    not one, is not there or empty, cannot be read as MLflow's (yet), or does not hold the experiment."""
+def _read_store(url: str, query: str, params: tuple) -> list[tuple] | None:
+    """Return the rows of ``query`` on the MLflow store at ``url`` where it is a local SQLite file, read-only and
+    without MLflow (whose import alone takes seconds, and which would make its tables in a store that another
+    command starting at the same moment is making: see sweep.run); ``None`` where it is not one, is not there or
+    empty, or cannot be read as MLflow's (yet)."""
     import sqlite3
 
     path = local_file(url) if url.startswith("sqlite:///") else None
@@ -402,14 +409,32 @@ def stored_runs(url: str, experiment: str) -> StoredRuns | None:
         return None
     try:
         with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)) as db:
-            found = db.execute("SELECT experiment_id, lifecycle_stage, artifact_location FROM experiments "
-                               "WHERE name = ?", (experiment,)).fetchone()
-            if found is None:
-                return None
-            rows = db.execute("SELECT run_uuid, lifecycle_stage FROM runs WHERE experiment_id = ?", (found[0],))
-            return StoredRuns(str(found[0]), found[1] == "deleted", found[2], dict(rows.fetchall()))
+            return db.execute(query, params).fetchall()
     except sqlite3.Error:
         return None
+
+
+def stored_experiment(url: str, name: str) -> StoredExperiment | None:
+    """Return how the local MLflow store at ``url`` holds experiment ``name`` (:func:`_read_store`); ``None`` where
+    it does not, or cannot be read."""
+    rows = _read_store(url, "SELECT experiment_id, lifecycle_stage, artifact_location FROM experiments WHERE name = ?",
+                       (name,))
+    return StoredExperiment(str(rows[0][0]), rows[0][1] == "deleted", rows[0][2]) if rows else None
+
+
+def stored_runs(url: str, run_ids: list[str]) -> dict[str, StoredRun] | None:
+    """Return how the local MLflow store at ``url`` holds each of ``run_ids`` that it holds, in any experiment (a
+    run removed for good by `mlflow gc` is not there); ``None`` where it cannot be read (:func:`_read_store`)."""
+    found: dict[str, StoredRun] = {}
+    for start in range(0, len(run_ids), 500):  # SQLite's limit on a statement's parameters is 999 in old releases
+        chunk = tuple(run_ids[start:start + 500])
+        rows = _read_store(url, "SELECT r.run_uuid, r.lifecycle_stage, e.experiment_id, e.lifecycle_stage FROM runs r "
+                           "JOIN experiments e ON r.experiment_id = e.experiment_id "
+                           f"WHERE r.run_uuid IN ({', '.join('?' * len(chunk))})", chunk)
+        if rows is None:
+            return None
+        found.update({run: StoredRun(stage, str(experiment), held == "deleted") for run, stage, experiment, held in rows})
+    return found
 
 
 class _WrongDatabase(ValueError):

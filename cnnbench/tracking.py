@@ -25,7 +25,7 @@ from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.tracking import MlflowClient
 
 from cnnbench.errors import CnnbenchError, ConfigError, StudyError, Unavailable, chain, outlast, redact
-from cnnbench.storage import StoredRuns, damaged, local_file
+from cnnbench.storage import StoredRun, damaged, local_file, stored_experiment
 from cnnbench.storage import stored_runs as local_runs
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -394,7 +394,7 @@ def local_store(experiment: str) -> tuple[Path | None, Path | None]:
     uri = tracking_uri()
     if not uri.startswith("sqlite:") or (path := local_file(uri)) is None:
         return None, None
-    found = local_runs(uri, experiment)
+    found = stored_experiment(uri, experiment)
     location = found.artifact_location if found is not None else DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
     parsed = urllib.parse.urlparse(location)
     if parsed.scheme not in ("", "file"):
@@ -413,26 +413,33 @@ def deleted_experiment(experiment: str, experiment_id: str) -> StudyError:
 def check_experiment(experiment: str) -> None:
     """Raise :class:`StudyError` where the tracking store is a local SQLite file that holds ``experiment`` deleted
     (:func:`deleted_experiment`), before any data is loaded; a server's store is asked by :class:`Tracker`."""
-    if (found := local_runs(tracking_uri(), experiment)) is not None and found.deleted:
+    if (found := stored_experiment(tracking_uri(), experiment)) is not None and found.deleted:
         raise deleted_experiment(experiment, found.experiment_id)
 
 
-def stored_runs(experiment: str) -> StoredRuns | None:
-    """Return what the tracking store holds of ``experiment``: which of its runs are deleted, which are there at
-    all; ``None`` where the store or the experiment is not there (nothing is created)."""
+def stored_runs(run_ids: list[str]) -> dict[str, StoredRun] | None:
+    """Return how the tracking store holds each of ``run_ids`` that it holds, in any experiment (a run removed for
+    good by `mlflow gc` is not there); ``None`` where the store is not there (nothing is created) or, a local file,
+    cannot be read. A local file is read without MLflow; a server is asked a hundred runs at a time."""
     if missing_store() is not None:
         return None
-    if (found := local_runs(tracking_uri(), experiment)) is not None or local_file(tracking_uri()) is not None:
-        return found
+    if local_file(tracking_uri()) is not None:
+        return local_runs(tracking_uri(), run_ids)
+    found: dict[str, StoredRun] = {}
     try:
         client = MlflowClient()
-        if (held := client.get_experiment_by_name(experiment)) is None:
-            return None
-        runs = client.search_runs([held.experiment_id], run_view_type=ViewType.ALL, max_results=50000)
+        deleted = {e.experiment_id: e.lifecycle_stage == "deleted"
+                   for e in client.search_experiments(view_type=ViewType.ALL, max_results=50000)}
+        ids = [run for run in run_ids if re.fullmatch(r"[0-9a-zA-Z_-]+", run)]  # quoted in a filter string
+        for start in range(0, len(ids), 100):
+            listed = ", ".join(f"'{run}'" for run in ids[start:start + 100])
+            for run in client.search_runs(list(deleted), filter_string=f"attributes.run_id IN ({listed})",
+                                          run_view_type=ViewType.ALL, max_results=100):
+                found[run.info.run_id] = StoredRun(run.info.lifecycle_stage, run.info.experiment_id,
+                                                   deleted[run.info.experiment_id])
     except _STORE_ERRORS as err:
         raise _unreadable(err) from None
-    return StoredRuns(held.experiment_id, held.lifecycle_stage == "deleted", held.artifact_location,
-                      {run.info.run_id: run.info.lifecycle_stage for run in runs})
+    return found
 
 
 def check_folder_store() -> None:

@@ -895,15 +895,17 @@ def test_runs_deleted_in_mlflow_are_left_out_by_best_and_named_with_their_restor
     client.delete_experiment(experiment)
     restore = f"`mlflow experiments restore --experiment-id {experiment}`"
     res = CliRunner().invoke(main, ["best"])
-    assert res.exit_code == 2 and res.output == (f"error: MLflow experiment 'tiny' (id {experiment}) is deleted, and "
-                                                 f"every trial's run with it\n  fix: restore it: {restore}; or show "
-                                                 "one trial with --trial N\n")
+    assert res.exit_code == 2 and res.output == (f"error: the MLflow experiment of study 'tiny' (id {experiment}) is "
+                                                 f"deleted, and its trials' runs with it\n  fix: restore it: {restore}; "
+                                                 "or show one trial with --trial N\n")
     res = sweep(tmp_path, TINY, "--trials", "5", "--data-dir", "no/such/folder")  # refused before the data
     assert res.exit_code == 2 and res.output.startswith("error: MLflow experiment 'tiny' (id "), res.output
     assert restore in res.output
     client.restore_experiment(experiment)
-    assert [row["trial"] for row in json.loads(CliRunner().invoke(main, ["best", "--json"]).stdout)] == \
-        [row["trial"] for row in first[1:]]
+    client.rename_experiment(experiment, "renamed")  # in `mlflow ui`: the runs are looked up by id, not by its name
+    res = CliRunner().invoke(main, ["best", "--json"])
+    assert [row["trial"] for row in json.loads(res.stdout)] == [row["trial"] for row in first[1:]]
+    assert res.stderr.startswith(f"note: left out trial {first[0]['trial']}: its MLflow run {best_run} is no longer")
 
 
 def test_a_sweep_whose_mlflow_run_is_deleted_says_how_to_restore_it_and_one_removed_gets_a_new_one(swept, tmp_path,
