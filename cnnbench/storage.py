@@ -7,6 +7,7 @@ import fcntl
 import functools
 import json
 import os
+import re
 import warnings
 import zlib
 from dataclasses import dataclass, field
@@ -328,15 +329,27 @@ class StudyRecord:
     parent_run: str | None = None  # the MLflow run of its sweep, which its trials' runs are nested under
 
 
+@functools.cache
+def _sqlalchemy_unquotes() -> bool:
+    """Whether the installed SQLAlchemy decodes percent escapes in a URL's database path (2.1 and newer), told from
+    its version: importing it to ask would cost a command 0.3 s."""
+    from importlib.metadata import version
+
+    major, minor = (int(part) for part in re.findall(r"\d+", version("sqlalchemy"))[:2])
+    return (major, minor) >= (2, 1)
+
+
 def local_file(url: str | None) -> Path | None:
     """Return the file behind a journal or sqlite storage URL (``None``: the default journal), or ``None`` for a
     server."""
     if url is None:
         return Path(DEFAULT_JOURNAL)
     if url.startswith("sqlite:///"):
-        # Read as SQLAlchemy reads it: the query apart, percent escapes decoded (MLflow's default store in a folder
-        # named "my runs" is sqlite:///.../my%20runs/mlflow.db).
-        rest = unquote(url.removeprefix("sqlite:///").partition("?")[0])
+        # Read as SQLAlchemy reads it: the query apart, and percent escapes decoded by 2.1 and newer (MLflow's default
+        # store in a folder named "my runs" is sqlite:///.../my%20runs/mlflow.db), not by 2.0, the newest on Python
+        # 3.10, which opens .../my%20runs/mlflow.db as written.
+        rest = url.removeprefix("sqlite:///").partition("?")[0]
+        rest = unquote(rest) if _sqlalchemy_unquotes() else rest
         return None if rest in ("", ":memory:") else Path(rest)
     if url.endswith(".log") or url.startswith("journal:"):
         return Path(url.removeprefix("journal:"))

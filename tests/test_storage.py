@@ -495,10 +495,10 @@ def test_sqlite_storage(tmp_path, tiny_data):
 def test_a_sqlite_url_names_the_file_sqlalchemy_opens():
     from sqlalchemy.engine import make_url
 
+    # SQLAlchemy 2.1 decodes percent escapes (/tmp/my runs/mlflow.db); 2.0, the newest on Python 3.10, does not
     for url in ("sqlite:////tmp/my%20runs/mlflow.db", "sqlite:///runs/optuna.db?timeout=20", "sqlite:///a%25b.db",
                 "sqlite:///plain.db"):
         assert local_file(url) == Path(make_url(url).database)
-    assert local_file("sqlite:////tmp/my%20runs/mlflow.db") == Path("/tmp/my runs/mlflow.db")
     assert local_file("sqlite:///:memory:") is None and local_file("postgresql://h/db") is None
 
 
