@@ -648,6 +648,11 @@ def test_sweep_by_dataset_name_uses_the_packaged_file(tmp_path, tiny_data):
     assert sweep_def.trials == 3 and sweep_def.dataset == "mnist" and "seed004" in sweep_def.baselines
     for name in ("cifar10", "seeds"):
         assert load_sweep(name)[0].study_name
+    # `cnnbench sweep DATASET` works for every dataset `cnnbench list` shows: each has its sweep file, and it is valid.
+    from cnnbench.data import DATASETS
+
+    for name in DATASETS:
+        assert load_sweep(name)[0].dataset == name
 
 
 
