@@ -137,7 +137,9 @@ def _train_options(f):
 def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwrite, as_json, **flags) -> None:
     """Train one configuration on DATASET and report its test accuracy.
 
-    Settings come from the defaults, then --preset, then --config, then the flags you give.
+    DATASET is a name from `cnnbench list datasets`, or folder:PATH for your own images in
+    PATH/train/CLASS/ and PATH/test/CLASS/. Settings come from the defaults, then --preset, then
+    --config, then the flags you give.
     """
     from pathlib import Path
 

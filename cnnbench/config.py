@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from cnnbench.errors import ConfigError
+from cnnbench.paths import dataset_name
 from cnnbench.registry import Registry
 
 
@@ -50,8 +51,9 @@ class TrainConfig(BaseModel):
     # fail once training has begun, so no float field takes them.
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     _numbers = field_validator("*", mode="before")(classmethod(no_flag_for_a_number))
+    _dataset = field_validator("dataset")(classmethod(lambda cls, value: dataset_name(value)))
 
-    # What to learn, and with what network.
+    # What to learn, and with what network: a name from `cnnbench list datasets`, or folder:PATH.
     dataset: str = "mnist"
     arch: str = "two_conv"
     # Architecture hyper-parameters; None means the architecture's own default.

@@ -12,14 +12,14 @@ import pickle
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
 
 from cnnbench.errors import ConfigError, DataError, disk_full
 from cnnbench.paths import data_dir  # noqa: F401  (part of this module's API)
-from cnnbench.paths import cache_dir, unwritable, write_whole
+from cnnbench.paths import FOLDER, cache_dir, dataset_name, unwritable, write_whole
 from cnnbench.registry import Registry
 
 
@@ -38,6 +38,8 @@ class DatasetSpec:
     folder: str
     #: Whether a mirrored image still shows its class: a photo or a coat does, a digit does not.
     mirrors: bool = True
+    #: The folder of a dataset of one's own images (``folder:PATH``, :func:`folder_spec`); ``None`` for the others.
+    path: Path | None = None
 
     @property
     def num_classes(self) -> int:
@@ -70,6 +72,164 @@ DATASETS.add("cifar100", DatasetSpec(
     "cifar100", "CIFAR-100 colour images, 3x32x32, 50k train / 10k test", "CIFAR100", (3, 32, 32),
     _CIFAR100,
     (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "crop_flip", "cifar-100-python"))
+#: What a folder of images is searched for (by suffix, in any case).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+#: PIL's modes whose pixels are shades of grey (alpha aside).
+_GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+#: How many training images, evenly spaced, a folder dataset's mean and std are measured on.
+_STATS_SAMPLE = 512
+_LAYOUT = "PATH/train/CLASS/IMAGE and PATH/test/CLASS/IMAGE"
+
+
+def folder_spec(path: str) -> DatasetSpec:
+    """The spec of ``folder:PATH`` (given ``PATH``), a dataset of one's own images: ``PATH/train/CLASS/*`` and
+    ``PATH/test/CLASS/*`` (PNG, JPEG and the other :data:`IMAGE_SUFFIXES`), classes named by the training folders.
+
+    Images are read as ``cnnbench predict`` reads them: grayscale if every one is, else RGB, resized to the size
+    most training images have. The mean and std are measured on up to :data:`_STATS_SAMPLE` training images.
+    Raises :class:`DataError` for a folder not so laid out, or a file that is no image, before any training.
+    """
+    return _folder_spec(dataset_name(FOLDER + path))
+
+
+@functools.lru_cache(maxsize=8)
+def _folder_spec(name: str) -> DatasetSpec:
+    path = Path(name.removeprefix(FOLDER))
+    train, test = _folder_files(path)
+    classes = tuple(sorted({label for _, label in train}))
+    headers = [_image_header(file) for file, _ in train + test]
+    sizes: dict[tuple[int, int], int] = {}
+    for size, _ in headers[:len(train)]:
+        sizes[size] = sizes.get(size, 0) + 1
+    (w, h), channels = max(sizes, key=sizes.get), 1 if all(mode in _GRAY_MODES for _, mode in headers) else 3
+    resized = sum(size != (w, h) for size, _ in headers)
+    need = (len(train) + len(test)) * channels * h * w  # bytes: the images stay in memory whole, as uint8
+    if need > _memory() // 2:
+        raise DataError(f"folder:{path}'s {len(train) + len(test):,} images take {need / 2**30:.1f} GiB at "
+                        f"{w}x{h}, more than half of this machine's memory",
+                        hint="resize them to the size the nets should see (64x64, say) first")
+    sample = [file for file, _ in train[::math.ceil(len(train) / _STATS_SAMPLE)]]
+    pixels = read_images(sample, channels, (h, w)).float().div_(255).transpose(0, 1).reshape(channels, -1)
+    mean = tuple(round(v, 4) for v in pixels.mean(dim=1).tolist())
+    std = tuple(round(max(v, 1e-3), 4) for v in pixels.std(dim=1).tolist())
+    summary = (f"your images in {path}, {channels}x{h}x{w}, {len(classes)} classes, "
+               f"{len(train):,} train / {len(test):,} test" + (f" ({resized:,} resized to {w}x{h})" if resized else ""))
+    return DatasetSpec(name, summary, "", (channels, h, w), classes, mean, std, "none", path.name, path=path)
+
+
+def _memory() -> int:
+    """This machine's memory in bytes."""
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _folder_files(path: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """The training and test images of a folder dataset with their class names, sorted by class, then name."""
+    if not path.is_dir():
+        raise DataError(f"folder:{path}: {'not a folder' if path.exists() else 'no such folder'}",
+                        hint=f"give a folder laid out as {_LAYOUT}")
+    parts = []
+    for part in ("train", "test"):
+        folder = path / part
+        classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
+            if folder.is_dir() else []
+        if not classes:
+            raise DataError(f"folder:{path} has no {part}/ folder with a folder of images per class",
+                            hint=f"give the folder that holds train/ and test/: folder:{path.parent}"
+                            if path.name in ("train", "test") else f"lay it out as {_LAYOUT}")
+        files = []
+        for cls in classes:
+            found = images_in(cls)
+            if not found:
+                raise DataError(f"{cls} holds no images", hint=f"put images ({', '.join(IMAGE_SUFFIXES)}) in it, "
+                                "or remove it")
+            files += [(f, cls.name) for f in found]
+        parts.append(files)
+    train, test = parts
+    known = {label for _, label in train}
+    if len(known) < 2:
+        raise DataError(f"folder:{path}/train has one class folder; a classifier needs two or more",
+                        hint=f"lay it out as {_LAYOUT}")
+    if unknown := sorted({label for _, label in test} - known):
+        raise DataError(f"folder:{path}/test has classes its train/ folder lacks: {', '.join(unknown[:5])}",
+                        hint="give every test class its training images, or rename the folders to match")
+    return train, test
+
+
+def images_in(folder: Path) -> list[Path]:
+    """The image files directly in ``folder``, by name; hidden ones (``.name``, such as the ``._name.png`` macOS
+    writes beside copied images) are left out, as a shell's ``*`` leaves them."""
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+
+
+def _image_header(path: Path) -> tuple[tuple[int, int], str]:
+    """An image file's (width, height) once turned upright by its EXIF orientation, and its PIL mode, from its
+    header alone."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            return ((h, w) if img.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)), img.mode  # quarter turns
+    except UnidentifiedImageError:
+        raise DataError(f"not an image: {path}", hint="remove it, or replace it with the image it should be") \
+            from None
+    except OSError as err:
+        raise DataError(f"cannot read image {path}: {err.strerror or err}") from None
+
+
+def read_images(paths: Sequence[str | os.PathLike], channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """Read image files as one uint8 batch (N, ``channels``, H, W) of ``size`` (H, W).
+
+    Any format PIL reads: each image is turned upright by its EXIF orientation, made 8-bit without transparency
+    (:func:`_eight_bit`), converted to grayscale or RGB and resized bilinearly where its size differs. Raises
+    :class:`DataError` naming a file that cannot be read or is not an image.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    h, w = size
+    batch = torch.empty(len(paths), channels, h, w, dtype=torch.uint8)
+    for i, path in enumerate(paths):
+        try:
+            with Image.open(path) as img:
+                img = _eight_bit(ImageOps.exif_transpose(img)).convert("L" if channels == 1 else "RGB")
+                if img.size != (w, h):
+                    img = img.resize((w, h), Image.Resampling.BILINEAR)
+                pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+        except UnidentifiedImageError:
+            raise DataError(f"not an image: {path}", hint="give PNG or JPEG files") from None
+        except Image.DecompressionBombError as err:
+            raise DataError(f"image too large: {path}: {err}") from None
+        except OSError as err:
+            raise DataError(f"cannot read image {path}: {err.strerror or err}") from None
+        batch[i] = pixels.view(h, w, channels).permute(2, 0, 1)
+    return batch
+
+
+def _eight_bit(img):
+    """``img`` as 8-bit pixels without transparency, ready for PIL's conversion to grayscale or RGB.
+
+    PIL's own conversion drops the alpha channel, which turns a drawing on a transparent canvas
+    (black strokes, as a browser's canvas saves them) all black, and clips 16-bit grayscale to
+    white. So an image with transparency is laid on white where its opaque pixels are dark, else on
+    black, and 16-bit grayscale is scaled to 8 bits.
+    """
+    import numpy as np
+    from PIL import Image
+
+    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
+        return Image.fromarray((np.asarray(img, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
+    if "A" not in img.getbands() and "transparency" not in img.info:
+        return img
+    rgba = img.convert("RGBA")
+    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64)
+    luma = np.asarray(rgba.convert("L"), dtype=np.float64)  # the colour alone: PIL ignores alpha here
+    dark = (luma * alpha).sum() < 127.5 * alpha.sum()
+    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255) if dark else (0, 0, 0, 255)), rgba)
+
+
+DATASETS.add_namespace(FOLDER.rstrip(":"), folder_spec, None,
+                       f"your own images: folder:PATH, laid out as {_LAYOUT}")
 
 
 @dataclass
@@ -139,6 +299,8 @@ def _load_tensors(name: str, root: str, download: bool) -> tuple[Split, Split]:
 
 
 def _source_files(spec: DatasetSpec, root: Path) -> list[Path]:
+    if spec.path is not None:
+        return [file for part in _folder_files(spec.path) for file, _ in part]
     if not _files_present(spec, root):
         return []
     if spec.folder.endswith("MNIST"):
@@ -153,7 +315,9 @@ def _cache_path(spec: DatasetSpec, sources: list[Path]) -> Path | None:
     for p in sources:
         st = p.stat()
         digest.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return cache_dir() / "tensors" / f"{spec.name}-{digest.hexdigest()[:16]}.pt"
+    digest.update(repr((spec.shape, spec.classes)).encode())  # a folder's images, as its spec reads them
+    stem = spec.name if spec.path is None else f"folder-{spec.folder}"
+    return cache_dir() / "tensors" / f"{stem}-{digest.hexdigest()[:16]}.pt"
 
 
 def _atomic_save(obj: object, path: Path) -> None:
@@ -168,6 +332,12 @@ def _atomic_save(obj: object, path: Path) -> None:
 
 
 def _read_files(spec: DatasetSpec, root: Path, download: bool) -> tuple[Split, Split]:
+    if spec.path is not None:
+        index = {name: i for i, name in enumerate(spec.classes)}
+        c, h, w = spec.shape
+        return tuple(Split(read_images([f for f, _ in part], c, (h, w)),  # type: ignore[return-value]
+                           torch.tensor([index[label] for _, label in part], dtype=torch.int64))
+                     for part in _folder_files(spec.path))
     if not _files_present(spec, root):
         if not download:
             raise DataError(_absent(spec, root), hint=_offline_hint(spec))

@@ -134,7 +134,10 @@ def load(export_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     preprocess = _read_preprocess(export_dir / PREPROCESS)
     try:
         config, _ = cfg.resolve(cfg.Layer.yaml_file(export_dir / CONFIG))
-        spec = datamod.DATASETS.get(config.dataset)
+        # The export's own record of its input and classes: the dataset (a folder of one's images) need not be here.
+        spec = datamod.DatasetSpec(config.dataset, "", "", (preprocess["channels"], *preprocess["size"]),
+                                   tuple(preprocess["classes"]), tuple(preprocess["mean"]), tuple(preprocess["std"]),
+                                   "none", "")
         model = trainer.build_model(config, spec)
     except CnnbenchError as err:
         raise CheckpointError(f"{export_dir / CONFIG} does not describe a model this cnnbench can build: {err}",
@@ -153,78 +156,34 @@ def load(export_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
 def load_images(paths: Sequence[str | os.PathLike], preprocess: dict[str, Any]) -> torch.Tensor:
     """Return image files as one normalised float32 batch (N, C, H, W), prepared like the training data.
 
-    Any size and any format PIL reads is accepted: images are converted to grayscale or RGB (see
-    :func:`_eight_bit`), resized, turned to a light figure on a dark background where the dataset
-    is so, and normalised with the stored mean and std. Raises :class:`DataError` naming a file
-    that cannot be read or is not an image.
+    Any size and any format PIL reads is accepted: images are read as the training images of a folder
+    dataset are (:func:`cnnbench.data.read_images`: grayscale or RGB, resized), turned to a light figure on a
+    dark background where the dataset is so, and normalised with the stored mean and std. Raises
+    :class:`DataError` naming a file that cannot be read or is not an image.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    channels, (h, w) = preprocess["channels"], preprocess["size"]
-    batch = torch.empty(len(paths), channels, h, w, dtype=torch.uint8)
-    for i, path in enumerate(paths):
-        try:
-            with Image.open(path) as img:
-                img = _eight_bit(ImageOps.exif_transpose(img)).convert("L" if channels == 1 else "RGB")
-                img = img.resize((w, h), Image.Resampling.BILINEAR)
-                pixels = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
-        except UnidentifiedImageError:
-            raise DataError(f"not an image: {path}", hint="give PNG or JPEG files") from None
-        except Image.DecompressionBombError as err:
-            raise DataError(f"image too large: {path}: {err}") from None
-        except OSError as err:
-            raise DataError(f"cannot read image {path}: {err.strerror or err}") from None
-        image = pixels.view(h, w, channels).permute(2, 0, 1)
-        if preprocess.get("polarity") == "light-on-dark" and image.float().mean() > 127:
-            image = 255 - image
-        batch[i] = image
+    batch = datamod.read_images(paths, preprocess["channels"], tuple(preprocess["size"]))
+    if preprocess.get("polarity") == "light-on-dark":
+        light = batch.float().mean(dim=(1, 2, 3)) > 127
+        batch[light] = 255 - batch[light]
     mean = torch.tensor(preprocess["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(preprocess["std"]).view(1, -1, 1, 1)
     return (batch.float() / 255 - mean) / std
 
 
-def _eight_bit(img):
-    """``img`` as 8-bit pixels without transparency, ready for PIL's conversion to grayscale or RGB.
-
-    PIL's own conversion drops the alpha channel, which turns a drawing on a transparent canvas
-    (black strokes, as a browser's canvas saves them) all black, and clips 16-bit grayscale to
-    white. So an image with transparency is laid on white where its opaque pixels are dark, else on
-    black, and 16-bit grayscale is scaled to 8 bits.
-    """
-    import numpy as np
-    from PIL import Image
-
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N"):
-        return Image.fromarray((np.asarray(img, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
-    if "A" not in img.getbands() and "transparency" not in img.info:
-        return img
-    rgba = img.convert("RGBA")
-    alpha = np.asarray(rgba.getchannel("A"), dtype=np.float64)
-    luma = np.asarray(rgba.convert("L"), dtype=np.float64)  # the colour alone: PIL ignores alpha here
-    dark = (luma * alpha).sum() < 127.5 * alpha.sum()
-    return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255) if dark else (0, 0, 0, 255)), rgba)
-
-
-#: What a folder given to :func:`predict` is searched for (by suffix, in any case).
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-
-
 def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """``paths`` with each folder among them replaced by the images directly in it, by name.
+    """``paths`` with each folder among them replaced by the images directly in it (:func:`cnnbench.data.images_in`).
 
-    Hidden files (``.name``, such as the ``._name.png`` macOS writes beside copied images) are left
-    out, as a shell's ``*`` leaves them. Raises :class:`DataError` for a folder that holds none.
+    Raises :class:`DataError` for a folder that holds none.
     """
     files: list[Path] = []
     for path in map(Path, paths):
         if not path.is_dir():
             files.append(path)
             continue
-        found = sorted(p for p in path.iterdir()
-                       if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+        found = datamod.images_in(path)
         if not found:
-            raise DataError(f"no images in folder {path}", hint=f"give image files ({', '.join(IMAGE_SUFFIXES)}) "
-                                                                "or a folder holding some")
+            raise DataError(f"no images in folder {path}", hint=f"give image files "
+                            f"({', '.join(datamod.IMAGE_SUFFIXES)}) or a folder holding some")
         files += found
     return files
 

@@ -13,6 +13,18 @@ from typing import Any, Callable, TypeVar
 T = TypeVar("T")
 
 
+#: The prefix of a dataset of one's own images: ``folder:PATH`` (:func:`cnnbench.data.folder_spec`).
+FOLDER = "folder:"
+
+
+def dataset_name(name: str) -> str:
+    """``name`` as cnnbench records it: a folder dataset's with its path made absolute (``~`` expanded), so that
+    a run, a study and an export name one folder from wherever they are used; any other as it is."""
+    if not name.startswith(FOLDER):
+        return name
+    return FOLDER + os.path.abspath(os.path.expanduser(name.removeprefix(FOLDER)))
+
+
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:
     """Return the data folder: ``explicit``, else ``$CNNBENCH_DATA_DIR``, else ``~/.cache/cnnbench/data``."""
     if explicit:

@@ -21,7 +21,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, T] = {}
-        self._namespaces: dict[str, tuple[Callable[[str], T], Callable[[], list[str]], str]] = {}
+        self._namespaces: dict[str, tuple[Callable[[str], T], Callable[[], list[str]] | None, str]] = {}
 
     def register(self, name: str | None = None) -> Callable[[T], T]:
         """Return a decorator that registers its argument under ``name`` (default: its ``__name__``)."""
@@ -39,9 +39,10 @@ class Registry(Generic[T]):
         self._entries[name] = obj
 
     def add_namespace(
-        self, prefix: str, resolve: Callable[[str], T], names: Callable[[], list[str]], summary: str
+        self, prefix: str, resolve: Callable[[str], T], names: Callable[[], list[str]] | None, summary: str
     ) -> None:
-        """Register a namespace: ``prefix:NAME`` is looked up with ``resolve(NAME)``."""
+        """Register a namespace: ``prefix:NAME`` is looked up with ``resolve(NAME)``, for any of ``names()``, or
+        for any NAME where ``names`` is ``None`` (``resolve`` then raises its own error for one it cannot take)."""
         if prefix in self._namespaces:
             raise ConfigError(f"{self.kind} namespace {prefix!r} is registered twice")
         self._namespaces[prefix] = (resolve, names, summary)
@@ -53,7 +54,7 @@ class Registry(Generic[T]):
         prefix, sep, rest = name.partition(":")
         if sep and prefix in self._namespaces:
             resolve, names, _ = self._namespaces[prefix]
-            if rest in names():
+            if names is None or rest in names():
                 return resolve(rest)
             raise self._unknown(name, [f"{prefix}:{n}" for n in names()])
         raise self._unknown(name, self.names())

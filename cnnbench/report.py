@@ -137,11 +137,14 @@ def _check_datasets(datasets: Iterable[str] | None) -> list[str]:
     if not datasets:
         return []
     from cnnbench.data import DATASETS
+    from cnnbench.paths import FOLDER, dataset_name
 
-    chosen = [datasets] if isinstance(datasets, str) else list(dict.fromkeys(datasets))
+    # A folder of one's images, as its runs record it; its images need not be here to report on them.
+    chosen = list(dict.fromkeys(map(dataset_name, [datasets] if isinstance(datasets, str) else datasets)))
     for name in chosen:
         try:
-            DATASETS.get(name)
+            if not name.startswith(FOLDER):
+                DATASETS.get(name)
         except UnknownNameError as err:  # it lists the valid names and the closest one
             err.source = "--dataset"
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
@@ -18,6 +19,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from cnnbench.config import (ARCH_FIELDS, FIELDS, PRESETS, Layer, TrainConfig, load_yaml, no_flag_for_a_number,
                              schema_error, validate)
 from cnnbench.errors import ConfigError
+from cnnbench.paths import FOLDER, dataset_name
 
 SAMPLERS = ("tpe", "random", "cmaes", "gp", "qmc", "grid", "nsga2")
 PRUNERS = ("median", "halving", "hyperband", "none")
@@ -134,7 +136,7 @@ class Tracking(_Strict):
 class Sweep(_Strict):
     """A sweep file: the dataset, the search space, the objective, the budget and the search strategy."""
 
-    dataset: str
+    dataset: str  # a name from `cnnbench list datasets`, or folder:PATH (relative to the working folder)
     # Letters, digits, '.', '_' and '-': the name also names files (exports, locks).
     study: Optional[str] = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
     objective: Union[str, list[str]] = "val_acc"
@@ -155,6 +157,8 @@ class Sweep(_Strict):
     fixed: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, Dimension] = Field(default_factory=dict)
     tracking: Tracking = Field(default_factory=Tracking)
+
+    _dataset = field_validator("dataset")(classmethod(lambda cls, value: dataset_name(value)))
 
     @field_validator("objective")
     @classmethod
@@ -185,7 +189,11 @@ class Sweep(_Strict):
 
     @property
     def study_name(self) -> str:
-        return self.study or self.dataset
+        """The study's name: ``study``, else the dataset's, or for ``folder:PATH`` the folder's (as a study's
+        name may be spelt)."""
+        if self.study or not self.dataset.startswith(FOLDER):
+            return self.study or self.dataset
+        return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(self.dataset).name).strip("-_.")[:100] or "images"
 
     def identity(self) -> dict[str, Any]:
         """What must not change when a study is resumed: dataset, objective, epochs, fixed values and space."""
@@ -199,6 +207,10 @@ class Sweep(_Strict):
 def find_sweep(name: str) -> Path:
     """Return the sweep file for ``name``: a path, ``./sweeps/NAME.yaml``, or cnnbench's packaged one."""
     path = Path(name)
+    if name.startswith(FOLDER):
+        raise ConfigError(f"{name} is a dataset; a sweep of it needs a sweep file naming it",
+                          hint=f"copy sweeps/cifar10.yaml (colour) or sweeps/mnist.yaml, set `dataset: {name}` in it, "
+                          "then give the file")
     if path.suffix in (".yaml", ".yml") or os.sep in name:
         if not path.is_file():
             raise _not_a_file(path) if path.is_dir() else ConfigError(f"sweep file {name} does not exist",

@@ -67,6 +67,21 @@ def write_cifar10(root: Path, per_batch: int = 80, n_test: int = 100) -> Path:
     return root
 
 
+def write_folder(root: Path, classes=("ant", "bee", "cat"), n_train: int = 120, n_test: int = 30, size: int = 28,
+                 channels: int = 1) -> Path:
+    """Write a folder dataset of PNG files, ``root/{train,test}/CLASS/NNNN.png``, of the easy patterns."""
+    from PIL import Image
+
+    for part, n, seed in (("train", n_train, 3), ("test", n_test, 4)):
+        x, y = _patterns(n * CLASSES // len(classes), size, channels, seed)
+        keep = y < len(classes)
+        for i, (image, label) in enumerate(zip(x[keep][:n], y[keep][:n])):
+            folder = root / part / classes[label]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image[0] if channels == 1 else image.transpose(1, 2, 0)).save(folder / f"{i:04d}.png")
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     """A data folder holding tiny MNIST, Fashion-MNIST and CIFAR-10 in torchvision's layout."""
@@ -103,8 +118,10 @@ def _isolated(tmp_path, monkeypatch, _bf16_measured):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     data._load_tensors.cache_clear()
+    data._folder_spec.cache_clear()
     yield
     data._load_tensors.cache_clear()
+    data._folder_spec.cache_clear()
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ def test_mnist_and_cifar_load_as_uint8_tensors(tiny_data):
 
 def test_every_dataset_names_its_classes():
     # Predictions, exports and the figures of right and wrong predictions carry these names.
-    for name in data.DATASETS.names():
+    for name in data.DATASETS:  # the registered ones; folder:PATH names its classes by its folders
         classes = data.DATASETS.get(name).classes
         assert len(set(classes)) == len(classes) and all(c and not c.startswith("class_") for c in classes), name
     fine = data.DATASETS.get("cifar100").classes
@@ -293,3 +293,106 @@ def test_crop_translates_whole_images():
     centre = out[:, 0, 4:12, 4:12]
     diffs = centre[:, :, 1:] - centre[:, :, :-1]
     assert torch.all(diffs == 1)
+
+
+def test_a_folder_of_images_is_a_dataset_named_by_its_class_folders(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from conftest import write_folder
+
+    root = write_folder(tmp_path / "bugs")
+    (root / "train" / "ant" / "notes.txt").write_text("not an image: left out")
+    Image.new("L", (28, 28), 255).save(root / "train" / "ant" / "._0000.png")  # macOS's shadow file: left out
+    (root / "train" / ".thumbs").mkdir()  # a hidden folder is no class
+    monkeypatch.chdir(tmp_path)
+    loaded = data.load("folder:bugs", val_fraction=0.2)
+    spec = loaded.spec
+    assert spec.name == f"folder:{root}" and spec.classes == ("ant", "bee", "cat") and spec.shape == (1, 28, 28)
+    assert (len(loaded.train), len(loaded.val), len(loaded.test)) == (96, 24, 30)
+    first = sorted((root / "train" / "ant").glob("0*.png"))[0]
+    whole = data.load(f"folder:{root}", val_fraction=0)
+    pixels = torch.tensor(list(Image.open(first).getdata()), dtype=torch.uint8).view(28, 28)
+    assert torch.equal(whole.train.x[0, 0], pixels)
+    assert whole.train.y.tolist() == [0] * 40 + [1] * 40 + [2] * 40
+    pixels = whole.train.x.float() / 255
+    assert spec.mean[0] == pytest.approx(pixels.mean().item(), abs=1e-3)
+    assert spec.std[0] == pytest.approx(pixels.std().item(), abs=1e-3)
+    assert len(list((tmp_path / "cache" / "tensors").glob("folder-bugs-*.pt"))) == 1
+    from cnnbench.paths import dataset_name
+
+    assert dataset_name("folder:~/x/../y") == f"folder:{Path.home() / 'y'}" and dataset_name("mnist") == "mnist"
+
+
+def test_a_folder_dataset_is_in_colour_if_one_image_is_and_at_the_size_most_have(tmp_path):
+    from PIL import Image
+
+    from conftest import write_folder
+
+    root = write_folder(tmp_path / "mixed", n_train=30, n_test=6)
+    odd = root / "train" / "bee" / "big.jpg"
+    Image.new("RGB", (56, 40), (200, 10, 10)).save(odd)
+    spec = data.DATASETS.get(f"folder:{root}")
+    assert spec.shape == (3, 28, 28) and spec.summary.endswith("3 classes, 31 train / 6 test (1 resized to 28x28)")
+    loaded = data.load(f"folder:{root}", val_fraction=0)
+    index = sorted(p.name for p in (root / "train" / "bee").iterdir()).index("big.jpg")
+    image = loaded.train.x[10 + index]
+    assert image.shape == (3, 28, 28) and torch.equal(image, data.read_images([odd], 3, (28, 28))[0])
+    assert image[0].float().mean() > 150 and image[2].float().mean() < 50  # resized, still red
+    assert torch.equal(loaded.train.x[0, 0], loaded.train.x[0, 1])  # grayscale images: three equal channels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # a phone's portrait photo: stored lying, 40x20, and shown turned a quarter, 20x40
+    Image.new("RGB", (40, 20)).save(tmp_path / "phone.jpg", exif=exif)
+    assert data._image_header(tmp_path / "phone.jpg") == ((20, 40), "RGB")
+    assert data.read_images([tmp_path / "phone.jpg"], 3, (40, 20)).shape == (1, 3, 40, 20)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: None, "no such folder"),
+    (lambda root: root.write_text("x"), "not a folder"),
+    (lambda root: (root / "test" / "a").mkdir(parents=True), "has no train/ folder"),
+    (lambda root: __import__("shutil").rmtree(root / "test"), "has no test/ folder"),
+    (lambda root: (root / "train" / "dog").mkdir(), "train/dog holds no images"),
+    (lambda root: __import__("shutil").copytree(root / "test" / "cat", root / "test" / "cow"),
+     "test has classes its train/ folder lacks: cow"),
+    (lambda root: (root / "test" / "cat" / "0000.png").write_bytes(b"not a png"), "not an image: "),
+])
+def test_a_folder_not_laid_out_as_a_dataset_is_refused_in_one_line(tmp_path, make, message):
+    from click.testing import CliRunner
+
+    from cnnbench.cli import main
+    from conftest import write_folder
+
+    root = tmp_path / "imgs"
+    if "no train/" not in message and "such" not in message and "not a folder" not in message:
+        write_folder(root, n_train=12, n_test=3)
+    make(root)
+    res = CliRunner().invoke(main, ["train", f"folder:{root}", "--arch", "two_conv", "--epochs", "1"])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert res.output.startswith("error: ") and res.output.count("\n") == 2  # the error and its fix
+    assert not (tmp_path / "cache" / "tensors").exists()  # refused before any image was read whole
+
+
+def test_a_folder_whose_images_would_not_fit_in_memory_is_refused_before_reading_them(tmp_path, monkeypatch):
+    from conftest import write_folder
+
+    root = write_folder(tmp_path / "big", n_train=12, n_test=3)
+    monkeypatch.setattr(data, "_memory", lambda: 2 * 15 * 28 * 28 - 2)
+    with pytest.raises(DataError, match=r"'s 15 images take 0\.0 GiB at 28x28, more than half of this machine's"):
+        data.load(f"folder:{root}")
+    assert not (tmp_path / "cache" / "tensors").exists()
+
+
+def test_one_class_folder_is_no_classifier_and_a_sweep_of_a_folder_needs_a_file(tmp_path):
+    from click.testing import CliRunner
+
+    from cnnbench.cli import main
+    from conftest import write_folder
+
+    root = write_folder(tmp_path / "one", classes=("ant",), n_train=6, n_test=2)
+    res = CliRunner().invoke(main, ["train", f"folder:{root}"])
+    assert res.exit_code == 2 and "has one class folder; a classifier needs two or more" in res.output
+    res = CliRunner().invoke(main, ["sweep", "folder:one"])
+    assert res.exit_code == 2 and "error: folder:one is a dataset; a sweep of it needs a sweep file" in res.output
+    assert "set `dataset: folder:one` in it" in res.output
+    res = CliRunner().invoke(main, ["train", f"folder:{root}/train"])  # the training folder, not the dataset's
+    assert res.exit_code == 2 and f"fix: give the folder that holds train/ and test/: folder:{root}" in res.output

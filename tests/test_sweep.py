@@ -1303,3 +1303,37 @@ def test_the_importance_figure_leaves_out_a_parameter_that_never_varied(monkeypa
 
     _study_plots(study, Tracker(), "parent")
     assert "param_importances.png" in logged and asked == [["lr"]]
+
+
+def test_a_sweep_of_one_s_own_images_exports_a_winner_that_predicts_without_them(tmp_path):
+    import shutil
+
+    from conftest import write_folder
+
+    write_folder(tmp_path / "my bugs", channels=3, size=32)
+    res = sweep(tmp_path, """
+        dataset: folder:my bugs
+        trials: 2
+        epochs: 1
+        sampler: random
+        pruner: none
+        fixed: {batch_size: 32, device: cpu, width: 8}
+        space:
+          arch: {choices: [two_conv, vgg]}
+    """)
+    assert res.exit_code == 0, res.output
+    assert "study 'my-bugs'" in res.output and "2 complete" in res.output
+    res = CliRunner().invoke(main, ["best", "--export"])
+    assert res.exit_code == 0, res.output
+    (export_dir,) = (tmp_path / "exports").iterdir()
+    assert export_dir.name.startswith("my-bugs-trial")
+    card = (export_dir / "README.md").read_text()
+    assert f"your images in {tmp_path / 'my bugs'}, 3x32x32, 3 classes, 120 train / 30 test" in card
+    image = sorted((tmp_path / "my bugs" / "test" / "cat").iterdir())[0]
+    shutil.copy(image, tmp_path / "cat.png")
+    shutil.rmtree(tmp_path / "my bugs")  # an export needs none of its dataset
+    res = CliRunner().invoke(main, ["predict", str(export_dir), "cat.png"])
+    assert res.exit_code == 0 and res.output.split()[:2] == ["cat.png", "cat"], res.output
+    res = CliRunner().invoke(main, ["report", "--dataset", "folder:my bugs", "--format", "md"])  # as the file said
+    assert res.exit_code == 0, res.output
+    assert f"## Dataset: folder:{tmp_path / 'my bugs'}" in (tmp_path / "report" / "report.md").read_text()
