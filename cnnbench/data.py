@@ -6,6 +6,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import json
 import math
 import os
 import pickle
@@ -97,24 +98,39 @@ def _folder_spec(name: str) -> DatasetSpec:
     path = Path(name.removeprefix(FOLDER))
     train, test = _folder_files(path)
     classes = tuple(sorted({label for _, label in train}))
-    headers = [_image_header(file) for file, _ in train + test]
-    sizes: dict[tuple[int, int], int] = {}
-    for size, _ in headers[:len(train)]:
-        sizes[size] = sizes.get(size, 0) + 1
-    (w, h), channels = max(sizes, key=sizes.get), 1 if all(mode in _GRAY_MODES for _, mode in headers) else 3
-    resized = sum(size != (w, h) for size, _ in headers)
+    # What reading every header and a sample of the images found, kept until a file is changed, added or removed.
+    record = cache_dir() / "folders" / f"{path.name}-{_folder_digest(path)}.json"
+    try:
+        found = json.loads(record.read_text())
+        (channels, h, w), mean, std, resized = found["shape"], tuple(found["mean"]), tuple(found["std"]), \
+            int(found["resized"])
+    except (OSError, ValueError, KeyError, TypeError):  # none yet, or damaged: measured again
+        (channels, h, w), mean, std, resized = _measure(train, test)
+        with contextlib.suppress(OSError):
+            record.parent.mkdir(parents=True, exist_ok=True)
+            write_whole(record, json.dumps({"shape": [channels, h, w], "mean": mean, "std": std, "resized": resized}))
     need = (len(train) + len(test)) * channels * h * w  # bytes: the images stay in memory whole, as uint8
     if need > _memory() // 2:
         raise DataError(f"folder:{path}'s {len(train) + len(test):,} images take {need / 2**30:.1f} GiB at "
                         f"{w}x{h}, more than half of this machine's memory",
                         hint="resize them to the size the nets should see (64x64, say) first")
+    summary = (f"your images in {path}, {channels}x{h}x{w}, {len(classes)} classes, "
+               f"{len(train):,} train / {len(test):,} test" + (f" ({resized:,} resized to {w}x{h})" if resized else ""))
+    return DatasetSpec(name, summary, "", (channels, h, w), classes, mean, std, "none", path.name, path=path)
+
+
+def _measure(train: list[tuple[Path, str]], test: list[tuple[Path, str]]):
+    """A folder dataset's shape (C, H, W), per-channel mean and std, and how many of its images are resized."""
+    headers = [_image_header(file) for file, _ in train + test]
+    sizes: dict[tuple[int, int], int] = {}
+    for size, _ in headers[:len(train)]:
+        sizes[size] = sizes.get(size, 0) + 1
+    (w, h), channels = max(sizes, key=sizes.get), 1 if all(mode in _GRAY_MODES for _, mode in headers) else 3
     sample = [file for file, _ in train[::math.ceil(len(train) / _STATS_SAMPLE)]]
     pixels = read_images(sample, channels, (h, w)).float().div_(255).transpose(0, 1).reshape(channels, -1)
     mean = tuple(round(v, 4) for v in pixels.mean(dim=1).tolist())
     std = tuple(round(max(v, 1e-3), 4) for v in pixels.std(dim=1).tolist())
-    summary = (f"your images in {path}, {channels}x{h}x{w}, {len(classes)} classes, "
-               f"{len(train):,} train / {len(test):,} test" + (f" ({resized:,} resized to {w}x{h})" if resized else ""))
-    return DatasetSpec(name, summary, "", (channels, h, w), classes, mean, std, "none", path.name, path=path)
+    return (channels, h, w), mean, std, sum(size != (w, h) for size, _ in headers)
 
 
 def _memory() -> int:
@@ -122,6 +138,14 @@ def _memory() -> int:
     return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
+@functools.lru_cache(maxsize=8)
+def _folder_digest(path: Path) -> str:
+    """What identifies a folder dataset's files as they are now: their paths, sizes and modification times."""
+    train, test = _folder_files(path)
+    return _digest([file for file, _ in train + test], resolve=False)  # absolute paths already
+
+
+@functools.lru_cache(maxsize=8)
 def _folder_files(path: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
     """The training and test images of a folder dataset with their class names, sorted by class, then name."""
     if not path.is_dir():
@@ -158,8 +182,11 @@ def _folder_files(path: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, 
 def images_in(folder: Path) -> list[Path]:
     """The image files directly in ``folder``, by name; hidden ones (``.name``, such as the ``._name.png`` macOS
     writes beside copied images) are left out, as a shell's ``*`` leaves them."""
-    return sorted(p for p in folder.iterdir()
-                  if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file())
+    with os.scandir(folder) as entries:  # a DirEntry knows whether it is a file without a stat of its own
+        names = sorted(e.name for e in entries
+                       if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and not e.name.startswith(".")
+                       and e.is_file())
+    return [folder / name for name in names]
 
 
 def _image_header(path: Path) -> tuple[tuple[int, int], str]:
@@ -309,15 +336,17 @@ def _source_files(spec: DatasetSpec, root: Path) -> list[Path]:
 
 
 def _cache_path(spec: DatasetSpec, sources: list[Path]) -> Path | None:
-    if not sources:
-        return None
+    if spec.path is not None:
+        return cache_dir() / "tensors" / f"folder-{spec.folder}-{_folder_digest(spec.path)}.pt"
+    return cache_dir() / "tensors" / f"{spec.name}-{_digest(sources)}.pt" if sources else None
+
+
+def _digest(files: list[Path], resolve: bool = True) -> str:
     digest = hashlib.sha1()
-    for p in sources:
+    for p in files:
         st = p.stat()
-        digest.update(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode())
-    digest.update(repr((spec.shape, spec.classes)).encode())  # a folder's images, as its spec reads them
-    stem = spec.name if spec.path is None else f"folder-{spec.folder}"
-    return cache_dir() / "tensors" / f"{stem}-{digest.hexdigest()[:16]}.pt"
+        digest.update(f"{p.resolve() if resolve else p}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
 
 
 def _atomic_save(obj: object, path: Path) -> None:

@@ -118,10 +118,12 @@ def _isolated(tmp_path, monkeypatch, _bf16_measured):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     data._load_tensors.cache_clear()
-    data._folder_spec.cache_clear()
+    for cached in (data._folder_spec, data._folder_files, data._folder_digest):
+        cached.cache_clear()
     yield
     data._load_tensors.cache_clear()
-    data._folder_spec.cache_clear()
+    for cached in (data._folder_spec, data._folder_files, data._folder_digest):
+        cached.cache_clear()
 
 
 @pytest.fixture
