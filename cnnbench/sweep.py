@@ -28,7 +28,7 @@ import torch
 from cnnbench import data as datamod
 from cnnbench import __version__, cores, plots
 from cnnbench.config import TrainConfig
-from cnnbench.errors import (CnnbenchError, ConfigError, DivergedError, StudyError, Unavailable,
+from cnnbench.errors import (CnnbenchError, ConfigError, DataError, DivergedError, StudyError, Unavailable,
                              UnreachableStorage, disk_full, no_space, outlast, redact)
 from cnnbench.paths import unwritable, unwritable_file
 from cnnbench.space import Sweep, grid, suggest, trial_config
@@ -361,6 +361,12 @@ def trial_model(trial: optuna.trial.FrozenTrial, *, wait: bool = True) -> tuple[
     if not run_id or "config" not in trial.user_attrs:
         raise StudyError(f"trial {trial.number} has no recorded run")
     config = validate(trial.user_attrs["config"])
+    try:
+        spec = datamod.DATASETS.get(config.dataset)
+    except DataError as err:  # a folder of one's images, moved since the sweep: the net is built from what it held
+        raise DataError(f"trial {trial.number}'s net is built for the classes and size of the images it was trained "
+                        f"on, in {config.dataset.removeprefix('folder:')}: {err.message}",
+                        hint="put them back where the sweep read them") from None
     with tempfile.TemporaryDirectory() as tmp:
         try:
             weights = download_artifact(run_id, "model.safetensors", tmp, wait=wait)
@@ -370,7 +376,7 @@ def trial_model(trial: optuna.trial.FrozenTrial, *, wait: bool = True) -> tuple[
             raise stale_schema(err) or StudyError(
                 f"cannot fetch the weights of trial {trial.number} (run {run_id}): {str(err)[:200]}",
                 hint="check MLFLOW_TRACKING_URI points at the store the sweep used") from None
-        model = build_model(config, datamod.DATASETS.get(config.dataset))
+        model = build_model(config, spec)
         model.load_state_dict(load_file(str(weights)))
     return model.eval(), config, run_id
 

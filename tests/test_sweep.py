@@ -1332,6 +1332,13 @@ def test_a_sweep_of_one_s_own_images_exports_a_winner_that_predicts_without_them
     image = sorted((tmp_path / "my bugs" / "test" / "cat").iterdir())[0]
     shutil.copy(image, tmp_path / "cat.png")
     shutil.rmtree(tmp_path / "my bugs")  # an export needs none of its dataset
+    from cnnbench import data
+
+    for cached in (data._folder_spec, data._folder_files, data._folder_digest):
+        cached.cache_clear()  # as a new command starts
+    res = CliRunner().invoke(main, ["best", "--export", "--overwrite"])  # exporting again needs the images
+    assert res.exit_code == 2 and "net is built for the classes and size of the images it was trained on, in " \
+        f"{tmp_path / 'my bugs'}: " in res.output and "fix: put them back where the sweep read them" in res.output
     res = CliRunner().invoke(main, ["predict", str(export_dir), "cat.png"])
     assert res.exit_code == 0 and res.output.split()[:2] == ["cat.png", "cat"], res.output
     res = CliRunner().invoke(main, ["report", "--dataset", "folder:my bugs", "--format", "md"])  # as the file said
