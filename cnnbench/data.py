@@ -158,8 +158,7 @@ def _folder_files(path: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, 
             if folder.is_dir() else []
         if not classes:
             raise DataError(f"folder:{path} has no {part}/ folder with a folder of images per class",
-                            hint=f"give the folder that holds train/ and test/: folder:{path.parent}"
-                            if path.name in ("train", "test") else f"lay it out as {_LAYOUT}")
+                            hint=_layout_hint(path))
         files = []
         for cls in classes:
             found = images_in(cls)
@@ -177,6 +176,18 @@ def _folder_files(path: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, 
         raise DataError(f"folder:{path}/test has classes its train/ folder lacks: {', '.join(unknown[:5])}",
                         hint="give every test class its training images, or rename the folders to match")
     return train, test
+
+
+def _layout_hint(path: Path) -> str:
+    """How to mend a folder dataset without its train/ or test/ folder: the likeliest mistakes first."""
+    if path.name in ("train", "test"):
+        return f"give the folder that holds train/ and test/: folder:{path.parent}"
+    held = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name not in ("train", "test")
+                  and not p.name.startswith(".") and images_in(p))
+    if held:  # torchvision's ImageFolder layout, one folder per class: the split is the user's to make
+        return (f"its class folders ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}) go in "
+                f"{path / 'train'}, and a share of each class's images, set apart, in {path / 'test'}/CLASS")
+    return f"lay it out as {_LAYOUT}"
 
 
 def images_in(folder: Path) -> list[Path]:

@@ -410,3 +410,9 @@ def test_one_class_folder_is_no_classifier_and_a_sweep_of_a_folder_needs_a_file(
     assert "set `dataset: folder:one` in it" in res.output
     res = CliRunner().invoke(main, ["train", f"folder:{root}/train"])  # the training folder, not the dataset's
     assert res.exit_code == 2 and f"fix: give the folder that holds train/ and test/: folder:{root}" in res.output
+    flat = tmp_path / "flat"  # torchvision's ImageFolder layout: a folder per class, no split
+    (root / "train").rename(flat)
+    res = CliRunner().invoke(main, ["train", f"folder:{flat}"])
+    assert res.exit_code == 2 and res.output.endswith(
+        f"fix: its class folders (ant) go in {flat / 'train'}, and a share of each class's images, set apart, in "
+        f"{flat / 'test'}/CLASS\n")
