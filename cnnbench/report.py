@@ -428,8 +428,10 @@ class _Report:
                  f"{len(recorded)} dataset(s).", "meta")
         if not n_runs:
             what = (f"for {', '.join(ds.name for ds in self.sets)} " if self.sets else "")
-            sweep = (f"`cnnbench sweep {self.sets[0].name}`" if len(self.sets) == 1
-                     else "`cnnbench sweep DATASET` (e.g. `cnnbench sweep mnist`)")
+            only = self.sets[0].name if len(self.sets) == 1 else None
+            sweep = ("`cnnbench sweep DATASET` (e.g. `cnnbench sweep mnist`)" if only is None
+                     else f"a sweep file that says `dataset: {only}`" if only.startswith("folder:")
+                     else f"`cnnbench sweep {only}`")
             message = (f"{EMPTY} {what}in the MLflow store {self.uri}: no cnnbench trial run. Run {sweep} to record "
                        f"one, then `cnnbench report` again.")
             doc.para(message, "empty")

@@ -381,6 +381,8 @@ def test_an_empty_store_gives_a_report_that_says_so(tmp_path, monkeypatch):
     assert report.EMPTY in paths["md"].read_text()
     report.build(datasets=["cifar10"], out_dir=tmp_path / "c", echo=messages.append)
     assert "Run `cnnbench sweep cifar10` to record one" in messages[-1]
+    report.build(datasets=["folder:pets"], out_dir=tmp_path / "f", echo=messages.append)  # no images here: none needed
+    assert f"Run a sweep file that says `dataset: folder:{tmp_path / 'pets'}` to record one" in messages[-1]
 
 
 def test_runs_rank_by_validation_accuracy_and_the_verdict_weighs_the_baseline(tmp_path, monkeypatch):
