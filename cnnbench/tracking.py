@@ -71,6 +71,8 @@ class Tracker:
         self.gave_up = False
         check_store()
         try:
+            if (new := missing_store()) is not None and tracking_uri().startswith("sqlite:"):
+                _make_store(new)
             self.client = MlflowClient()
             found = self._call(self.client.get_experiment_by_name, experiment) if wait else \
                 self.client.get_experiment_by_name(experiment)
@@ -385,6 +387,35 @@ def missing_store() -> Path | None:
     else:
         path = None
     return path if path is not None and not path.exists() else None
+
+
+def _make_store(path: Path) -> None:
+    """Make the tables of the new local store ``path`` so that no other program makes them at the same time.
+
+    MLflow makes a store's tables under a file lock named after the text of its URL (``_safe_initialize_tables``),
+    so two programs spelling one file differently (`mlflow ui` with ``sqlite:///mlflow.db``, a sweep with the
+    absolute path) could make them at once, and one would die in a migration. This takes the locks of the spellings
+    such programs use, in one order (as every cnnbench does: none waits on another that waits on it), then has
+    MLflow make the tables under a spelling of the URL that none of them uses.
+    """
+    if os.name == "nt":  # MLflow takes no lock there
+        return
+    import fcntl
+    import hashlib
+    import tempfile
+
+    uri = tracking_uri()
+    head, sep, query = uri.partition("?")
+    spellings = {uri, f"sqlite:///{path.absolute()}{sep}{query}"}
+    if not (relative := os.path.relpath(path.absolute())).startswith(".."):
+        spellings.add(f"sqlite:///{relative}{sep}{query}")  # MLflow's own default is sqlite:///mlflow.db
+    digests = (hashlib.md5(str(sqlalchemy.engine.make_url(s)).encode(), usedforsecurity=False).hexdigest()
+               for s in spellings)
+    cut = head.rfind("/") + 1
+    with contextlib.ExitStack() as held:
+        for lock in sorted(f"{tempfile.gettempdir()}/db_init_lock-{digest}" for digest in digests):
+            fcntl.flock(held.enter_context(open(lock, "w")), fcntl.LOCK_EX)
+        MlflowClient(f"{head[:cut]}./{head[cut:]}{sep}{query}").search_experiments(max_results=1)
 
 
 def local_store(experiment: str) -> tuple[Path | None, Path | None]:

@@ -623,3 +623,26 @@ def test_reading_importances_says_nothing_on_the_terminal_and_leaves_optunas_ver
     assert len(copy.trials) == 1
     assert [r.getMessage() for r in records] == []
 
+
+
+def test_a_new_mlflow_store_waits_for_a_program_making_it_under_another_spelling_of_its_url(tmp_path):
+    # `mlflow ui` in this folder makes the store as sqlite:///mlflow.db under MLflow's lock for that text; a sweep
+    # given the absolute URL once made the same tables at the same moment, and one of the two died in a migration.
+    import fcntl
+    import hashlib
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    digest = hashlib.md5(b"sqlite:///mlflow.db", usedforsecurity=False).hexdigest()
+    code = "from cnnbench.tracking import Tracker; print(Tracker('spelt').experiment_id)"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    with open(f"{tempfile.gettempdir()}/db_init_lock-{digest}", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # as MLflow holds it while it makes the tables
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=tmp_path, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        time.sleep(8)  # the import of MLflow alone takes seconds
+        assert proc.poll() is None and not (tmp_path / "mlflow.db").exists()
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0 and out.strip().splitlines()[-1] == "1", out
