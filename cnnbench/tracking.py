@@ -409,8 +409,10 @@ def _make_store(path: Path) -> None:
     spellings = {uri, f"sqlite:///{path.absolute()}{sep}{query}"}
     if not (relative := os.path.relpath(path.absolute())).startswith(".."):
         spellings.add(f"sqlite:///{relative}{sep}{query}")  # MLflow's own default is sqlite:///mlflow.db
-    digests = (hashlib.md5(str(sqlalchemy.engine.make_url(s)).encode(), usedforsecurity=False).hexdigest()
-               for s in spellings)
+    # One lock per URL as SQLAlchemy renders it, which MLflow names the lock after: two spellings may render alike
+    # (``my%20runs`` and ``my runs``), and a second lock of one file would wait on the first for ever.
+    digests = {hashlib.md5(str(sqlalchemy.engine.make_url(s)).encode(), usedforsecurity=False).hexdigest()
+               for s in spellings}
     cut = head.rfind("/") + 1
     with contextlib.ExitStack() as held:
         for lock in sorted(f"{tempfile.gettempdir()}/db_init_lock-{digest}" for digest in digests):
