@@ -118,10 +118,16 @@ def _isolated(tmp_path, monkeypatch, _bf16_measured):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.chdir(tmp_path)
     data._load_tensors.cache_clear()
-    for cached in (data._folder_spec, data._folder_files, data._folder_digest):
-        cached.cache_clear()
+    forget_folders()
     yield
     data._load_tensors.cache_clear()
+    forget_folders()
+
+
+def forget_folders() -> None:
+    """Forget what this process listed and measured of folder datasets, as a new command starts."""
+    from cnnbench import data
+
     for cached in (data._folder_spec, data._folder_files, data._folder_digest):
         cached.cache_clear()
 

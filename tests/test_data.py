@@ -295,16 +295,10 @@ def test_crop_translates_whole_images():
     assert torch.all(diffs == 1)
 
 
-def _forget_folders():
-    """Forget what this process listed and measured of folder datasets, as a new command starts."""
-    for cached in (data._folder_spec, data._folder_files, data._folder_digest):
-        cached.cache_clear()
-
-
 def test_a_folder_of_images_is_a_dataset_named_by_its_class_folders(tmp_path, monkeypatch):
     from PIL import Image
 
-    from conftest import write_folder
+    from conftest import forget_folders, write_folder
 
     root = write_folder(tmp_path / "bugs")
     (root / "train" / "ant" / "notes.txt").write_text("not an image: left out")
@@ -325,11 +319,11 @@ def test_a_folder_of_images_is_a_dataset_named_by_its_class_folders(tmp_path, mo
     assert spec.std[0] == pytest.approx(pixels.std().item(), abs=1e-3)
     assert len(list((tmp_path / "cache" / "tensors").glob("folder-bugs-*.pt"))) == 1
     # What was measured is kept until a file changes: the next command reads no image header.
-    _forget_folders()
+    forget_folders()
     monkeypatch.setattr(data, "_measure", lambda *a: pytest.fail("measured again"))
     assert data.DATASETS.get("folder:bugs") == spec
     Image.new("L", (28, 28), 255).save(root / "test" / "cat" / "white.png")
-    _forget_folders()
+    forget_folders()
     with pytest.raises(pytest.fail.Exception, match="measured again"):
         data.DATASETS.get("folder:bugs")
     from cnnbench.paths import dataset_name

@@ -1308,7 +1308,7 @@ def test_the_importance_figure_leaves_out_a_parameter_that_never_varied(monkeypa
 def test_a_sweep_of_one_s_own_images_exports_a_winner_that_predicts_without_them(tmp_path):
     import shutil
 
-    from conftest import write_folder
+    from conftest import forget_folders, write_folder
 
     write_folder(tmp_path / "my bugs", channels=3, size=32)
     res = sweep(tmp_path, """
@@ -1332,10 +1332,7 @@ def test_a_sweep_of_one_s_own_images_exports_a_winner_that_predicts_without_them
     image = sorted((tmp_path / "my bugs" / "test" / "cat").iterdir())[0]
     shutil.copy(image, tmp_path / "cat.png")
     shutil.rmtree(tmp_path / "my bugs")  # an export needs none of its dataset
-    from cnnbench import data
-
-    for cached in (data._folder_spec, data._folder_files, data._folder_digest):
-        cached.cache_clear()  # as a new command starts
+    forget_folders()  # as a new command starts
     res = CliRunner().invoke(main, ["best", "--export", "--overwrite"])  # exporting again needs the images
     assert res.exit_code == 2 and "net is built for the classes and size of the images it was trained on, in " \
         f"{tmp_path / 'my bugs'}: " in res.output and "fix: put them back where the sweep read them" in res.output
