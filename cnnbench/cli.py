@@ -138,8 +138,8 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
     """Train one configuration on DATASET and report its test accuracy.
 
     DATASET is a name from `cnnbench list datasets`, or folder:PATH for your own images in
-    PATH/train/CLASS/ and PATH/test/CLASS/. Settings come from the defaults, then --preset, then
-    --config, then the flags you give.
+    PATH/train/CLASS/ and PATH/test/CLASS/, or in PATH/CLASS/ (20% of each class set apart for
+    testing). Settings come from the defaults, then --preset, then --config, then the flags you give.
     """
     from pathlib import Path
 
@@ -206,7 +206,8 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
     with cores.share(trainer.resolve_device(config.device).type == "cpu") as taken:
         if not as_json:
             click.echo(f"training {config.arch} ({params:,} params) on {config.dataset}: {len(data.train):,} train / "
-                       f"{len(data.val) if data.val else 0:,} val / {len(data.test):,} test")
+                       f"{len(data.val) if data.val else 0:,} val / {len(data.test):,} test"
+                       + (f" ({data.spec.test_share:.0%} of each class set apart)" if data.spec.test_share else ""))
             if taken.shared:
                 click.echo(f"sharing the CPU with other cnnbench runs: training on {taken} threads")
             if done:

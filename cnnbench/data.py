@@ -41,6 +41,8 @@ class DatasetSpec:
     mirrors: bool = True
     #: The folder of a dataset of one's own images (``folder:PATH``, :func:`folder_spec`); ``None`` for the others.
     path: Path | None = None
+    #: The share of each class a folder dataset without a test folder sets apart for testing; 0 for the others.
+    test_share: float = 0.0
 
     @property
     def num_classes(self) -> int:
@@ -79,12 +81,16 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".ti
 _GRAY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 #: How many training images, evenly spaced, a folder dataset's mean and std are measured on.
 _STATS_SAMPLE = 512
-_LAYOUT = "PATH/train/CLASS/IMAGE and PATH/test/CLASS/IMAGE"
+#: The share of each class's images set apart for testing in a folder dataset without a test folder.
+_TEST_SHARE = 0.2
+_LAYOUT = "PATH/CLASS/IMAGE, or PATH/train/CLASS/IMAGE and PATH/test/CLASS/IMAGE"
 
 
 def folder_spec(path: str) -> DatasetSpec:
     """The spec of ``folder:PATH`` (given ``PATH``), a dataset of one's own images: ``PATH/train/CLASS/*`` and
-    ``PATH/test/CLASS/*`` (PNG, JPEG and the other :data:`IMAGE_SUFFIXES`), classes named by the training folders.
+    ``PATH/test/CLASS/*`` (PNG, JPEG and the other :data:`IMAGE_SUFFIXES`), classes named by the training folders;
+    or ``PATH/CLASS/*`` (or ``PATH/train/CLASS/*`` alone), of whose classes :func:`_set_apart` keeps a share for
+    testing.
 
     Images are read as ``cnnbench predict`` reads them: grayscale if every one is, else RGB, resized to the size
     most training images have. The mean and std are measured on up to :data:`_STATS_SAMPLE` training images.
@@ -114,9 +120,13 @@ def _folder_spec(name: str) -> DatasetSpec:
         raise DataError(f"folder:{path}'s {len(train) + len(test):,} images take {need / 2**30:.1f} GiB at "
                         f"{w}x{h}, more than half of this machine's memory",
                         hint="resize them to the size the nets should see (64x64, say) first")
+    share = 0.0 if (path / "test").is_dir() else _TEST_SHARE
     summary = (f"your images in {path}, {channels}x{h}x{w}, {len(classes)} classes, "
-               f"{len(train):,} train / {len(test):,} test" + (f" ({resized:,} resized to {w}x{h})" if resized else ""))
-    return DatasetSpec(name, summary, "", (channels, h, w), classes, mean, std, "none", path.name, path=path)
+               f"{len(train):,} train / {len(test):,} test"
+               + (f" ({share:.0%} of each class set apart)" if share else "")
+               + (f" ({resized:,} resized to {w}x{h})" if resized else ""))
+    return DatasetSpec(name, summary, "", (channels, h, w), classes, mean, std, "none", path.name, path=path,
+                       test_share=share)
 
 
 def _measure(train: list[tuple[Path, str]], test: list[tuple[Path, str]]):
@@ -147,30 +157,26 @@ def _folder_digest(path: Path) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _folder_files(path: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
-    """The training and test images of a folder dataset with their class names, sorted by class, then name."""
+    """The training and test images of a folder dataset with their class names, sorted by class, then name.
+
+    Without a ``test/`` folder, a share of each class's images (:func:`_set_apart`) are its test images.
+    """
     if not path.is_dir():
         raise DataError(f"folder:{path}: {'not a folder' if path.exists() else 'no such folder'}",
                         hint=f"give a folder laid out as {_LAYOUT}")
-    parts = []
-    for part in ("train", "test"):
-        folder = path / part
-        classes = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")) \
-            if folder.is_dir() else []
-        if not classes:
-            raise DataError(f"folder:{path} has no {part}/ folder with a folder of images per class",
-                            hint=_layout_hint(path))
-        files = []
-        for cls in classes:
-            found = images_in(cls)
-            if not found:
-                raise DataError(f"{cls} holds no images", hint=f"put images ({', '.join(IMAGE_SUFFIXES)}) in it, "
-                                "or remove it")
-            files += [(f, cls.name) for f in found]
-        parts.append(files)
-    train, test = parts
+    train_root, test_root = _roots(path)
+    train = _class_images(train_root)
+    if test_root is None:
+        train, test = _set_apart(train)
+        if not test:
+            raise DataError(f"folder:{path} has too few images per class to set any apart for testing",
+                            hint=f"give each class {math.ceil(0.5 / _TEST_SHARE)} images or more, or lay it out with a "
+                            "test/ folder: PATH/train/CLASS/IMAGE and PATH/test/CLASS/IMAGE")
+    else:
+        test = _class_images(test_root)
     known = {label for _, label in train}
     if len(known) < 2:
-        raise DataError(f"folder:{path}/train has one class folder; a classifier needs two or more",
+        raise DataError(f"folder:{train_root} has one class folder; a classifier needs two or more",
                         hint=f"lay it out as {_LAYOUT}")
     if unknown := sorted({label for _, label in test} - known):
         raise DataError(f"folder:{path}/test has classes its train/ folder lacks: {', '.join(unknown[:5])}",
@@ -178,15 +184,68 @@ def _folder_files(path: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, 
     return train, test
 
 
+def _roots(path: Path) -> tuple[Path, Path | None]:
+    """The folders holding a folder dataset's training and test class folders; ``None`` for the test folder
+    where it has none (``PATH/CLASS/IMAGE``, or ``PATH/train/CLASS/IMAGE`` alone)."""
+    train, test = path / "train", path / "test"
+    if train.is_dir() or test.is_dir():
+        for part in (train, test):
+            if not _class_folders(part) and (part is train or test.exists()):
+                raise DataError(f"folder:{path} has no {part.name}/ folder with a folder of images per class",
+                                hint=_layout_hint(path))
+        return train, test if test.exists() else None
+    if path.name in ("train", "test") and (path.parent / "train").is_dir() and (path.parent / "test").is_dir():
+        raise DataError(f"folder:{path} is one part of a dataset",
+                        hint=f"give the folder that holds train/ and test/: folder:{path.parent}")
+    if not _class_folders(path):
+        raise DataError(f"folder:{path} holds no folder of images per class", hint=_layout_hint(path))
+    return path, None
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    """The class folders in ``folder``, by name: every folder in it but hidden ones (``.thumbs``, say)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _class_images(root: Path) -> list[tuple[Path, str]]:
+    """The images in ``root``'s class folders with their class names, sorted by class, then name."""
+    files = []
+    for cls in _class_folders(root):
+        found = images_in(cls)
+        if not found:
+            raise DataError(f"{cls} holds no images", hint=f"put images ({', '.join(IMAGE_SUFFIXES)}) in it, "
+                            "or remove it")
+        files += [(f, cls.name) for f in found]
+    return files
+
+
+def _set_apart(files: list[tuple[Path, str]]) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """A folder dataset's images without a test folder, as training and test images: of each class, the
+    :data:`_TEST_SHARE` (rounded) whose ``CLASS/NAME`` hashes lowest are for testing.
+
+    The split depends on the names alone: it is the same on every machine and wherever the folder is moved, and
+    an image added to a class moves at most one other image of that class between the two.
+    """
+    by_class: dict[str, list[tuple[Path, str]]] = {}
+    for item in files:
+        by_class.setdefault(item[1], []).append(item)
+    train, test = [], []
+    for label, items in by_class.items():
+        ranked = sorted(items, key=lambda item: hashlib.sha1(f"{label}/{item[0].name}".encode()).digest())
+        held = set(ranked[:int(len(items) * _TEST_SHARE + 0.5)])
+        train += [item for item in items if item not in held]
+        test += [item for item in items if item in held]
+    return train, test
+
+
 def _layout_hint(path: Path) -> str:
-    """How to mend a folder dataset without its train/ or test/ folder: the likeliest mistakes first."""
+    """How to mend a folder dataset without class folders where they belong: the likeliest mistakes first."""
     if path.name in ("train", "test"):
         return f"give the folder that holds train/ and test/: folder:{path.parent}"
-    held = sorted(p.name for p in path.iterdir() if p.is_dir() and p.name not in ("train", "test")
-                  and not p.name.startswith(".") and images_in(p))
-    if held:  # torchvision's ImageFolder layout, one folder per class: the split is the user's to make
-        return (f"its class folders ({', '.join(held[:3])}{', ...' if len(held) > 3 else ''}) go in "
-                f"{path / 'train'}, and a share of each class's images, set apart, in {path / 'test'}/CLASS")
+    if images_in(path):  # images, but not sorted into a folder per class
+        return f"put each class's images in a folder named after the class: {path}/CLASS/IMAGE"
     return f"lay it out as {_LAYOUT}"
 
 

@@ -331,6 +331,52 @@ def test_a_folder_of_images_is_a_dataset_named_by_its_class_folders(tmp_path, mo
     assert dataset_name("folder:~/x/../y") == f"folder:{Path.home() / 'y'}" and dataset_name("mnist") == "mnist"
 
 
+def test_a_folder_of_class_folders_alone_has_a_fifth_of_each_class_set_apart_for_testing(tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from cnnbench.cli import main
+
+    from conftest import forget_folders, write_folder
+
+    made = write_folder(tmp_path / "made")
+    flat = tmp_path / "flat"  # torchvision's ImageFolder layout: PATH/CLASS/IMAGE
+    shutil.copytree(made / "train", flat)
+    spec = data.DATASETS.get(f"folder:{flat}")
+    assert spec.classes == ("ant", "bee", "cat")
+    assert spec.summary.endswith("3 classes, 96 train / 24 test (20% of each class set apart)")
+    loaded = data.load(f"folder:{flat}", val_fraction=0)
+    assert loaded.train.y.tolist() == [0] * 32 + [1] * 32 + [2] * 32
+    assert loaded.test.y.tolist() == [0] * 8 + [1] * 8 + [2] * 8
+    res = CliRunner().invoke(main, ["train", f"folder:{flat}", "--arch", "two_conv", "--epochs", "1"])
+    assert res.exit_code == 0 and f"on folder:{flat}: 86 train / 10 val / 24 test (20% of each class set apart)\n" \
+        in res.output, res.output
+    whole = data.read_images(sorted(flat.glob("*/*.png")), 1, (28, 28))  # every image, train or test, once
+    assert sorted(map(bytes, torch.cat([loaded.train.x, loaded.test.x]).flatten(1).numpy())) == \
+        sorted(map(bytes, whole.flatten(1).numpy()))
+
+    def split(path: Path) -> tuple[set[str], set[str]]:
+        train, test = data._folder_files(path)
+        return tuple({f"{label}/{file.name}" for file, label in part} for part in (train, test))  # type: ignore
+
+    train, test = split(flat)
+    assert len(test) == 24 and not train & test
+    moved = tmp_path / "elsewhere" / "pets"  # the split is the names', wherever the folder is
+    shutil.copytree(flat, moved / "train")  # PATH/train/CLASS/IMAGE alone: the same
+    assert split(moved) == split(moved / "train") == (train, test)
+    assert data.DATASETS.get(f"folder:{moved}").summary.endswith("(20% of each class set apart)")
+    shutil.copy(next((flat / "ant").glob("*.png")), flat / "ant" / "new.png")  # moves at most one other ant
+    forget_folders()
+    new_train, new_test = split(flat)
+    moved_over = (test ^ new_test) - {"ant/new.png"}
+    assert len(new_test) == 24 and len(moved_over) <= 1 and all(name.startswith("ant/") for name in moved_over)
+    shutil.copytree(made / "test", flat / "test")  # a test/ folder beside class folders: it has no train/
+    forget_folders()
+    with pytest.raises(DataError, match="has no train/ folder with a folder of images per class"):
+        data.DATASETS.get(f"folder:{flat}")
+
+
 def test_a_folder_dataset_is_in_colour_if_one_image_is_and_at_the_size_most_have(tmp_path):
     from PIL import Image
 
@@ -358,7 +404,13 @@ def test_a_folder_dataset_is_in_colour_if_one_image_is_and_at_the_size_most_have
     (lambda root: None, "no such folder"),
     (lambda root: root.write_text("x"), "not a folder"),
     (lambda root: (root / "test" / "a").mkdir(parents=True), "has no train/ folder"),
-    (lambda root: __import__("shutil").rmtree(root / "test"), "has no test/ folder"),
+    (lambda root: [__import__("shutil").rmtree(root / "test"), (root / "test").mkdir()], "has no test/ folder"),
+    (lambda root: [root.mkdir(), __import__("PIL.Image").Image.new("L", (9, 9)).save(root / "a.png")],
+     "holds no folder of images per class"),
+    (lambda root: [(root / "a").mkdir(parents=True), (root / "b").mkdir(),
+                   *(__import__("PIL.Image").Image.new("L", (9, 9)).save(root / c / f"{i}.png")
+                     for c in "ab" for i in range(2))],
+     "has too few images per class to set any apart for testing"),
     (lambda root: (root / "train" / "dog").mkdir(), "train/dog holds no images"),
     (lambda root: __import__("shutil").copytree(root / "test" / "cat", root / "test" / "cow"),
      "test has classes its train/ folder lacks: cow"),
@@ -371,7 +423,7 @@ def test_a_folder_not_laid_out_as_a_dataset_is_refused_in_one_line(tmp_path, mak
     from conftest import write_folder
 
     root = tmp_path / "imgs"
-    if "no train/" not in message and "such" not in message and "not a folder" not in message:
+    if not any(part in message for part in ("no train/", "such", "not a folder", "holds no folder", "too few")):
         write_folder(root, n_train=12, n_test=3)
     make(root)
     res = CliRunner().invoke(main, ["train", f"folder:{root}", "--arch", "two_conv", "--epochs", "1"])
@@ -407,6 +459,4 @@ def test_one_class_folder_is_no_classifier_and_a_sweep_of_a_folder_needs_a_file(
     flat = tmp_path / "flat"  # torchvision's ImageFolder layout: a folder per class, no split
     (root / "train").rename(flat)
     res = CliRunner().invoke(main, ["train", f"folder:{flat}"])
-    assert res.exit_code == 2 and res.output.endswith(
-        f"fix: its class folders (ant) go in {flat / 'train'}, and a share of each class's images, set apart, in "
-        f"{flat / 'test'}/CLASS\n")
+    assert res.exit_code == 2 and f"error: folder:{flat} has one class folder; a classifier needs two" in res.output
