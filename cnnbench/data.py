@@ -244,7 +244,9 @@ def _layout_hint(path: Path) -> str:
     """How to mend a folder dataset without class folders where they belong: the likeliest mistakes first."""
     if path.name in ("train", "test"):
         return f"give the folder that holds train/ and test/: folder:{path.parent}"
-    if images_in(path):  # images, but not sorted into a folder per class
+    if images_in(path):  # one class's folder, or images not sorted into a folder per class
+        if len(_class_folders(path.parent)) > 1:
+            return f"give the folder that holds the class folders: folder:{path.parent}"
         return f"put each class's images in a folder named after the class: {path}/CLASS/IMAGE"
     return f"lay it out as {_LAYOUT}"
 

@@ -375,6 +375,9 @@ def test_a_folder_of_class_folders_alone_has_a_fifth_of_each_class_set_apart_for
     forget_folders()
     with pytest.raises(DataError, match="has no train/ folder with a folder of images per class"):
         data.DATASETS.get(f"folder:{flat}")
+    with pytest.raises(DataError, match="holds no folder of images per class") as info:  # one class's folder
+        data.DATASETS.get(f"folder:{flat / 'bee'}")
+    assert info.value.hint == f"give the folder that holds the class folders: folder:{flat}"
 
 
 def test_a_folder_dataset_is_in_colour_if_one_image_is_and_at_the_size_most_have(tmp_path):
