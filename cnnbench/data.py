@@ -157,7 +157,7 @@ def _folder_digest(path: Path) -> str:
 
 @functools.lru_cache(maxsize=8)
 def _folder_files(path: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
-    """The training and test images of a folder dataset with their class names, sorted by class, then name.
+    """The training and test images of a folder dataset with their class names, sorted by class, then path.
 
     Without a ``test/`` folder, a share of each class's images (:func:`_set_apart`) are its test images.
     """
@@ -167,7 +167,7 @@ def _folder_files(path: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, 
     train_root, test_root = _roots(path)
     train = _class_images(train_root)
     if test_root is None:
-        train, test = _set_apart(train)
+        train, test = _set_apart(train_root, train)
         if not test:
             raise DataError(f"folder:{path} has too few images per class to set any apart for testing",
                             hint=f"give each class {math.ceil(0.5 / _TEST_SHARE)} images or more, or lay it out with a "
@@ -203,17 +203,24 @@ def _roots(path: Path) -> tuple[Path, Path | None]:
 
 
 def _class_folders(folder: Path) -> list[Path]:
-    """The class folders in ``folder``, by name: every folder in it but hidden ones (``.thumbs``, say)."""
+    """The class folders in ``folder``, by name: every folder in it but :func:`_left_out` ones."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not _left_out(p.name))
+
+
+def _left_out(name: str) -> bool:
+    """Whether a file or folder of that name is no part of a dataset: hidden ones (``.thumbs``, and the
+    ``._name.png`` macOS writes beside copied images, left out as a shell's ``*`` leaves them), and the
+    ``__MACOSX`` folder of a zip made on a Mac."""
+    return name.startswith(".") or name == "__MACOSX"
 
 
 def _class_images(root: Path) -> list[tuple[Path, str]]:
-    """The images in ``root``'s class folders with their class names, sorted by class, then name."""
+    """The images of ``root``'s class folders with their class names, sorted by class, then path."""
     files = []
     for cls in _class_folders(root):
-        found = images_in(cls)
+        found = _images_under(cls, set())
         if not found:
             raise DataError(f"{cls} holds no images", hint=f"put images ({', '.join(IMAGE_SUFFIXES)}) in it, "
                             "or remove it")
@@ -221,9 +228,28 @@ def _class_images(root: Path) -> list[tuple[Path, str]]:
     return files
 
 
-def _set_apart(files: list[tuple[Path, str]]) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+def _images_under(folder: Path, seen: set[tuple[int, int]]) -> list[Path]:
+    """The image files in ``folder`` and in the folders within it, as torchvision's ImageFolder finds a class's:
+    its own by name, then each inner folder's by its name. A folder reached twice through links is read once."""
+    st = folder.stat()
+    if (st.st_dev, st.st_ino) in seen:
+        return []
+    seen.add((st.st_dev, st.st_ino))
+    names, inner = _scan(folder)
+    return [folder / name for name in names] + [file for name in inner for file in _images_under(folder / name, seen)]
+
+
+def _scan(folder: Path) -> tuple[list[str], list[str]]:
+    """The names of the image files and of the folders in ``folder``, sorted, but for :func:`_left_out` ones."""
+    with os.scandir(folder) as entries:  # a DirEntry knows whether it is a file without a stat of its own
+        kept = [e for e in entries if not _left_out(e.name)]
+        return (sorted(e.name for e in kept if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()),
+                sorted(e.name for e in kept if e.is_dir()))
+
+
+def _set_apart(root: Path, files: list[tuple[Path, str]]) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
     """A folder dataset's images without a test folder, as training and test images: of each class, the
-    :data:`_TEST_SHARE` (rounded) whose ``CLASS/NAME`` hashes lowest are for testing.
+    :data:`_TEST_SHARE` (rounded) whose paths in ``root`` (``CLASS/NAME``) hash lowest are for testing.
 
     The split depends on the names alone: it is the same on every machine and wherever the folder is moved, and
     an image added to a class moves at most one other image of that class between the two.
@@ -231,12 +257,14 @@ def _set_apart(files: list[tuple[Path, str]]) -> tuple[list[tuple[Path, str]], l
     by_class: dict[str, list[tuple[Path, str]]] = {}
     for item in files:
         by_class.setdefault(item[1], []).append(item)
+    skip = len(str(root)) + 1  # each file's path within root, as text: Path.relative_to takes 13 us a file
+
     train, test = [], []
-    for label, items in by_class.items():
-        ranked = sorted(items, key=lambda item: hashlib.sha1(f"{label}/{item[0].name}".encode()).digest())
-        held = set(ranked[:int(len(items) * _TEST_SHARE + 0.5)])
-        train += [item for item in items if item not in held]
-        test += [item for item in items if item in held]
+    for items in by_class.values():
+        ranks = [hashlib.sha1(str(file)[skip:].replace(os.sep, "/").encode()).digest() for file, _ in items]
+        held = set(sorted(range(len(items)), key=ranks.__getitem__)[:int(len(items) * _TEST_SHARE + 0.5)])
+        train += [item for i, item in enumerate(items) if i not in held]
+        test += [item for i, item in enumerate(items) if i in held]
     return train, test
 
 
@@ -254,11 +282,7 @@ def _layout_hint(path: Path) -> str:
 def images_in(folder: Path) -> list[Path]:
     """The image files directly in ``folder``, by name; hidden ones (``.name``, such as the ``._name.png`` macOS
     writes beside copied images) are left out, as a shell's ``*`` leaves them."""
-    with os.scandir(folder) as entries:  # a DirEntry knows whether it is a file without a stat of its own
-        names = sorted(e.name for e in entries
-                       if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and not e.name.startswith(".")
-                       and e.is_file())
-    return [folder / name for name in names]
+    return [folder / name for name in _scan(folder)[0]]
 
 
 def _image_header(path: Path) -> tuple[tuple[int, int], str]:

@@ -343,6 +343,11 @@ def test_a_folder_of_class_folders_alone_has_a_fifth_of_each_class_set_apart_for
     made = write_folder(tmp_path / "made")
     flat = tmp_path / "flat"  # torchvision's ImageFolder layout: PATH/CLASS/IMAGE
     shutil.copytree(made / "train", flat)
+    (flat / "cat" / "2019").mkdir()  # as for torchvision, the images in a class's inner folders are of that class
+    for file in sorted((flat / "cat").glob("*.png"))[::2]:
+        file.rename(flat / "cat" / "2019" / file.name)
+    (flat / "__MACOSX" / "cat").mkdir(parents=True)  # what a zip made on a Mac holds beside the folders: left out
+    (flat / "__MACOSX" / "cat" / "._0001.png").write_bytes(b"\0\5\26\7 resource fork")
     spec = data.DATASETS.get(f"folder:{flat}")
     assert spec.classes == ("ant", "bee", "cat")
     assert spec.summary.endswith("3 classes, 96 train / 24 test (20% of each class set apart)")
@@ -352,7 +357,8 @@ def test_a_folder_of_class_folders_alone_has_a_fifth_of_each_class_set_apart_for
     res = CliRunner().invoke(main, ["train", f"folder:{flat}", "--arch", "two_conv", "--epochs", "1"])
     assert res.exit_code == 0 and f"on folder:{flat}: 86 train / 10 val / 24 test (20% of each class set apart)\n" \
         in res.output, res.output
-    whole = data.read_images(sorted(flat.glob("*/*.png")), 1, (28, 28))  # every image, train or test, once
+    images = [file for file in flat.rglob("*.png") if "__MACOSX" not in file.parts]
+    whole = data.read_images(images, 1, (28, 28))  # every image, train or test, once
     assert sorted(map(bytes, torch.cat([loaded.train.x, loaded.test.x]).flatten(1).numpy())) == \
         sorted(map(bytes, whole.flatten(1).numpy()))
 
@@ -365,6 +371,9 @@ def test_a_folder_of_class_folders_alone_has_a_fifth_of_each_class_set_apart_for
     moved = tmp_path / "elsewhere" / "pets"  # the split is the names', wherever the folder is
     shutil.copytree(flat, moved / "train")  # PATH/train/CLASS/IMAGE alone: the same
     assert split(moved) == split(moved / "train") == (train, test)
+    (flat / "cat" / "2019" / "again").symlink_to(flat / "cat", target_is_directory=True)  # a loop: read once
+    forget_folders()
+    assert split(flat) == (train, test)
     assert data.DATASETS.get(f"folder:{moved}").summary.endswith("(20% of each class set apart)")
     shutil.copy(next((flat / "ant").glob("*.png")), flat / "ant" / "new.png")  # moves at most one other ant
     forget_folders()
