@@ -534,7 +534,9 @@ def _best_row(trial, front: set[int] | None = None) -> dict:
 def predict(export_dir, images, as_json) -> None:
     """Classify IMAGES (PNG, JPEG, any size) with the model exported to EXPORT_DIR.
 
-    A folder among IMAGES stands for the images directly in it, by name (not hidden ones).
+    A folder among IMAGES stands for the images in it and in the folders within it, by path (not hidden ones).
+    Images in folders named after the model's classes (test/cat/1.png for a folder test) are of that class:
+    each says whether it was classified right, and the last line gives the accuracy on them.
     """
     from cnnbench.export import predict as classify
 
@@ -543,7 +545,13 @@ def predict(export_dir, images, as_json) -> None:
         click.echo(json.dumps(results))
         return
     for r in results:
-        click.echo(f"{r['file']}  {r['label']}  (class {r['index']}, p={r['probability']:.3f})")
+        verdict = "" if r["truth"] is None else "  right" if r["truth"] == r["label"] else f"  wrong: {r['truth']}"
+        click.echo(f"{r['file']}  {r['label']}  (class {r['index']}, p={r['probability']:.3f}){verdict}")
+    if labelled := [r for r in results if r["truth"] is not None]:
+        right, others = sum(r["truth"] == r["label"] for r in labelled), len(results) - len(labelled)
+        click.echo(f"accuracy {right / len(labelled):.4f}: {right:,} of {len(labelled):,} images right, by the class "
+                   "folders they are in" + (f"; {others:,} image{'s' * (others > 1)} in no class folder" if others
+                                            else ""))
 
 
 @main.command()

@@ -220,7 +220,7 @@ def _class_images(root: Path) -> list[tuple[Path, str]]:
     """The images of ``root``'s class folders with their class names, sorted by class, then path."""
     files = []
     for cls in _class_folders(root):
-        found = _images_under(cls, set())
+        found = images_under(cls)
         if not found:
             raise DataError(f"{cls} holds no images", hint=f"put images ({', '.join(IMAGE_SUFFIXES)}) in it, "
                             "or remove it")
@@ -228,15 +228,16 @@ def _class_images(root: Path) -> list[tuple[Path, str]]:
     return files
 
 
-def _images_under(folder: Path, seen: set[tuple[int, int]]) -> list[Path]:
+def images_under(folder: Path, seen: set[tuple[int, int]] | None = None) -> list[Path]:
     """The image files in ``folder`` and in the folders within it, as torchvision's ImageFolder finds a class's:
     its own by name, then each inner folder's by its name. A folder reached twice through links is read once."""
+    seen = set() if seen is None else seen
     st = folder.stat()
     if (st.st_dev, st.st_ino) in seen:
         return []
     seen.add((st.st_dev, st.st_ino))
     names, inner = _scan(folder)
-    return [folder / name for name in names] + [file for name in inner for file in _images_under(folder / name, seen)]
+    return [folder / name for name in names] + [file for name in inner for file in images_under(folder / name, seen)]
 
 
 def _scan(folder: Path) -> tuple[list[str], list[str]]:

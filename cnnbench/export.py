@@ -170,41 +170,48 @@ def load_images(paths: Sequence[str | os.PathLike], preprocess: dict[str, Any]) 
     return (batch.float() / 255 - mean) / std
 
 
-def image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
-    """``paths`` with each folder among them replaced by the images directly in it (:func:`cnnbench.data.images_in`).
+def image_files(paths: Sequence[str | os.PathLike]) -> list[tuple[Path, str | None]]:
+    """``paths`` with each folder among them replaced by the images in it and in the folders within it
+    (:func:`cnnbench.data.images_under`), each with the name of the folder it is in below the one given (its
+    class, in torchvision's ImageFolder layout); ``None`` for an image given, or directly in a folder given.
 
     Raises :class:`DataError` for a folder that holds none.
     """
-    files: list[Path] = []
+    files: list[tuple[Path, str | None]] = []
     for path in map(Path, paths):
         if not path.is_dir():
-            files.append(path)
+            files.append((path, None))
             continue
-        found = datamod.images_in(path)
+        found = datamod.images_under(path)
         if not found:
             raise DataError(f"no images in folder {path}", hint=f"give image files "
                             f"({', '.join(datamod.IMAGE_SUFFIXES)}) or a folder holding some")
-        files += found
+        skip = len(path.parts)
+        files += [(file, file.parts[skip] if len(file.parts) > skip + 1 else None) for file in found]
     return files
 
 
 def predict(export_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], *,
             batch_size: int = 256) -> list[dict[str, Any]]:
-    """Classify image files with an export; return per file its ``file``, ``label``, ``index`` and ``probability``.
+    """Classify image files with an export; return per file its ``file``, ``label``, ``index`` and ``probability``,
+    and its ``truth``: the class its folder names, or ``None``.
 
-    A folder among ``paths`` stands for the images directly in it, in order of name.
+    A folder among ``paths`` stands for the images in it and in the folders within it, in order of path. An image
+    in a folder within it named after one of the export's classes (``test/cat/0001.png`` for ``test``) is of that
+    class.
     """
-    paths = image_files(paths)
+    found = image_files(paths)
     model, preprocess = load(export_dir)
     classes = preprocess["classes"]
     results: list[dict[str, Any]] = []
-    for start in range(0, len(paths), batch_size):
-        chunk = list(paths[start:start + batch_size])
-        x = load_images(chunk, preprocess)
+    for start in range(0, len(found), batch_size):
+        chunk = found[start:start + batch_size]
+        x = load_images([path for path, _ in chunk], preprocess)
         with torch.inference_mode():
             prob, index = model(x).float().softmax(1).max(1)
-        for path, p, k in zip(chunk, prob.tolist(), index.tolist()):
-            results.append({"file": str(path), "label": classes[k], "index": k, "probability": p})
+        for (path, folder), p, k in zip(chunk, prob.tolist(), index.tolist()):
+            results.append({"file": str(path), "label": classes[k], "index": k, "probability": p,
+                            "truth": folder if folder in classes else None})
     return results
 
 

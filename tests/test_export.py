@@ -193,6 +193,39 @@ def test_predict_classifies_png_files(which, request, tmp_path):
     assert predict(ex.dir, [paths[0].parent]) == [by_file[str(p)] for p in sorted(paths)]
 
 
+def test_predict_of_a_folder_of_class_folders_says_which_are_right_and_the_accuracy(mnist, tmp_path):
+    from click.testing import CliRunner
+
+    from cnnbench.cli import main
+
+    n, classes = 60, mnist.data.spec.classes
+    truth = [classes[y] for y in mnist.data.test.y[:n].tolist()]
+    truth[1] = classes[(int(mnist.predictions[1]) + 1) % 10]  # filed under a class it is not predicted as
+    truth[2] = None  # in a folder named after no class
+    paths = _write_pngs(tmp_path / "all", mnist.data.test.x[:n])
+    labelled = tmp_path / "labelled"  # torchvision's ImageFolder layout, one image a level deeper
+    for i, path in enumerate(paths):
+        folder = labelled / (truth[i] or "sevens") / ("later" if i == 7 else "")
+        folder.mkdir(parents=True, exist_ok=True)
+        path.rename(folder / f"{i:02d}.png")
+    results = predict(mnist.dir, [labelled])
+    assert len(results) == n
+    by_name = {Path(r["file"]).name: r for r in results}
+    assert [by_name[f"{i:02d}.png"]["truth"] for i in range(n)] == truth
+    assert [by_name[f"{i:02d}.png"]["index"] for i in range(n)] == mnist.predictions[:n].tolist()
+    res = CliRunner().invoke(main, ["predict", str(mnist.dir), str(labelled)])
+    assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    right = sum(r["truth"] == r["label"] for r in results)
+    assert right < n - 1 and lines[-1] == f"accuracy {right / (n - 1):.4f}: {right} of {n - 1} images right, by " \
+        "the class folders they are in; 1 image in no class folder"
+    assert sum(line.endswith("  right") for line in lines) == right
+    wrong = [r for r in results if r["truth"] not in (None, r["label"])]
+    assert wrong and [line for line in lines if "  wrong: " in line] == [
+        f"{r['file']}  {r['label']}  (class {r['index']}, p={r['probability']:.3f})  wrong: {r['truth']}"
+        for r in wrong]
+
+
 def test_predict_inverts_dark_ink_and_resizes(mnist, tmp_path):
     folder = tmp_path / "odd"
     folder.mkdir()
