@@ -538,15 +538,16 @@ def predict(export_dir, images, as_json) -> None:
     Images in folders named after the model's classes (test/cat/1.png for a folder test) are of that class:
     each says whether it was classified right, and the last line gives the accuracy on them.
     """
-    from cnnbench.export import predict as classify
+    from cnnbench.export import predictions
 
-    results = classify(export_dir, list(images))
     if as_json:
-        click.echo(json.dumps(results))
+        click.echo(json.dumps(list(predictions(export_dir, list(images)))))
         return
-    for r in results:
+    results = []
+    for r in predictions(export_dir, list(images)):  # each line as soon as its batch is classified
         verdict = "" if r["truth"] is None else "  right" if r["truth"] == r["label"] else f"  wrong: {r['truth']}"
         click.echo(f"{r['file']}  {r['label']}  (class {r['index']}, p={r['probability']:.3f}){verdict}")
+        results.append(r)
     if labelled := [r for r in results if r["truth"] is not None]:
         right, others = sum(r["truth"] == r["label"] for r in labelled), len(results) - len(labelled)
         click.echo(f"accuracy {right / len(labelled):.4f}: {right:,} of {len(labelled):,} images right, by the class "

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import yaml
@@ -200,19 +200,24 @@ def predict(export_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], *
     in a folder within it named after one of the export's classes (``test/cat/0001.png`` for ``test``) is of that
     class.
     """
+    return list(predictions(export_dir, paths, batch_size=batch_size))
+
+
+def predictions(export_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], *,
+                batch_size: int = 256) -> Iterator[dict[str, Any]]:
+    """:func:`predict`'s results one by one, as each batch of ``batch_size`` images is classified; the images
+    and the export are checked before the first."""
     found = image_files(paths)
     model, preprocess = load(export_dir)
     classes = preprocess["classes"]
-    results: list[dict[str, Any]] = []
     for start in range(0, len(found), batch_size):
         chunk = found[start:start + batch_size]
         x = load_images([path for path, _ in chunk], preprocess)
         with torch.inference_mode():
             prob, index = model(x).float().softmax(1).max(1)
         for (path, folder), p, k in zip(chunk, prob.tolist(), index.tolist()):
-            results.append({"file": str(path), "label": classes[k], "index": k, "probability": p,
-                            "truth": folder if folder in classes else None})
-    return results
+            yield {"file": str(path), "label": classes[k], "index": k, "probability": p,
+                   "truth": folder if folder in classes else None}
 
 
 def check_target(out_dir: Path, overwrite: bool) -> None:
