@@ -139,7 +139,8 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
 
     DATASET is a name from `cnnbench list datasets`, or folder:PATH for your own images in
     PATH/train/CLASS/ and PATH/test/CLASS/, or in PATH/CLASS/ (20% of each class set apart for
-    testing). Settings come from the defaults, then --preset, then --config, then the flags you give.
+    testing); folder:PATH@64 reads them at 64x64. Settings come from the defaults, then --preset,
+    then --config, then the flags you give.
     """
     from pathlib import Path
 

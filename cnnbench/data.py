@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from cnnbench.errors import ConfigError, DataError, disk_full
 from cnnbench.paths import data_dir  # noqa: F401  (part of this module's API)
-from cnnbench.paths import FOLDER, cache_dir, dataset_name, unwritable, write_whole
+from cnnbench.paths import FOLDER, cache_dir, dataset_name, folder_parts, unwritable, write_whole
 from cnnbench.registry import Registry
 
 
@@ -84,6 +84,8 @@ _STATS_SAMPLE = 512
 #: The share of each class's images set apart for testing in a folder dataset without a test folder.
 _TEST_SHARE = 0.2
 _LAYOUT = "PATH/CLASS/IMAGE, or PATH/train/CLASS/IMAGE and PATH/test/CLASS/IMAGE"
+#: The least and most pixels a side of a folder dataset's images may be given (``folder:PATH@WxH``).
+_SIZES = (8, 1024)
 
 
 def folder_spec(path: str) -> DatasetSpec:
@@ -93,7 +95,8 @@ def folder_spec(path: str) -> DatasetSpec:
     testing.
 
     Images are read as ``cnnbench predict`` reads them: grayscale if every one is, else RGB, resized to the size
-    most training images have. The mean and std are measured on up to :data:`_STATS_SAMPLE` training images.
+    most training images have, or to the one ``PATH@W`` or ``PATH@WxH`` gives (:func:`cnnbench.paths.folder_parts`).
+    The mean and std are measured on up to :data:`_STATS_SAMPLE` training images.
     Raises :class:`DataError` for a folder not so laid out, or a file that is no image, before any training.
     """
     return _folder_spec(dataset_name(FOLDER + path))
@@ -101,17 +104,21 @@ def folder_spec(path: str) -> DatasetSpec:
 
 @functools.lru_cache(maxsize=8)
 def _folder_spec(name: str) -> DatasetSpec:
-    path = Path(name.removeprefix(FOLDER))
+    where, size = folder_parts(name)
+    path = Path(where)
+    if size and not all(_SIZES[0] <= side <= _SIZES[1] for side in size):
+        raise DataError(f"{name}: images of {size[0]}x{size[1]} pixels cannot be trained on",
+                        hint=f"give a size from {_SIZES[0]} to {_SIZES[1]}: folder:{path}@64, say")
     train, test = _folder_files(path)
     classes = tuple(sorted({label for _, label in train}))
     # What reading every header and a sample of the images found, kept until a file is changed, added or removed.
-    record = cache_dir() / "folders" / f"{path.name}-{_folder_digest(path)}.json"
+    record = cache_dir() / "folders" / f"{path.name}-{_folder_digest(path)}{_size_tag(size)}.json"
     try:
         found = json.loads(record.read_text())
         (channels, h, w), mean, std, resized = found["shape"], tuple(found["mean"]), tuple(found["std"]), \
             int(found["resized"])
     except (OSError, ValueError, KeyError, TypeError):  # none yet, or damaged: measured again
-        (channels, h, w), mean, std, resized = _measure(train, test)
+        (channels, h, w), mean, std, resized = _measure(train, test, size)
         with contextlib.suppress(OSError):
             record.parent.mkdir(parents=True, exist_ok=True)
             write_whole(record, json.dumps({"shape": [channels, h, w], "mean": mean, "std": std, "resized": resized}))
@@ -119,7 +126,7 @@ def _folder_spec(name: str) -> DatasetSpec:
     if need > _memory() // 2:
         raise DataError(f"folder:{path}'s {len(train) + len(test):,} images take {need / 2**30:.1f} GiB at "
                         f"{w}x{h}, more than half of this machine's memory",
-                        hint="resize them to the size the nets should see (64x64, say) first")
+                        hint=f"give the size the nets should see: folder:{path}@64 reads them at 64x64")
     share = 0.0 if (path / "test").is_dir() else _TEST_SHARE
     summary = (f"your images in {path}, {channels}x{h}x{w}, {len(classes)} classes, "
                f"{len(train):,} train / {len(test):,} test"
@@ -129,13 +136,19 @@ def _folder_spec(name: str) -> DatasetSpec:
                        test_share=share)
 
 
-def _measure(train: list[tuple[Path, str]], test: list[tuple[Path, str]]):
-    """A folder dataset's shape (C, H, W), per-channel mean and std, and how many of its images are resized."""
+def _size_tag(size: tuple[int, int] | None) -> str:
+    """What tells a folder dataset's cache files at a size given (``folder:PATH@WxH``) from those at its own."""
+    return f"-{size[0]}x{size[1]}" if size else ""
+
+
+def _measure(train: list[tuple[Path, str]], test: list[tuple[Path, str]], size: tuple[int, int] | None = None):
+    """A folder dataset's shape (C, H, W) at ``size`` (W, H), else at the size most training images have; its
+    per-channel mean and std; and how many of its images are resized."""
     headers = [_image_header(file) for file, _ in train + test]
     sizes: dict[tuple[int, int], int] = {}
-    for size, _ in headers[:len(train)]:
-        sizes[size] = sizes.get(size, 0) + 1
-    (w, h), channels = max(sizes, key=sizes.get), 1 if all(mode in _GRAY_MODES for _, mode in headers) else 3
+    for found, _ in headers[:len(train)]:
+        sizes[found] = sizes.get(found, 0) + 1
+    (w, h), channels = size or max(sizes, key=sizes.get), 1 if all(mode in _GRAY_MODES for _, mode in headers) else 3
     sample = [file for file, _ in train[::math.ceil(len(train) / _STATS_SAMPLE)]]
     pixels = read_images(sample, channels, (h, w)).float().div_(255).transpose(0, 1).reshape(channels, -1)
     mean = tuple(round(v, 4) for v in pixels.mean(dim=1).tolist())
@@ -353,7 +366,7 @@ def _eight_bit(img):
 
 
 DATASETS.add_namespace(FOLDER.rstrip(":"), folder_spec, None,
-                       f"your own images: folder:PATH, laid out as {_LAYOUT}")
+                       f"your own images: folder:PATH (folder:PATH@64 at 64x64), laid out as {_LAYOUT}")
 
 
 @dataclass
@@ -434,7 +447,8 @@ def _source_files(spec: DatasetSpec, root: Path) -> list[Path]:
 
 def _cache_path(spec: DatasetSpec, sources: list[Path]) -> Path | None:
     if spec.path is not None:
-        return cache_dir() / "tensors" / f"folder-{spec.folder}-{_folder_digest(spec.path)}.pt"
+        size = _size_tag(folder_parts(spec.name)[1])
+        return cache_dir() / "tensors" / f"folder-{spec.folder}-{_folder_digest(spec.path)}{size}.pt"
     return cache_dir() / "tensors" / f"{spec.name}-{_digest(sources)}.pt" if sources else None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import tempfile
 from pathlib import Path
@@ -15,14 +16,26 @@ T = TypeVar("T")
 
 #: The prefix of a dataset of one's own images: ``folder:PATH`` (:func:`cnnbench.data.folder_spec`).
 FOLDER = "folder:"
+_SIZE = re.compile(r"@(\d+)(?:x(\d+))?$")
 
 
 def dataset_name(name: str) -> str:
     """``name`` as cnnbench records it: a folder dataset's with its path made absolute (``~`` expanded), so that
-    a run, a study and an export name one folder from wherever they are used; any other as it is."""
+    a run, a study and an export name one folder from wherever they are used, and its size, if it has one, as
+    ``@WxH``; any other as it is."""
     if not name.startswith(FOLDER):
         return name
-    return FOLDER + os.path.abspath(os.path.expanduser(name.removeprefix(FOLDER)))
+    path, size = folder_parts(name)
+    return FOLDER + os.path.abspath(os.path.expanduser(path)) + (f"@{size[0]}x{size[1]}" if size else "")
+
+
+def folder_parts(name: str) -> tuple[str, tuple[int, int] | None]:
+    """A folder dataset's name, ``folder:PATH`` or ``folder:PATH@SIZE``, as its path and the size (W, H) its
+    images are resized to: ``@64`` is 64x64, ``@64x48`` 64 wide and 48 high; ``None`` where it gives none."""
+    body = name.removeprefix(FOLDER)
+    if not (size := _SIZE.search(body)):
+        return body, None
+    return body[:size.start()], (int(size[1]), int(size[2] or size[1]))
 
 
 def data_dir(explicit: str | os.PathLike | None = None) -> Path:

@@ -389,6 +389,30 @@ def test_a_folder_of_class_folders_alone_has_a_fifth_of_each_class_set_apart_for
     assert info.value.hint == f"give the folder that holds the class folders: folder:{flat}"
 
 
+def test_a_folder_dataset_given_a_size_is_read_at_it_and_kept_apart_from_the_same_images_at_theirs(tmp_path):
+    from cnnbench.paths import dataset_name
+    from cnnbench.space import Sweep
+
+    from conftest import write_folder
+
+    root = write_folder(tmp_path / "bugs", n_train=30, n_test=6)
+    own = data.load(f"folder:{root}", val_fraction=0)
+    wide = data.load(f"folder:{root}@40x20", val_fraction=0)  # 40 wide, 20 high
+    assert wide.spec.name == f"folder:{root}@40x20" and wide.spec.shape == (1, 20, 40) and own.spec.shape == (1, 28, 28)
+    assert wide.spec.summary.endswith("30 train / 6 test (36 resized to 40x20)")
+    assert torch.equal(wide.train.x, data.read_images([f for f, _ in data._folder_files(root)[0]], 1, (20, 40)))
+    assert data.load(f"folder:{root}@16", val_fraction=0).train.x.shape == (30, 1, 16, 16)
+    names = sorted(p.name for p in (tmp_path / "cache" / "tensors").iterdir())
+    assert [name.removeprefix("folder-bugs-")[16:] for name in names] == ["-16x16.pt", "-40x20.pt", ".pt"]
+    assert dataset_name("folder:~/x/../y@64") == f"folder:{Path.home() / 'y'}@64x64"
+    sweep = Sweep.model_validate({"dataset": "folder:bugs@32", "space": {"lr": {"low": 0.01, "high": 0.1}}})
+    assert sweep.study_name == "bugs-32x32"
+    for size in ("@0", "@7x64", "@64x2000"):
+        with pytest.raises(DataError, match=r"images of \d+x\d+ pixels cannot be trained on") as info:
+            data.DATASETS.get(f"folder:{root}{size}")
+        assert info.value.hint == f"give a size from 8 to 1024: folder:{root}@64, say"
+
+
 def test_a_folder_dataset_is_in_colour_if_one_image_is_and_at_the_size_most_have(tmp_path):
     from PIL import Image
 
@@ -449,9 +473,12 @@ def test_a_folder_whose_images_would_not_fit_in_memory_is_refused_before_reading
 
     root = write_folder(tmp_path / "big", n_train=12, n_test=3)
     monkeypatch.setattr(data, "_memory", lambda: 2 * 15 * 28 * 28 - 2)
-    with pytest.raises(DataError, match=r"'s 15 images take 0\.0 GiB at 28x28, more than half of this machine's"):
+    with pytest.raises(DataError, match=r"'s 15 images take 0\.0 GiB at 28x28, more than half of this machine's") \
+            as info:
         data.load(f"folder:{root}")
+    assert info.value.hint == f"give the size the nets should see: folder:{root}@64 reads them at 64x64"
     assert not (tmp_path / "cache" / "tensors").exists()
+    assert data.load(f"folder:{root}@8", val_fraction=0).train.x.shape == (12, 1, 8, 8)  # which fits
 
 
 def test_one_class_folder_is_no_classifier_and_a_sweep_of_a_folder_needs_a_file(tmp_path):
