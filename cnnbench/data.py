@@ -122,6 +122,10 @@ def _folder_spec(name: str) -> DatasetSpec:
         with contextlib.suppress(OSError):
             record.parent.mkdir(parents=True, exist_ok=True)
             write_whole(record, json.dumps({"shape": [channels, h, w], "mean": mean, "std": std, "resized": resized}))
+    if not size and not all(_SIZES[0] <= side <= _SIZES[1] for side in (w, h)):
+        too = "large" if max(w, h) > _SIZES[1] else "small"
+        raise DataError(f"folder:{path}'s images are {w}x{h} pixels, too {too} to train on as they are",
+                        hint=f"give the size the nets should see: folder:{path}@64 reads them at 64x64")
     need = (len(train) + len(test)) * channels * h * w  # bytes: the images stay in memory whole, as uint8
     if need > _memory() // 2:
         raise DataError(f"folder:{path}'s {len(train) + len(test):,} images take {need / 2**30:.1f} GiB at "

@@ -390,6 +390,8 @@ def test_a_folder_of_class_folders_alone_has_a_fifth_of_each_class_set_apart_for
 
 
 def test_a_folder_dataset_given_a_size_is_read_at_it_and_kept_apart_from_the_same_images_at_theirs(tmp_path):
+    from PIL import Image
+
     from cnnbench.paths import dataset_name
     from cnnbench.space import Sweep
 
@@ -407,6 +409,14 @@ def test_a_folder_dataset_given_a_size_is_read_at_it_and_kept_apart_from_the_sam
     assert dataset_name("folder:~/x/../y@64") == f"folder:{Path.home() / 'y'}@64x64"
     sweep = Sweep.model_validate({"dataset": "folder:bugs@32", "space": {"lr": {"low": 0.01, "high": 0.1}}})
     assert sweep.study_name == "bugs-32x32"
+    big = tmp_path / "photos"
+    for i, label in enumerate("ababab"):
+        (big / label).mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (1030, 9), (i * 40, 0, 0)).save(big / label / f"{i}.png")
+    with pytest.raises(DataError, match=r"'s images are 1030x9 pixels, too large to train on as they are") as info:
+        data.DATASETS.get(f"folder:{big}")
+    assert info.value.hint == f"give the size the nets should see: folder:{big}@64 reads them at 64x64"
+    assert data.load(f"folder:{big}@64", val_fraction=0).train.x.shape == (4, 3, 64, 64)
     for size in ("@0", "@7x64", "@64x2000"):
         with pytest.raises(DataError, match=r"images of \d+x\d+ pixels cannot be trained on") as info:
             data.DATASETS.get(f"folder:{root}{size}")
