@@ -118,14 +118,10 @@ def _folder_spec(name: str) -> DatasetSpec:
         (channels, h, w), mean, std, resized = found["shape"], tuple(found["mean"]), tuple(found["std"]), \
             int(found["resized"])
     except (OSError, ValueError, KeyError, TypeError):  # none yet, or damaged: measured again
-        (channels, h, w), mean, std, resized = _measure(train, test, size)
+        (channels, h, w), mean, std, resized = _measure(path, train, test, size)
         with contextlib.suppress(OSError):
             record.parent.mkdir(parents=True, exist_ok=True)
             write_whole(record, json.dumps({"shape": [channels, h, w], "mean": mean, "std": std, "resized": resized}))
-    if not size and not all(_SIZES[0] <= side <= _SIZES[1] for side in (w, h)):
-        too = "large" if max(w, h) > _SIZES[1] else "small"
-        raise DataError(f"folder:{path}'s images are {w}x{h} pixels, too {too} to train on as they are",
-                        hint=f"give the size the nets should see: folder:{path}@64 reads them at 64x64")
     need = (len(train) + len(test)) * channels * h * w  # bytes: the images stay in memory whole, as uint8
     if need > _memory() // 2:
         raise DataError(f"folder:{path}'s {len(train) + len(test):,} images take {need / 2**30:.1f} GiB at "
@@ -145,19 +141,30 @@ def _size_tag(size: tuple[int, int] | None) -> str:
     return f"-{size[0]}x{size[1]}" if size else ""
 
 
-def _measure(train: list[tuple[Path, str]], test: list[tuple[Path, str]], size: tuple[int, int] | None = None):
+def _measure(path: Path, train: list[tuple[Path, str]], test: list[tuple[Path, str]],
+             size: tuple[int, int] | None = None):
     """A folder dataset's shape (C, H, W) at ``size`` (W, H), else at the size most training images have; its
-    per-channel mean and std; and how many of its images are resized."""
+    per-channel mean and std; and how many of its images are resized. Raises :class:`DataError`, before any
+    image is read whole, where no size is given and most images are too large or too small to train on."""
     headers = [_image_header(file) for file, _ in train + test]
     sizes: dict[tuple[int, int], int] = {}
     for found, _ in headers[:len(train)]:
         sizes[found] = sizes.get(found, 0) + 1
     (w, h), channels = size or max(sizes, key=sizes.get), 1 if all(mode in _GRAY_MODES for _, mode in headers) else 3
+    if not size and not all(_SIZES[0] <= side <= _SIZES[1] for side in (w, h)):
+        too = "large" if max(w, h) > _SIZES[1] else "small"
+        raise DataError(f"folder:{path}'s images are {w}x{h} pixels, too {too} to train on as they are",
+                        hint=f"give the size the nets should see: folder:{path}@64 reads them at 64x64")
     sample = [file for file, _ in train[::math.ceil(len(train) / _STATS_SAMPLE)]]
-    pixels = read_images(sample, channels, (h, w)).float().div_(255).transpose(0, 1).reshape(channels, -1)
-    mean = tuple(round(v, 4) for v in pixels.mean(dim=1).tolist())
-    std = tuple(round(max(v, 1e-3), 4) for v in pixels.std(dim=1).tolist())
-    return (channels, h, w), mean, std, sum(size != (w, h) for size, _ in headers)
+    total, squares, count = torch.zeros(channels, dtype=torch.float64), torch.zeros(channels, dtype=torch.float64), 0
+    for start in range(0, len(sample), 64):  # 64 at a time: 512 images of 1024x1024 would take 13 GiB as floats
+        pixels = read_images(sample[start:start + 64], channels, (h, w)).transpose(0, 1).reshape(channels, -1)
+        pixels = pixels.double().div_(255)
+        total, squares, count = total + pixels.sum(1), squares + pixels.square().sum(1), count + pixels.shape[1]
+    mean = total / count
+    variance = ((squares - count * mean.square()) / max(count - 1, 1)).clamp_(min=0)
+    std = tuple(round(max(v, 1e-3), 4) for v in variance.sqrt().tolist())
+    return (channels, h, w), tuple(round(v, 4) for v in mean.tolist()), std, sum(f != (w, h) for f, _ in headers)
 
 
 def _memory() -> int:
