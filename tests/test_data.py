@@ -441,6 +441,19 @@ def test_a_folder_dataset_is_in_colour_if_one_image_is_and_at_the_size_most_have
     assert image.shape == (3, 28, 28) and torch.equal(image, data.read_images([odd], 3, (28, 28))[0])
     assert image[0].float().mean() > 150 and image[2].float().mean() < 50  # resized, still red
     assert torch.equal(loaded.train.x[0, 0], loaded.train.x[0, 1])  # grayscale images: three equal channels
+    photo = tmp_path / "photo.jpg"  # a JPEG 25 times the size wanted is decoded at an eighth of its size
+    yy, xx = torch.meshgrid(torch.arange(600), torch.arange(800), indexing="ij")
+    Image.fromarray(torch.stack([xx * 255 // 800, yy * 255 // 600, (xx + yy) % 256], -1).to(torch.uint8).numpy()) \
+        .save(photo, quality=95)
+    with Image.open(photo) as img:
+        whole = torch.tensor(list(img.resize((32, 24), Image.Resampling.BILINEAR).getdata())).T.reshape(3, 24, 32)
+    from PIL.JpegImagePlugin import JpegImageFile
+
+    decoded, draft = [], JpegImageFile.draft
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(JpegImageFile, "draft", lambda img, *a: decoded.append((draft(img, *a), img.size)[1]))
+        assert (data.read_images([photo], 3, (24, 32))[0].int() - whole).abs().float().mean() < 1.0
+    assert decoded == [(100, 75)]  # of 800x600
     exif = Image.Exif()
     exif[0x0112] = 6  # a phone's portrait photo: stored lying, 40x20, and shown turned a quarter, 20x40
     Image.new("RGB", (40, 20)).save(tmp_path / "phone.jpg", exif=exif)
