@@ -106,7 +106,7 @@ def folder_spec(path: str) -> DatasetSpec:
 def _folder_spec(name: str) -> DatasetSpec:
     where, size = folder_parts(name)
     path = Path(where)
-    if size and not all(_SIZES[0] <= side <= _SIZES[1] for side in size):
+    if size and not _trainable(size):
         raise DataError(f"{name}: images of {size[0]}x{size[1]} pixels cannot be trained on",
                         hint=f"give a size from {_SIZES[0]} to {_SIZES[1]}: folder:{path}@64, say")
     train, test = _folder_files(path)
@@ -136,6 +136,11 @@ def _folder_spec(name: str) -> DatasetSpec:
                        test_share=share)
 
 
+def _trainable(size: tuple[int, int]) -> bool:
+    """Whether images of ``size`` (W, H) can be trained on: each side :data:`_SIZES` allows."""
+    return all(_SIZES[0] <= side <= _SIZES[1] for side in size)
+
+
 def _size_tag(size: tuple[int, int] | None) -> str:
     """What tells a folder dataset's cache files at a size given (``folder:PATH@WxH``) from those at its own."""
     return f"-{size[0]}x{size[1]}" if size else ""
@@ -151,7 +156,7 @@ def _measure(path: Path, train: list[tuple[Path, str]], test: list[tuple[Path, s
     for found, _ in headers[:len(train)]:
         sizes[found] = sizes.get(found, 0) + 1
     (w, h), channels = size or max(sizes, key=sizes.get), 1 if all(mode in _GRAY_MODES for _, mode in headers) else 3
-    if not size and not all(_SIZES[0] <= side <= _SIZES[1] for side in (w, h)):
+    if not size and not _trainable((w, h)):
         too = "large" if max(w, h) > _SIZES[1] else "small"
         raise DataError(f"folder:{path}'s images are {w}x{h} pixels, too {too} to train on as they are",
                         hint=f"give the size the nets should see: folder:{path}@64 reads them at 64x64")
@@ -265,7 +270,8 @@ def images_under(folder: Path, seen: set[tuple[int, int]] | None = None) -> list
 
 
 def _scan(folder: Path) -> tuple[list[str], list[str]]:
-    """The names of the image files and of the folders in ``folder``, sorted, but for :func:`_left_out` ones."""
+    """The names of the image files directly in ``folder`` and of the folders in it, sorted, but for
+    :func:`_left_out` ones."""
     with os.scandir(folder) as entries:  # a DirEntry knows whether it is a file without a stat of its own
         kept = [e for e in entries if not _left_out(e.name)]
         return (sorted(e.name for e in kept if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()),
@@ -297,17 +303,11 @@ def _layout_hint(path: Path) -> str:
     """How to mend a folder dataset without class folders where they belong: the likeliest mistakes first."""
     if path.name in ("train", "test"):
         return f"give the folder that holds train/ and test/: folder:{path.parent}"
-    if images_in(path):  # one class's folder, or images not sorted into a folder per class
+    if _scan(path)[0]:  # one class's folder, or images not sorted into a folder per class
         if len(_class_folders(path.parent)) > 1:
             return f"give the folder that holds the class folders: folder:{path.parent}"
         return f"put each class's images in a folder named after the class: {path}/CLASS/IMAGE"
     return f"lay it out as {_LAYOUT}"
-
-
-def images_in(folder: Path) -> list[Path]:
-    """The image files directly in ``folder``, by name; hidden ones (``.name``, such as the ``._name.png`` macOS
-    writes beside copied images) are left out, as a shell's ``*`` leaves them."""
-    return [folder / name for name in _scan(folder)[0]]
 
 
 def _image_header(path: Path) -> tuple[tuple[int, int], str]:

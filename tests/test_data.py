@@ -427,6 +427,7 @@ def test_a_folder_dataset_given_a_size_is_read_at_it_and_kept_apart_from_the_sam
 
 def test_a_folder_dataset_is_in_colour_if_one_image_is_and_at_the_size_most_have(tmp_path):
     from PIL import Image
+    from PIL.JpegImagePlugin import JpegImageFile
 
     from conftest import write_folder
 
@@ -447,8 +448,6 @@ def test_a_folder_dataset_is_in_colour_if_one_image_is_and_at_the_size_most_have
         .save(photo, quality=95)
     with Image.open(photo) as img:
         whole = torch.tensor(list(img.resize((32, 24), Image.Resampling.BILINEAR).getdata())).T.reshape(3, 24, 32)
-    from PIL.JpegImagePlugin import JpegImageFile
-
     decoded, draft = [], JpegImageFile.draft
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(JpegImageFile, "draft", lambda img, *a: decoded.append((draft(img, *a), img.size)[1]))
