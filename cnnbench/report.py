@@ -22,7 +22,7 @@ import pandas as pd
 
 from cnnbench.config import FIELDS, SCHEDULE_SETTINGS, TrainConfig
 from cnnbench.errors import ConfigError, StudyError, UnknownNameError
-from cnnbench.paths import unwritable, write_whole
+from cnnbench.paths import FOLDER, dataset_name, unwritable, write_whole
 from cnnbench.plots import PALETTE
 from cnnbench.storage import local_file, read_study
 from cnnbench.tracking import cnnbench_experiments, deleted_trial_runs, metric_histories, search_runs
@@ -137,7 +137,6 @@ def _check_datasets(datasets: Iterable[str] | None) -> list[str]:
     if not datasets:
         return []
     from cnnbench.data import DATASETS
-    from cnnbench.paths import FOLDER, dataset_name
 
     # A folder of one's images, as its runs record it; its images need not be here to report on them.
     chosen = list(dict.fromkeys(map(dataset_name, [datasets] if isinstance(datasets, str) else datasets)))
@@ -430,7 +429,7 @@ class _Report:
             what = (f"for {', '.join(ds.name for ds in self.sets)} " if self.sets else "")
             only = self.sets[0].name if len(self.sets) == 1 else None
             sweep = ("`cnnbench sweep DATASET` (e.g. `cnnbench sweep mnist`)" if only is None
-                     else f"a sweep file that says `dataset: {only}`" if only.startswith("folder:")
+                     else f"a sweep file that says `dataset: {only}`" if only.startswith(FOLDER)
                      else f"`cnnbench sweep {only}`")
             message = (f"{EMPTY} {what}in the MLflow store {self.uri}: no cnnbench trial run. Run {sweep} to record "
                        f"one, then `cnnbench report` again.")

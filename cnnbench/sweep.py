@@ -30,7 +30,7 @@ from cnnbench import __version__, cores, plots
 from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DataError, DivergedError, StudyError, Unavailable,
                              UnreachableStorage, disk_full, no_space, outlast, redact)
-from cnnbench.paths import unwritable, unwritable_file
+from cnnbench.paths import folder_parts, unwritable, unwritable_file
 from cnnbench.space import Sweep, grid, suggest, trial_config
 from cnnbench.storage import (DUPLICATE_ATTR, HEARTBEAT_SECONDS, OWN_FILE, PARENT_ATTR, damaged, describe,
                               importance_evaluator, local_file, lock_folder, open_storage, pareto_front, same_file,
@@ -365,7 +365,7 @@ def trial_model(trial: optuna.trial.FrozenTrial, *, wait: bool = True) -> tuple[
         spec = datamod.DATASETS.get(config.dataset)
     except DataError as err:  # a folder of one's images, moved since the sweep: the net is built from what it held
         raise DataError(f"trial {trial.number}'s net is built for the classes and size of the images it was trained "
-                        f"on, in {config.dataset.removeprefix('folder:')}: {err.message}",
+                        f"on, in {folder_parts(config.dataset)[0]}: {err.message}",
                         hint="put them back where the sweep read them") from None
     with tempfile.TemporaryDirectory() as tmp:
         try:
