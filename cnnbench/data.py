@@ -13,7 +13,7 @@ import pickle
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -405,11 +405,18 @@ class Data:
     train: Split
     val: Split | None
     test: Split
+    #: What identifies the images, their labels and class names (:func:`content_digest`), wherever they were read.
+    digest: str = ""
 
     def to(self, device: torch.device | str) -> "Data":
         """Return the same data on ``device``."""
         return Data(self.spec, self.train.to(device), self.val.to(device) if self.val else None,
-                    self.test.to(device))
+                    self.test.to(device), self.digest)
+
+    def profile(self) -> dict[str, Any]:
+        """How many images each split holds, their shape and the classes: what tells two datasets apart at a glance."""
+        return {"train": len(self.train), "val": len(self.val) if self.val else 0, "test": len(self.test),
+                "shape": list(self.spec.shape), "classes": len(self.spec.classes)}
 
 
 def load(name: str, root: str | os.PathLike | None = None, *, val_fraction: float = 0.1, split_seed: int = 0,
@@ -422,31 +429,50 @@ def load(name: str, root: str | os.PathLike | None = None, *, val_fraction: floa
     spec = DATASETS.get(name)
     if not 0 <= val_fraction < 1:
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
-    train, test = _load_tensors(spec.name, str(data_dir(root).resolve()), download)
+    train, test, digest = _load_tensors(spec.name, str(data_dir(root).resolve()), download)
     n_val = int(round(val_fraction * len(train)))
     if n_val == 0:
-        return Data(spec, train, None, test)
+        return Data(spec, train, None, test, digest)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))
     val_idx, train_idx = order[:n_val].sort().values, order[n_val:].sort().values
-    return Data(spec, Split(train.x[train_idx], train.y[train_idx]), Split(train.x[val_idx], train.y[val_idx]), test)
+    return Data(spec, Split(train.x[train_idx], train.y[train_idx]), Split(train.x[val_idx], train.y[val_idx]), test,
+                digest)
 
 
 @functools.lru_cache(maxsize=4)
-def _load_tensors(name: str, root: str, download: bool) -> tuple[Split, Split]:
+def _load_tensors(name: str, root: str, download: bool) -> tuple[Split, Split, str]:
     spec = DATASETS.get(name)
     sources = _source_files(spec, Path(root))
     cached = _cache_path(spec, sources)
     if cached is not None and cached.exists():
         try:
             blob = torch.load(cached, weights_only=True)
-            return Split(blob["train_x"], blob["train_y"]), Split(blob["test_x"], blob["test_y"])
+            train, test = Split(blob["train_x"], blob["train_y"]), Split(blob["test_x"], blob["test_y"])
+            digest = blob.get("digest")  # absent from a cache written before caches kept it
+            return train, test, digest if isinstance(digest, str) else content_digest(spec, train, test)
         except Exception:  # a damaged cache is rebuilt from the source files
             cached.unlink(missing_ok=True)
     train, test = _read_files(spec, Path(root), download)
+    digest = content_digest(spec, train, test)
     cached = _cache_path(spec, _source_files(spec, Path(root)))
     if cached is not None:
-        _atomic_save({"train_x": train.x, "train_y": train.y, "test_x": test.x, "test_y": test.y}, cached)
-    return train, test
+        _atomic_save({"train_x": train.x, "train_y": train.y, "test_x": test.x, "test_y": test.y, "digest": digest},
+                     cached)
+    return train, test, digest
+
+
+def content_digest(spec: DatasetSpec, train: Split, test: Split) -> str:
+    """What identifies a dataset as trained on: its images and labels as tensors, and its class names.
+
+    The same on every machine and wherever the files lie (a folder dataset copied elsewhere keeps it), and another
+    for an image added, removed, changed or moved to another class, or a class renamed: a study compares its
+    trials only on one (:func:`cnnbench.sweep.open_study`).
+    """
+    digest = hashlib.sha1("\n".join(spec.classes).encode())
+    for tensor in (train.x, train.y, test.x, test.y):
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.cpu().contiguous().numpy().data)
+    return digest.hexdigest()[:16]
 
 
 def _source_files(spec: DatasetSpec, root: Path) -> list[Path]:

@@ -46,6 +46,9 @@ _FILE_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 INTERRUPTED = "interrupted"
 #: A worker gives up after this many trials in a row fail (not pruned: failed).
 MAX_CONSECUTIVE_FAILURES = 5
+#: Study attribute: what the study's trials were trained on (:func:`data_record`): a study compares its trials on
+#: one dataset only (studies from before it was recorded take it from the command that next opens them).
+DATA_ATTR = "cnnbench.data"
 #: Study attribute: how many of the pruner's steps make an epoch (2 where trials report at half an epoch too;
 #: studies from before it was recorded report once an epoch).
 STEPS_ATTR = "cnnbench.steps_per_epoch"
@@ -101,17 +104,19 @@ def make_pruner(sweep: Sweep, steps_per_epoch: int = 1) -> optuna.pruners.BasePr
     return builders[sweep.pruner]()
 
 
-def open_study(sweep: Sweep) -> optuna.Study:
-    """Create the sweep's study, or load it and check it was started with the same definition.
+def open_study(sweep: Sweep, data: datamod.Data | None = None) -> optuna.Study:
+    """Create the sweep's study, or load it and check it was started with the same definition (and on the same
+    ``data``, where given).
 
     The storage is created here, under the study's lock, so workers started at once on a fresh storage
     create it once. Raises :class:`StudyError` when a study of that name exists with another space or
-    objective, :class:`UnreachableStorage` when the storage's server cannot be reached.
+    objective, or was started on other images (a folder dataset's changed since, another copy of it on a
+    machine joining), :class:`UnreachableStorage` when the storage's server cannot be reached.
     """
     identity = json.loads(json.dumps(sweep.identity()))
     try:
         with study_lock(sweep.study_name, sweep.storage):
-            return _create_or_check(sweep, identity)
+            return _create_or_check(sweep, identity, data)
     except CnnbenchError:
         raise
     except Exception as err:
@@ -121,7 +126,7 @@ def open_study(sweep: Sweep) -> optuna.Study:
                                  hint="check the URL and that the database is up") from err
 
 
-def _create_or_check(sweep: Sweep, identity: dict) -> optuna.Study:
+def _create_or_check(sweep: Sweep, identity: dict, data: datamod.Data | None) -> optuna.Study:
     storage = open_storage(sweep.storage)
     study = optuna.create_study(storage=storage, study_name=sweep.study_name, sampler=make_sampler(sweep),
                                 pruner=optuna.pruners.NopPruner(), directions=sweep.directions, load_if_exists=True)
@@ -140,7 +145,49 @@ def _create_or_check(sweep: Sweep, identity: dict) -> optuna.Study:
         raise StudyError(f"study {sweep.study_name!r} in {describe(sweep.storage)} was started with another "
                          f"definition: {_diff(stored, identity)}",
                          hint="give a new name with --study NAME, or restore the original sweep file")
+    if data is not None:
+        record, began = data_record(data), attrs.get(DATA_ATTR)
+        if began is None:
+            study.set_user_attr(DATA_ATTR, record)
+        elif began.get("digest") != record["digest"]:
+            folder = data.spec.path is not None
+            now = f"images than {sweep.dataset} holds now" if folder else f"data than {sweep.dataset} gives here"
+            raise StudyError(f"study {sweep.study_name!r} in {describe(sweep.storage)} was started on other {now} "
+                             f"({_data_change(began, record)}): its trials would not compare with theirs",
+                             hint="give --study NAME to start a study of the images as they are now, or put them "
+                             "back as they were" if folder else "give --study NAME to start a study of this data")
     return study
+
+
+def data_record(data: datamod.Data) -> dict[str, Any]:
+    """What a study keeps of the data its trials train on: its digest, and what tells it apart from other data."""
+    labels = torch.cat([split.y.cpu() for split in (data.train, data.val, data.test) if split is not None])
+    return {"digest": data.digest, "train": len(data.train) + (len(data.val) if data.val else 0),
+            "test": len(data.test), "classes": list(data.spec.classes),
+            "per_class": torch.bincount(labels, minlength=len(data.spec.classes)).tolist()}
+
+
+def _data_change(then: dict, now: dict) -> str:
+    """How the data a study began on and the data given now differ, in words."""
+    before = then.get("classes") or []
+    if before != now["classes"]:
+        gone = [c for c in before if c not in now["classes"]]
+        added = [c for c in now["classes"] if c not in before]
+        changes = [f"{_classes(gone)} gone"] * bool(gone) + [f"{_classes(added)} new"] * bool(added)
+        return "; ".join(changes) or "the classes in another order"
+    counts = [f"{name} {a:,} images then, {b:,} now"
+              for name, a, b in zip(before, then.get("per_class") or [], now["per_class"]) if a != b]
+    if counts:
+        return "; ".join(counts[:3]) + (f"; {len(counts) - 3} more classes" if len(counts) > 3 else "")
+    if (then.get("train"), then.get("test")) != (now["train"], now["test"]):
+        return (f"{then.get('train', 0):,} training and {then.get('test', 0):,} test images then, "
+                f"{now['train']:,} and {now['test']:,} now")
+    return "as many images in each class, but not the same ones"
+
+
+def _classes(names: list[str]) -> str:
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return f"class{'es' if len(names) > 1 else ''} {shown}"
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> str:
@@ -212,7 +259,7 @@ class Objective:
                 "cnnbench.dataset": self.sweep.dataset, "cnnbench.sampler": self.sweep.sampler,
                 "cnnbench.pruner": self.sweep.pruner, "cnnbench.device": str(device),
                 "cnnbench.precision": resolve_precision(config.precision, device),
-                "cnnbench.baseline": baseline or "", "cnnbench.state": "RUNNING",
+                "cnnbench.baseline": baseline or "", "cnnbench.state": "RUNNING", "cnnbench.data": self.data.digest,
                 "cnnbench.host": socket.gethostname(), "cnnbench.version": __version__,
                 **{f"cnnbench.{key}": value for key, value in describe_hardware(device).items()}}
         run_id = self.tracker.start(f"trial-{trial.number}" + (f"-{baseline}" if baseline else ""), tags=tags,
@@ -409,7 +456,7 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
     check_writable(sweep)
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
     data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
-    study = open_study(sweep)
+    study = open_study(sweep, data)
     # The MLflow store is created here, under the study's lock, once for every process starting now.
     with study_lock(sweep.study_name, sweep.storage):
         tracker = Tracker(sweep.study_name, wait=False)
@@ -440,6 +487,8 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
                 params={"trials": sweep.trials, "epochs": sweep.epochs, "sampler": sweep.sampler,
                         "pruner": sweep.pruner, "objective": ",".join(sweep.objectives), "seed": sweep.seed,
                         "dataset": sweep.dataset})
+            tracker.log_dataset(parent, sweep.dataset, data.digest, data.profile(),
+                                str(data.spec.path or datamod.data_dir(data_dir).resolve()))
             study.set_user_attr(PARENT_ATTR, parent)
     done = finished(study)
     state = (f"{done} of {sweep.trials} trials done" if done <= sweep.trials
@@ -604,7 +653,7 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
         torch.set_num_threads(threads)
     first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
     data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
-    study = _patiently(sweep, lambda: open_study(sweep))
+    study = _patiently(sweep, lambda: open_study(sweep, data))
     tracker = Tracker(sweep.study_name)
     objective = Objective(sweep, data, tracker, study.user_attrs[PARENT_ATTR], device=device, progress=progress,
                           steps_per_epoch=steps_per_epoch(study))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging
 import os
 import re
@@ -20,7 +21,7 @@ from typing import Any, Iterable
 import mlflow
 import pandas as pd
 import sqlalchemy.exc
-from mlflow.entities import Metric, Param, RunTag, ViewType
+from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param, RunTag, ViewType
 from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
 from mlflow.tracking import MlflowClient
 
@@ -149,6 +150,13 @@ class Tracker:
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
         """Set ``tags`` on a run."""
         self._call(self.client.log_batch, run_id, tags=[RunTag(k, redact(str(v))[:5000]) for k, v in tags.items()])
+
+    def log_dataset(self, run_id: str, name: str, digest: str, profile: dict[str, Any], source: str) -> None:
+        """Record that the run trains on dataset ``name`` (``digest`` tells one version of it from another), read
+        from ``source``: MLflow's UI lists it in the run's Datasets."""
+        dataset = Dataset(name=name, digest=digest, source_type="local", source=source, profile=json.dumps(profile))
+        context = InputTag("mlflow.data.context", "training")
+        self._call(self.client.log_inputs, run_id, [DatasetInput(dataset, [context])])
 
     def log_artifacts(self, run_id: str, folder: str | os.PathLike, path: str | None = None) -> None:
         """Upload every file under ``folder`` to the run (under ``path``)."""

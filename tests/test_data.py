@@ -331,6 +331,38 @@ def test_a_folder_of_images_is_a_dataset_named_by_its_class_folders(tmp_path, mo
     assert dataset_name("folder:~/x/../y") == f"folder:{Path.home() / 'y'}" and dataset_name("mnist") == "mnist"
 
 
+def test_a_dataset_s_digest_is_of_its_images_labels_and_classes_wherever_they_are_read(tiny_data, tmp_path):
+    import shutil
+
+    from conftest import forget_folders, write_folder
+
+    def fresh(name, root=None):  # as a new command: nothing listed or loaded yet
+        forget_folders()
+        data._load_tensors.cache_clear()
+        return data.load(name, root, val_fraction=0.1)
+
+    original = fresh("mnist", tiny_data)
+    assert len(original.digest) == 16 and original.digest == original.to("cpu").digest
+    (cache,) = (tmp_path / "cache" / "tensors").glob("mnist-*.pt")
+    assert torch.load(cache, weights_only=True)["digest"] == original.digest
+    assert fresh("mnist", tiny_data).digest == original.digest  # from the cache
+    blob = torch.load(cache, weights_only=True)
+    del blob["digest"]  # a cache written before caches kept it
+    torch.save(blob, cache)
+    assert fresh("mnist", tiny_data).digest == original.digest
+    assert fresh("mnist", tiny_data).profile() == {"train": 360, "val": 40, "test": 100, "shape": [1, 28, 28],
+                                                   "classes": 10}
+    assert fresh("fashion_mnist", tiny_data).digest != original.digest  # the same pixels, other class names
+
+    root = write_folder(tmp_path / "bugs")
+    bugs = fresh(f"folder:{root}")
+    shutil.copytree(root, tmp_path / "elsewhere" / "bugs")  # new paths and modification times, the same images
+    assert fresh(f"folder:{tmp_path / 'elsewhere' / 'bugs'}").digest == bugs.digest
+    assert fresh(f"folder:{root}@14").digest != bugs.digest  # read at another size
+    sorted((root / "test" / "cat").iterdir())[0].unlink()
+    assert fresh(f"folder:{root}").digest != bugs.digest
+
+
 def test_a_folder_of_class_folders_alone_has_a_fifth_of_each_class_set_apart_for_testing(tmp_path):
     import shutil
 

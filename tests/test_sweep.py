@@ -1341,3 +1341,93 @@ def test_a_sweep_of_one_s_own_images_exports_a_winner_that_predicts_without_them
     res = CliRunner().invoke(main, ["report", "--dataset", "folder:my bugs", "--format", "md"])  # as the file said
     assert res.exit_code == 0, res.output
     assert f"## Dataset: folder:{tmp_path / 'my bugs'}" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_a_study_of_one_s_own_images_resumes_only_on_the_images_it_began_on(tmp_path):
+    import shutil
+
+    from conftest import forget_folders, write_folder
+    from PIL import Image
+
+    from cnnbench import data
+    from cnnbench.sweep import DATA_ATTR
+
+    root = write_folder(tmp_path / "bugs")
+    text = """
+        dataset: folder:bugs
+        trials: 1
+        epochs: 1
+        sampler: random
+        pruner: none
+        baselines: []
+        fixed: {batch_size: 32, device: cpu, width: 8}
+        space:
+          arch: {choices: [two_conv]}
+          lr: {low: 0.001, high: 0.1, log: true}
+    """
+
+    def again(*args):  # as a new command: nothing listed, read or measured yet
+        forget_folders()
+        data._load_tensors.cache_clear()
+        return sweep(tmp_path, text, *args)
+
+    res = again()
+    assert res.exit_code == 0, res.output
+    began = optuna.load_study(study_name="bugs", storage=journal()).user_attrs[DATA_ATTR]
+    assert began["train"] == 120 and began["test"] == 30 and began["classes"] == ["ant", "bee", "cat"]
+    assert sum(began["per_class"]) == 150
+    client = MlflowClient()
+    (experiment,) = [e for e in client.search_experiments() if e.name == "bugs"]
+    runs = {r.data.tags.get("cnnbench.role", "trial"): r for r in client.search_runs([experiment.experiment_id])}
+    (given,) = runs["sweep"].inputs.dataset_inputs  # MLflow's Datasets column
+    assert (given.dataset.name, given.dataset.digest, given.dataset.source) == \
+        (f"folder:{root}", began["digest"], str(root))
+    assert json.loads(given.dataset.profile) == {"train": 108, "val": 12, "test": 30, "shape": [1, 28, 28],
+                                                 "classes": 3}
+    assert runs["trial"].data.tags["cnnbench.data"] == began["digest"]
+
+    ants = sorted((root / "train" / "ant").iterdir())
+    n_ant, n_bee = (len(list(root.glob(f"*/{name}/*.png"))) for name in ("ant", "bee"))  # train and test
+    shutil.copy(ants[0], root / "train" / "ant" / "extra.png")
+    res = again("--trials", "2")
+    assert res.exit_code == 2, res.output
+    assert res.output.splitlines()[0] == (
+        f"error: study 'bugs' in journal file ./cnnbench-journal.log was started on other images than "
+        f"folder:{root} holds now (ant {n_ant} images then, {n_ant + 1} now): its trials would not compare with "
+        "theirs")
+    assert "fix: give --study NAME to start a study of the images as they are now, or put them back as they were" \
+        in res.output
+    assert len(trials_of("bugs")) == 1  # nothing trained
+
+    res = again("--study", "more-bugs")  # a study of the images as they are now
+    assert res.exit_code == 0 and "1 complete" in res.output, res.output
+    (root / "train" / "ant" / "extra.png").unlink()
+    res = again("--trials", "2")  # put back as they were, the images resume the study
+    assert res.exit_code == 0 and "2 of 2 trials done" not in res.output and len(trials_of("bugs")) == 2, res.output
+
+    shutil.move(ants[1], root / "train" / "bee" / "from-ant.png")  # misfiled
+    res = again("--trials", "3")
+    assert res.exit_code == 2 and f"(ant {n_ant} images then, {n_ant - 1} now; bee {n_bee} images then, " \
+        f"{n_bee + 1} now)" in res.output, res.output
+    shutil.move(root / "train" / "bee" / "from-ant.png", ants[1])
+
+    keep = ants[2].read_bytes()
+    image = Image.open(ants[2])
+    image.putpixel((0, 0), 255 - image.getpixel((0, 0)))  # one pixel of one image
+    image.save(ants[2])
+    res = again("--trials", "3")
+    assert res.exit_code == 2 and "(as many images in each class, but not the same ones)" in res.output, res.output
+    ants[2].write_bytes(keep)
+
+    for part in ("train", "test"):
+        (root / part / "cat").rename(root / part / "cow")
+    res = again("--trials", "3")
+    assert res.exit_code == 2 and "(class cat gone; class cow new)" in res.output, res.output
+    for part in ("train", "test"):
+        (root / part / "cow").rename(root / part / "cat")
+
+    study = optuna.load_study(study_name="bugs", storage=journal())
+    study.set_user_attr(DATA_ATTR, None)  # a study begun before cnnbench recorded its data takes it now
+    res = again("--trials", "3")
+    assert res.exit_code == 0 and len(trials_of("bugs")) == 3, res.output
+    assert optuna.load_study(study_name="bugs", storage=journal()).user_attrs[DATA_ATTR] == began
