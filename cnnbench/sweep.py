@@ -487,9 +487,9 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
                 params={"trials": sweep.trials, "epochs": sweep.epochs, "sampler": sweep.sampler,
                         "pruner": sweep.pruner, "objective": ",".join(sweep.objectives), "seed": sweep.seed,
                         "dataset": sweep.dataset})
+            study.set_user_attr(PARENT_ATTR, parent)  # first: a run the study does not know of would stay RUNNING
             tracker.log_dataset(parent, sweep.dataset, data.digest, data.profile(),
                                 str(data.spec.path or datamod.data_dir(data_dir).resolve()))
-            study.set_user_attr(PARENT_ATTR, parent)
     done = finished(study)
     state = (f"{done} of {sweep.trials} trials done" if done <= sweep.trials
              else f"{done} trials done, {sweep.trials} asked for")
