@@ -225,7 +225,7 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         "epoch_seconds": [m.epoch_seconds for m in result.history],
         "images_per_sec": sum(m.images_per_sec for m in result.history) / len(result.history),
         "params": result.params, "device": result.device, "precision": result.precision,
-        "threads": taken.threads, "config": config.params(),
+        "threads": taken.threads, "data_digest": data.digest, "config": config.params(),
     }
     if export_dir:
         import tempfile
@@ -240,7 +240,8 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
                                         label_smoothing=config.label_smoothing)
             path = export.export(result.model, config, data.spec, export_dir, figures=figures, overwrite=overwrite,
                                  metrics={"val_acc": best.val_acc, "test_acc": test.acc, "params": result.params,
-                                          "train_seconds": result.train_seconds, "precision": result.precision})
+                                          "train_seconds": result.train_seconds, "precision": result.precision,
+                                          "data_digest": data.digest})
         summary["export"] = str(path)
     if as_json:
         click.echo(json.dumps(summary))
@@ -537,7 +538,9 @@ def predict(export_dir, images, as_json) -> None:
 
     A folder among IMAGES stands for the images in it and in the folders within it, by path (not hidden ones).
     Images in folders named after the model's classes (test/cat/1.png for a folder test) are of that class:
-    each says whether it was classified right, and the last line gives the accuracy on them.
+    each says whether it was classified right, and the last line gives the accuracy on them. A dataset's folder
+    (one holding train/ and test/, or the folder of images the model trained on) gets the accuracy on its test
+    images and on its training images apart.
     """
     from cnnbench.export import predictions
 
@@ -549,11 +552,16 @@ def predict(export_dir, images, as_json) -> None:
         verdict = "" if r["truth"] is None else "  right" if r["truth"] == r["label"] else f"  wrong: {r['truth']}"
         click.echo(f"{r['file']}  {r['label']}  (class {r['index']}, p={r['probability']:.3f}){verdict}")
         results.append(r)
-    if labelled := [r for r in results if r["truth"] is not None]:
-        right, others = sum(r["truth"] == r["label"] for r in labelled), len(results) - len(labelled)
-        click.echo(f"accuracy {right / len(labelled):.4f}: {right:,} of {len(labelled):,} images right, by the class "
-                   "folders they are in" + (f"; {others:,} image{'s' * (others > 1)} in no class folder" if others
-                                            else ""))
+    labelled = [r for r in results if r["truth"] is not None]
+    parts = {part: [r for r in labelled if r["part"] == part] for part in ("test", "train", None)}
+    parts = {part: rs for part, rs in parts.items() if rs}
+    others = len(results) - len(labelled)
+    for i, (part, rs) in enumerate(parts.items()):  # a dataset's test and training images apart, never mixed
+        right = sum(r["truth"] == r["label"] for r in rs)
+        what = {"test": "test ", "train": "training ", None: "other " if len(parts) > 1 else ""}[part]
+        click.echo(f"accuracy {right / len(rs):.4f}: {right:,} of {len(rs):,} {what}images right, by the class "
+                   "folders they are in" + (f"; {others:,} image{'s' * (others > 1)} in no class folder"
+                                            if others and i == len(parts) - 1 else ""))
 
 
 @main.command()

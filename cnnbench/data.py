@@ -213,6 +213,23 @@ def _folder_files(path: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, 
     return train, test
 
 
+def dataset_images(path: Path, trained_on: bool = False) -> dict[Path, tuple[str, str]]:
+    """The images of the folder dataset at ``path``, each with its class and its part, ``train`` or ``test``, as
+    ``folder:PATH`` reads them (:func:`_folder_files`); none where ``path`` is not so laid out.
+
+    A folder holding ``train/`` and ``test/`` is always taken as a dataset; a folder of class folders alone only
+    where ``trained_on`` (the one a model was trained on), as which of its images are for testing is then the
+    share :func:`_set_apart` kept, not something the folder says.
+    """
+    if not (trained_on or ((path / "train").is_dir() and (path / "test").is_dir())):
+        return {}
+    try:
+        train, test = _folder_files(path)
+    except (DataError, OSError):
+        return {}
+    return {file: (label, "train") for file, label in train} | {file: (label, "test") for file, label in test}
+
+
 def _roots(path: Path) -> tuple[Path, Path | None]:
     """The folders holding a folder dataset's training and test class folders; ``None`` for the test folder
     where it has none (``PATH/CLASS/IMAGE``, or ``PATH/train/CLASS/IMAGE`` alone)."""

@@ -27,7 +27,7 @@ from cnnbench import plots
 from cnnbench import train as trainer
 from cnnbench.errors import CheckpointError, CnnbenchError, ConfigError, DataError
 from cnnbench.models import with_tta
-from cnnbench.paths import unwritable
+from cnnbench.paths import FOLDER, folder_parts, unwritable
 
 WEIGHTS = "model.safetensors"
 PROGRAM = "model.pt2"
@@ -170,14 +170,13 @@ def load_images(paths: Sequence[str | os.PathLike], preprocess: dict[str, Any]) 
     return (batch.float() / 255 - mean) / std
 
 
-def image_files(paths: Sequence[str | os.PathLike]) -> list[tuple[Path, str | None]]:
+def image_files(paths: Sequence[str | os.PathLike]) -> list[tuple[Path, Path | None]]:
     """``paths`` with each folder among them replaced by the images in it and in the folders within it
-    (:func:`cnnbench.data.images_under`), each with the name of the folder it is in below the one given (its
-    class, in torchvision's ImageFolder layout); ``None`` for an image given, or directly in a folder given.
+    (:func:`cnnbench.data.images_under`), each with the folder given it was found in (``None`` for an image given).
 
     Raises :class:`DataError` for a folder that holds none.
     """
-    files: list[tuple[Path, str | None]] = []
+    files: list[tuple[Path, Path | None]] = []
     for path in map(Path, paths):
         if not path.is_dir():
             files.append((path, None))
@@ -186,19 +185,46 @@ def image_files(paths: Sequence[str | os.PathLike]) -> list[tuple[Path, str | No
         if not found:
             raise DataError(f"no images in folder {path}", hint=f"give image files "
                             f"({', '.join(datamod.IMAGE_SUFFIXES)}) or a folder holding some")
-        skip = len(path.parts)
-        files += [(file, file.parts[skip] if len(file.parts) > skip + 1 else None) for file in found]
+        files += [(file, path) for file in found]
     return files
+
+
+def labels(files: Sequence[tuple[Path, Path | None]],
+           preprocess: dict[str, Any]) -> list[tuple[str | None, str | None]]:
+    """Per image of :func:`image_files`, its class, where its folders name one of the export's, and the part of
+    a dataset it is in, ``train`` or ``test``, where it is in one; ``None`` for either otherwise.
+
+    An image's class is the folder it is in below the one given (torchvision's ImageFolder layout:
+    ``pets/cat/1.png`` for ``pets``), or below ``train/`` or ``test/`` where the folder given holds both. In the
+    folder of images the model was trained on, the images it set apart for testing are ``test``, the others
+    ``train`` (:func:`cnnbench.data.dataset_images`).
+    """
+    known = set(preprocess["classes"])
+    name = preprocess.get("dataset", "")
+    own = Path(folder_parts(name)[0]).resolve() if name.startswith(FOLDER) else None
+    parts: dict[Path, dict[Path, tuple[str, str]]] = {}
+    found = []
+    for file, folder in files:
+        if folder is None:
+            found.append((None, None))
+            continue
+        if folder not in parts:
+            parts[folder] = datamod.dataset_images(folder, trained_on=folder.resolve() == own)
+        skip = len(folder.parts)
+        label, part = parts[folder].get(file) or (file.parts[skip] if len(file.parts) > skip + 1 else None, None)
+        found.append((label if label in known else None, part))
+    return found
 
 
 def predict(export_dir: str | os.PathLike, paths: Sequence[str | os.PathLike], *,
             batch_size: int = 256) -> list[dict[str, Any]]:
     """Classify image files with an export; return per file its ``file``, ``label``, ``index`` and ``probability``,
-    and its ``truth``: the class its folder names, or ``None``.
+    its ``truth``: the class its folder names, or ``None``, and its ``part``: ``train``, ``test`` or ``None``.
 
     A folder among ``paths`` stands for the images in it and in the folders within it, in order of path. An image
     in a folder within it named after one of the export's classes (``test/cat/0001.png`` for ``test``) is of that
-    class.
+    class; in a dataset's folder (``pets`` holding ``train/`` and ``test/``, or the folder of images the model
+    trained on) it is of the class its class folder names, in the part it is in (:func:`labels`).
     """
     return list(predictions(export_dir, paths, batch_size=batch_size))
 
@@ -210,14 +236,15 @@ def predictions(export_dir: str | os.PathLike, paths: Sequence[str | os.PathLike
     found = image_files(paths)
     model, preprocess = load(export_dir)
     classes = preprocess["classes"]
+    known = labels(found, preprocess)
     for start in range(0, len(found), batch_size):
         chunk = found[start:start + batch_size]
         x = load_images([path for path, _ in chunk], preprocess)
         with torch.inference_mode():
             prob, index = model(x).float().softmax(1).max(1)
-        for (path, folder), p, k in zip(chunk, prob.tolist(), index.tolist()):
-            yield {"file": str(path), "label": classes[k], "index": k, "probability": p,
-                   "truth": folder if folder in classes else None}
+        for (path, _), (truth, part), p, k in zip(chunk, known[start:start + batch_size], prob.tolist(),
+                                                 index.tolist()):
+            yield {"file": str(path), "label": classes[k], "index": k, "probability": p, "truth": truth, "part": part}
 
 
 def check_target(out_dir: Path, overwrite: bool) -> None:
@@ -377,6 +404,13 @@ def _precision_note(precision: Any) -> str:
             "float32 with the same weights, so their accuracy can differ from these by a few images.")
 
 
+def _data_note(digest: Any) -> str:
+    if not digest:
+        return ""
+    return (" `data_digest` names the images and labels the model was trained and tested on (cnnbench's digest of "
+            "the dataset as read, the same wherever its files lie): two models of one digest were measured alike.")
+
+
 def _tta_note(tta: str, weights: str) -> str:
     if tta == "none":
         return ""
@@ -421,7 +455,8 @@ A `{config.arch}` network trained on {spec.summary}, exported by cnnbench.
 
 {_table(metrics, ("metric", "value")) if metrics else "No metrics were given."}
 
-Accuracies are fractions of the images classified correctly.{_precision_note(metrics.get("precision"))}
+Accuracies are fractions of the images classified correctly.{_precision_note(metrics.get("precision"))}{
+    _data_note(metrics.get("data_digest"))}
 {training}
 ## Model
 

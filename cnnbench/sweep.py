@@ -1181,6 +1181,8 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
     if register and tags.get("cnnbench.logged_model") != "1":  # before the export: nothing half done
         raise StudyError(f"trial {trial.number} has no MLflow model to register",
                          hint="set tracking.log_model: best (or all) in the sweep file")
+    if "cnnbench.data" in tags:  # the images the accuracies were measured on (runs before it was tagged lack it)
+        metrics["data_digest"] = tags["cnnbench.data"]
     if "cnnbench.precision" in tags:  # what the accuracies were measured in (runs before it was tagged lack it)
         metrics["precision"] = tags["cnnbench.precision"]
     drawn = set(tracker.artifacts(run_id))  # a sweep with plots: false, or a figure that failed, has fewer

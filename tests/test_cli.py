@@ -168,6 +168,7 @@ def test_a_full_disk_during_an_export_is_one_line_and_leaves_no_folder(tiny_data
 def test_train_exports_a_model_that_predicts_and_refuses_a_used_folder_before_training(tiny_data, tmp_path):
     import torch
 
+    from cnnbench import data
     from cnnbench.export import load
 
     target = tmp_path / "fast"
@@ -179,7 +180,9 @@ def test_train_exports_a_model_that_predicts_and_refuses_a_used_folder_before_tr
     assert out["export"] == str(target)
     metrics = json.loads((target / "metrics.json").read_text())
     assert metrics["test_acc"] == pytest.approx(out["test_acc"]) and metrics["params"] == out["params"]
-    assert "not made from a tracked run" in (target / "README.md").read_text()
+    assert metrics["data_digest"] == out["data_digest"] == data.load("mnist", tiny_data).digest  # what it was on
+    card = (target / "README.md").read_text()
+    assert "not made from a tracked run" in card and f"| data_digest | {out['data_digest']} |" in card
     assert {"learning_curves.png", "confusion_matrix.png", "misclassified.png"} <= {p.name for p in target.iterdir()}
     model, _ = load(target)
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
@@ -195,6 +198,52 @@ def test_train_exports_a_model_that_predicts_and_refuses_a_used_folder_before_tr
     res = run(*args, "--overwrite", "--seed", "1")
     assert res.exit_code == 0 and f"exported to {target}" in res.output
     assert (target / "model.safetensors").read_bytes() != before
+
+
+def test_predict_of_a_dataset_s_folder_gives_the_accuracy_on_its_test_and_training_images_apart(tmp_path):
+    import shutil
+
+    from conftest import forget_folders, write_folder
+
+    from cnnbench import data
+
+    root = write_folder(tmp_path / "bugs", n_train=60, n_test=15)
+    flat = shutil.copytree(root / "train", tmp_path / "flat")  # class folders alone: a share set apart for testing
+    target = tmp_path / "ex"
+    res = run("train", f"folder:{flat}", "--arch", "two_conv", "--width", "4", "--epochs", "2", "--batch-size", "16",
+              "--device", "cpu", "--precision", "fp32", "--export", str(target), "--json")
+    assert res.exit_code == 0, res.output
+    trained = json.loads(res.output)
+    held = len(data.load(f"folder:{flat}", val_fraction=0).test)
+    forget_folders()  # as a new command starts
+    res = run("predict", "--json", str(target), str(flat))
+    assert res.exit_code == 0, res.output
+    results = json.loads(res.output)
+    test = [r for r in results if r["part"] == "test"]
+    assert len(results) == 60 and len(test) == held and {r["part"] for r in results} == {"test", "train"}
+    assert all(Path(r["file"]).parent.name == r["truth"] for r in results)
+    right = sum(r["truth"] == r["label"] for r in test)
+    assert right / held == pytest.approx(trained["test_acc"], abs=1e-6)  # the images it was tested on, and no others
+    lines = run("predict", str(target), str(flat)).output.splitlines()
+    assert lines[-2] == f"accuracy {right / held:.4f}: {right} of {held} test images right, by the class folders " \
+        "they are in"
+    assert lines[-1].startswith("accuracy ") and lines[-1].endswith(f" of {60 - held} training images right, by the "
+                                                                    "class folders they are in")
+    # The same images elsewhere are not what it trained on: all of them are only of their classes.
+    other = shutil.copytree(flat, tmp_path / "other")
+    lines = run("predict", str(target), str(other)).output.splitlines()
+    assert lines[-1].endswith(" of 60 images right, by the class folders they are in")
+    assert sum(line.startswith("accuracy ") for line in lines) == 1
+    # A folder holding train/ and test/ is a dataset's, whichever model: its parts apart, whatever else it holds.
+    (root / "notes").mkdir()
+    shutil.copy(next((root / "test" / "bee").iterdir()), root / "notes" / "bee.png")
+    lines = run("predict", str(target), str(root)).output.splitlines()
+    assert lines[-2].endswith(" of 15 test images right, by the class folders they are in")
+    assert lines[-1].endswith(" of 60 training images right, by the class folders they are in; 1 image in no class "
+                              "folder")
+    lines = run("predict", str(target), str(root / "test")).output.splitlines()
+    assert lines[-1].endswith(" of 15 images right, by the class folders they are in")
+    assert sum(line.startswith("accuracy ") for line in lines) == 1
 
 
 @pytest.mark.parametrize("args,expected", [

@@ -1310,6 +1310,8 @@ def test_a_sweep_of_one_s_own_images_exports_a_winner_that_predicts_without_them
 
     from conftest import forget_folders, write_folder
 
+    from cnnbench import data
+
     write_folder(tmp_path / "my bugs", channels=3, size=32)
     res = sweep(tmp_path, """
         dataset: folder:my bugs
@@ -1329,6 +1331,14 @@ def test_a_sweep_of_one_s_own_images_exports_a_winner_that_predicts_without_them
     assert export_dir.name.startswith("my-bugs-trial")
     card = (export_dir / "README.md").read_text()
     assert f"your images in {tmp_path / 'my bugs'}, 3x32x32, 3 classes, 120 train / 30 test" in card
+    digest = data.load("folder:my bugs").digest  # the images its accuracies were measured on, as the run says
+    assert json.loads((export_dir / "metrics.json").read_text())["data_digest"] == digest
+    assert f"| data_digest | {digest} |" in card and "`data_digest` names the images and labels" in card
+    res = CliRunner().invoke(main, ["predict", str(export_dir), "my bugs"])  # its test and training images apart
+    assert res.exit_code == 0, res.output
+    assert [line.split(" of ", 1)[1] for line in res.output.splitlines()[-2:]] == [
+        "30 test images right, by the class folders they are in",
+        "120 training images right, by the class folders they are in"]
     image = sorted((tmp_path / "my bugs" / "test" / "cat").iterdir())[0]
     shutil.copy(image, tmp_path / "cat.png")
     shutil.rmtree(tmp_path / "my bugs")  # an export needs none of its dataset
