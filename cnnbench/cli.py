@@ -272,12 +272,18 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
 def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
     """Tune on a dataset: run the sweep in sweeps/DATASET.yaml (or FILE), every trial tracked in MLflow.
 
+    For folder:PATH, a folder of your own images, the sweep is sweeps/images.yaml (./sweeps/images.yaml if there is
+    one) with PATH as its dataset.
+
     Running the same command again resumes the study; --trials is a total for the study. A study
     that another command is running is refused unless --join is given, as on a second machine
     sharing a PostgreSQL storage (docs/distributed.md).
     """
+    from pathlib import Path
+
     from cnnbench import space
     from cnnbench.errors import ConfigError, install_signal_handlers
+    from cnnbench.paths import FOLDER
     from cnnbench.paths import data_dir as data_folder
     from cnnbench.train import check_precision, flush_denormals, mirror_warning, resolve_device
 
@@ -293,6 +299,10 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
             raise ConfigError(f"empty device name in {devices!r}", source="--devices",
                               hint="list devices separated by commas, e.g. cuda:0,cuda:1")
     definition, sources = space.load_sweep(sweep_file, flags)
+    if sweep_file.startswith(FOLDER):
+        used = space.find_sweep(sweep_file)
+        mine = Path("sweeps") / f"{space.IMAGES_SWEEP}.yaml"
+        click.echo(f"sweeping your images with {used}" + ("" if used == mine else f" (copy it to {mine} to change it)"))
     if pinned and "workers" not in sources:
         definition = definition.model_copy(update={"workers": len(pinned)})
     if pinned and definition.workers < len(pinned):

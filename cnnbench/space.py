@@ -29,6 +29,8 @@ _INT_FIELDS = {name for name, f in TrainConfig.model_fields.items() if "int" in 
 _NAMED = {"dataset": "datasets", "arch": "architectures", "optimizer": "optimizers", "scheduler": "schedulers",
           "augment": "augmentations"}
 _SWEEPS_DIR = Path(__file__).parent / "sweeps"
+#: The sweep that ``cnnbench sweep folder:PATH`` runs on PATH: ``./sweeps/images.yaml``, else the packaged one.
+IMAGES_SWEEP = "images"
 
 
 class _Strict(BaseModel):
@@ -205,12 +207,11 @@ class Sweep(_Strict):
 
 
 def find_sweep(name: str) -> Path:
-    """Return the sweep file for ``name``: a path, ``./sweeps/NAME.yaml``, or cnnbench's packaged one."""
+    """Return the sweep file for ``name``: a path, ``./sweeps/NAME.yaml``, or cnnbench's packaged one; for a
+    dataset ``folder:PATH``, that of :data:`IMAGES_SWEEP`, the sweep for one's own images."""
     path = Path(name)
-    if name.startswith(FOLDER):
-        raise ConfigError(f"{name} is a dataset; a sweep of it needs a sweep file naming it",
-                          hint=f"copy sweeps/cifar10.yaml (colour) or sweeps/mnist.yaml, set `dataset: {name}` in it, "
-                          "then give the file")
+    if name.startswith(FOLDER):  # one's own images: the sweep for them, of this folder (load_sweep)
+        return find_sweep(IMAGES_SWEEP)
     if path.suffix in (".yaml", ".yml") or os.sep in name:
         if not path.is_file():
             raise _not_a_file(path) if path.is_dir() else ConfigError(f"sweep file {name} does not exist",
@@ -248,6 +249,8 @@ def load_sweep(name: str, overrides: dict[str, Any] | None = None) -> tuple[Swee
         raise ConfigError(f"{path} is a training config, not a sweep file",
                           hint=f"train with it: cnnbench train --config {path}")
     sources = {k: f"{path}:{lines.get((k,), 1)}" for k in raw}
+    if name.startswith(FOLDER):
+        raw["dataset"], sources["dataset"] = name, "the command line"
     flags = Layer.flags(overrides or {})
     raw.update(flags.values)
     sources.update(flags.sources)

@@ -537,7 +537,7 @@ def test_a_folder_whose_images_would_not_fit_in_memory_is_refused_before_reading
     assert data.load(f"folder:{root}@8", val_fraction=0).train.x.shape == (12, 1, 8, 8)  # which fits
 
 
-def test_one_class_folder_is_no_classifier_and_a_sweep_of_a_folder_needs_a_file(tmp_path):
+def test_one_class_folder_is_no_classifier_to_train_nor_to_sweep(tmp_path):
     from click.testing import CliRunner
 
     from cnnbench.cli import main
@@ -546,9 +546,9 @@ def test_one_class_folder_is_no_classifier_and_a_sweep_of_a_folder_needs_a_file(
     root = write_folder(tmp_path / "one", classes=("ant",), n_train=6, n_test=2)
     res = CliRunner().invoke(main, ["train", f"folder:{root}"])
     assert res.exit_code == 2 and "has one class folder; a classifier needs two or more" in res.output
-    res = CliRunner().invoke(main, ["sweep", "folder:one"])
-    assert res.exit_code == 2 and "error: folder:one is a dataset; a sweep of it needs a sweep file" in res.output
-    assert "set `dataset: folder:one` in it" in res.output
+    res = CliRunner().invoke(main, ["sweep", "folder:one"])  # refused as the sweep for one's images reads it
+    assert res.exit_code == 2 and "has one class folder; a classifier needs two or more" in res.output
+    assert not (tmp_path / "cnnbench-journal.log").exists() and not (tmp_path / "mlflow.db").exists()
     res = CliRunner().invoke(main, ["train", f"folder:{root}/train"])  # the training folder, not the dataset's
     assert res.exit_code == 2 and f"fix: give the folder that holds train/ and test/: folder:{root}" in res.output
     flat = tmp_path / "flat"  # torchvision's ImageFolder layout: a folder per class, no split

@@ -1353,6 +1353,41 @@ def test_a_sweep_of_one_s_own_images_exports_a_winner_that_predicts_without_them
     assert f"## Dataset: folder:{tmp_path / 'my bugs'}" in (tmp_path / "report" / "report.md").read_text()
 
 
+def test_a_folder_of_one_s_images_is_swept_by_name_with_the_sweep_for_them(tmp_path):
+    from conftest import write_folder
+
+    from cnnbench.space import load_sweep
+    from cnnbench.sweep import IDENTITY_ATTR
+
+    write_folder(tmp_path / "bugs", n_train=60, n_test=15)
+    packaged, sources = load_sweep("folder:bugs")
+    assert packaged.dataset == f"folder:{tmp_path / 'bugs'}" and sources["dataset"] == "the command line"
+    assert sources["space"].startswith(str(Path(__file__).parents[1] / "cnnbench" / "sweeps" / "images.yaml:"))
+    res = CliRunner().invoke(main, ["sweep", "folder:bugs", "--trials", "2", "--epochs", "1"], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert res.output.startswith("sweeping your images with ") and res.output.splitlines()[0].endswith(
+        f"{os.sep}images.yaml (copy it to sweeps/images.yaml to change it)")
+    assert "study 'bugs' (journal file ./cnnbench-journal.log): 0 of 2 trials done;" in res.output
+    study = optuna.load_study(study_name="bugs", storage=journal())
+    identity = study.user_attrs[IDENTITY_ATTR]
+    assert identity["dataset"] == f"folder:{tmp_path / 'bugs'}" and identity["epochs"] == 1
+    assert identity["space"] == {k: v.model_dump(exclude_defaults=True) for k, v in packaged.space.items()}
+    assert all(t.params["augment"] in ("none", "flip", "crop", "crop_flip") for t in study.trials)
+    res = CliRunner().invoke(main, ["sweep", "folder:bugs", "--trials", "3", "--epochs", "1"])  # resumed
+    assert res.exit_code == 0 and "): 2 of 3 trials done;" in res.output, res.output
+    assert len(optuna.load_study(study_name="bugs", storage=journal()).trials) == 3
+    (tmp_path / "sweeps").mkdir()  # a copy of one's own is the sweep for one's images from then on
+    (tmp_path / "sweeps" / "images.yaml").write_text("dataset: folder:images\ntrials: 1\nepochs: 1\n"
+                                                     "space: {lr: {low: 0.01, high: 0.1}}\n")
+    mine, _ = load_sweep("folder:bugs")
+    assert mine.dataset == packaged.dataset and list(mine.space) == ["lr"] and mine.trials == 1
+    res = CliRunner().invoke(main, ["sweep", "folder:bugs", "--study", "mine"])
+    assert res.exit_code == 0 and res.output.splitlines()[0] == "sweeping your images with sweeps/images.yaml"
+    res = CliRunner().invoke(main, ["sweep", "folder:nowhere", "--trials", "2"])  # before any study or run
+    assert res.exit_code == 2 and res.output.startswith(f"error: folder:{tmp_path / 'nowhere'}: no such folder")
+    assert sorted(optuna.get_all_study_names(journal())) == ["bugs", "mine"]
+
+
 def test_a_study_of_one_s_own_images_resumes_only_on_the_images_it_began_on(tmp_path):
     import shutil
 
