@@ -180,10 +180,10 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
             raise
     if config_file:
         layers.append(cfg.Layer.yaml_file(config_file))
-    layers.append(cfg.Layer.flags({"dataset": dataset, **flags}))
+    layers.append(cfg.Layer.flags(flags))
+    if dataset:  # the DATASET argument, not a --dataset flag: its errors name no source
+        layers.append(cfg.Layer({"dataset": dataset}, {"dataset": ""}))
     config, sources = cfg.resolve(*layers)
-    if dataset:
-        sources.pop("dataset")  # the DATASET argument, not a --dataset flag: the message needs no source
     params = trainer.check(config, sources)
     trainer.check_precision(config.precision, trainer.resolve_device(config.device))
     try:

@@ -22,10 +22,12 @@ _SIZE = re.compile(r"@(\d+)(?:x(\d+))?$")
 def dataset_name(name: str) -> str:
     """``name`` as cnnbench records it: a folder dataset's with its path made absolute (``~`` expanded), so that
     a run, a study and an export name one folder from wherever they are used, and its size, if it has one, as
-    ``@WxH``; any other as it is."""
+    ``@WxH``; any other as it is. Raises ``ValueError`` for ``folder:`` with no path."""
     if not name.startswith(FOLDER):
         return name
     path, size = folder_parts(name)
+    if not path.strip():  # not the folder cnnbench happens to run in
+        raise ValueError("names no folder; give the folder of your images: folder:PATH, as folder:~/pets")
     return FOLDER + os.path.abspath(os.path.expanduser(path)) + (f"@{size[0]}x{size[1]}" if size else "")
 
 

@@ -249,8 +249,9 @@ def load_sweep(name: str, overrides: dict[str, Any] | None = None) -> tuple[Swee
         raise ConfigError(f"{path} is a training config, not a sweep file",
                           hint=f"train with it: cnnbench train --config {path}")
     sources = {k: f"{path}:{lines.get((k,), 1)}" for k in raw}
-    if name.startswith(FOLDER):
-        raw["dataset"], sources["dataset"] = name, "the command line"
+    named = {"dataset": name} if name.startswith(FOLDER) else {}  # `cnnbench sweep folder:PATH`
+    raw.update(named)
+    sources.update(dict.fromkeys(named, ""))  # the DATASET argument, not a flag nor a line: its errors name no source
     flags = Layer.flags(overrides or {})
     raw.update(flags.values)
     sources.update(flags.sources)
@@ -259,7 +260,7 @@ def load_sweep(name: str, overrides: dict[str, Any] | None = None) -> tuple[Swee
     except ValidationError as err:
         first = err.errors()[0]["loc"]
         where = lines.get(tuple(first[:2])) or lines.get(tuple(first[:1]))
-        if where and str(first[0]) not in flags.sources:
+        if where and str(first[0]) not in flags.sources and str(first[0]) not in named:
             sources = {**sources, str(first[0]): f"{path}:{where}"}
         sources.setdefault(str(first[0]), str(path))  # a key the file lacks: the file
         raise schema_error(err, sources, Sweep) from None

@@ -548,6 +548,10 @@ def test_one_class_folder_is_no_classifier_to_train_nor_to_sweep(tmp_path):
     assert res.exit_code == 2 and "has one class folder; a classifier needs two or more" in res.output
     res = CliRunner().invoke(main, ["sweep", "folder:one"])  # refused as the sweep for one's images reads it
     assert res.exit_code == 2 and "has one class folder; a classifier needs two or more" in res.output
+    for command, name in (("sweep", "folder:"), ("train", "folder: @64")):  # not the folder it runs in
+        res = CliRunner().invoke(main, [command, name])
+        assert res.exit_code == 2 and res.output == f"error: dataset = {name!r}: names no folder; give the folder " \
+            "of your images: folder:PATH, as folder:~/pets\n"
     assert not (tmp_path / "cnnbench-journal.log").exists() and not (tmp_path / "mlflow.db").exists()
     res = CliRunner().invoke(main, ["train", f"folder:{root}/train"])  # the training folder, not the dataset's
     assert res.exit_code == 2 and f"fix: give the folder that holds train/ and test/: folder:{root}" in res.output

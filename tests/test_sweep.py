@@ -1361,7 +1361,7 @@ def test_a_folder_of_one_s_images_is_swept_by_name_with_the_sweep_for_them(tmp_p
 
     write_folder(tmp_path / "bugs", n_train=60, n_test=15)
     packaged, sources = load_sweep("folder:bugs")
-    assert packaged.dataset == f"folder:{tmp_path / 'bugs'}" and sources["dataset"] == "the command line"
+    assert packaged.dataset == f"folder:{tmp_path / 'bugs'}" and sources["dataset"] == ""
     assert sources["space"].startswith(str(Path(__file__).parents[1] / "cnnbench" / "sweeps" / "images.yaml:"))
     res = CliRunner().invoke(main, ["sweep", "folder:bugs", "--trials", "2", "--epochs", "1"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
