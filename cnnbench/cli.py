@@ -330,7 +330,7 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
         count = len(outcome.front)
         best = f"Pareto front of {' and '.join(objectives)}: {count} trial{'s' * (count > 1)}"
     elif outcome.best_value is not None:
-        value = sweeps.format_value(objectives[0], outcome.best_value)
+        value = space.format_value(objectives[0], outcome.best_value)
         best = f"best {objectives[0]} {value} (trial {outcome.best_trial})"
     else:
         best = "no complete trial yet"
@@ -340,7 +340,7 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
                f"{outcome.failed} failed{interrupted}{running}; {best}")
     shown = 10
     for number, values in outcome.front[:shown]:
-        click.echo(f"  trial {number}: " + ", ".join(f"{name} {sweeps.format_value(name, value)}"
+        click.echo(f"  trial {number}: " + ", ".join(f"{name} {space.format_value(name, value)}"
                                                     for name, value in zip(objectives, values)))
     if len(outcome.front) > shown:
         click.echo(f"  and {len(outcome.front) - shown} more: `cnnbench best --top {len(outcome.front)}`")
@@ -433,6 +433,8 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
         table[0]["export"] = str(path)
         if version and as_json:
             table[0]["registered"] = {"name": register, "version": version}
+    if trial_number is None and len(study.directions) == 1:  # after an export, which may yet be refused
+        _say_if_tied(rows[0], ranked, held, study)
     if as_json:
         click.echo(json.dumps(table, indent=1))
         return
@@ -474,6 +476,22 @@ def _stored_runs(run_ids: list[str], *, asked: bool):
         if not asked:  # an export says itself why it cannot reach the store
             click.echo(f"note: cannot tell which of the trials' MLflow runs are deleted: {err}", err=True)
         return None
+
+
+def _say_if_tied(first, ranked, held, study) -> None:
+    """Say on stderr which trials share the value of ``first``, the best, where others do: it is only the first
+    of them (a small validation set ties often)."""
+    from cnnbench.space import format_value
+
+    tied = [str(t.number) for t in ranked
+            if t.values[0] == first.values[0] and (held is None or not _run_state(t, held))]
+    if len(tied) < 2:
+        return
+    shown = (", ".join(tied[:6]) + f" and {len(tied) - 6} more" if len(tied) > 6
+             else ", ".join(tied[:-1]) + f" and {tied[-1]}")
+    objective = ((study.user_attrs.get("cnnbench.sweep") or {}).get("objective") or ["value"])[0]
+    click.echo(f"note: trials {shown} tie at the best {objective}, {format_value(objective, first.values[0])}; the "
+               f"first, trial {first.number}, is taken as the best (--trial N takes another)", err=True)
 
 
 def _run_state(trial, held) -> str | None:

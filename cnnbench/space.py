@@ -33,6 +33,15 @@ _SWEEPS_DIR = Path(__file__).parent / "sweeps"
 IMAGES_SWEEP = "images"
 
 
+def format_value(objective: str, value: float) -> str:
+    """An objective's value as people read it: counts whole, seconds to a tenth, accuracies and losses to 4 places."""
+    if objective == "params":
+        return f"{value:,.0f}"
+    if objective == "train_seconds":
+        return f"{value:.1f} s"
+    return f"{value:.4f}"
+
+
 class _Strict(BaseModel):
     # No infinite or NaN range ends, steps or timeouts: Optuna cannot sample from them (see TrainConfig).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)

@@ -31,7 +31,7 @@ from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DataError, DivergedError, StudyError, Unavailable,
                              UnreachableStorage, disk_full, no_space, outlast, redact)
 from cnnbench.paths import folder_parts, unwritable, unwritable_file
-from cnnbench.space import Sweep, grid, suggest, trial_config
+from cnnbench.space import Sweep, format_value, grid, suggest, trial_config
 from cnnbench.storage import (DUPLICATE_ATTR, HEARTBEAT_SECONDS, OWN_FILE, PARENT_ATTR, damaged, describe,
                               importance_evaluator, local_file, lock_folder, open_storage, pareto_front, same_file,
                               sampled_study, study_lock, unavailable, varied_params)
@@ -1134,15 +1134,6 @@ def _study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
                 continue  # e.g. importances need two distinct values of some parameter
         tracker.log_artifacts(parent, tmp, "study")
     tracker.set_tags(parent, {PLOTTED_TAG: len(complete)})
-
-
-def format_value(objective: str, value: float) -> str:
-    """An objective's value as people read it: counts whole, seconds to a tenth, accuracies and losses to 4 places."""
-    if objective == "params":
-        return f"{value:,.0f}"
-    if objective == "train_seconds":
-        return f"{value:.1f} s"
-    return f"{value:.4f}"
 
 
 def _trial_list(numbers: list[int], most: int = 6) -> str:

@@ -389,6 +389,27 @@ def test_best_reads_the_study_without_torch_or_mlflow(tmp_path):
         "error: --trial: trial 1 of study 's' was pruned at half of epoch 1 (val_acc 0.8168): only a complete trial")
 
 
+def test_best_says_which_trials_tie_with_the_best(tmp_path):
+    import optuna
+
+    from cnnbench.storage import open_storage
+
+    study = optuna.create_study(study_name="s", storage=open_storage(None), direction="maximize")
+    study.set_user_attr("cnnbench.sweep", {"objective": ["val_acc"]})
+    lr = {"lr": optuna.distributions.FloatDistribution(1e-3, 1.0)}
+    for value in (0.75, 28 / 36, 0.5, 28 / 36, 28 / 36):  # 36 validation images: ties are common
+        study.add_trial(optuna.trial.create_trial(params={"lr": value / 2}, distributions=lr, value=value,
+                                                  user_attrs={"best_val_acc": value}))
+    res = CliRunner().invoke(main, ["best", "--json"])
+    assert res.exit_code == 0 and [row["trial"] for row in json.loads(res.stdout)] == [1, 3, 4, 0, 2]
+    assert res.stderr == "note: trials 1, 3 and 4 tie at the best val_acc, 0.7778; the first, trial 1, is taken as " \
+        "the best (--trial N takes another)\n"
+    assert CliRunner().invoke(main, ["best", "--trial", "3"]).stderr == ""  # one trial asked for: nothing to tell
+    study.add_trial(optuna.trial.create_trial(params={"lr": 0.45}, distributions=lr, value=0.9))
+    res = CliRunner().invoke(main, ["best"])
+    assert res.exit_code == 0 and res.stderr == "" and res.stdout.splitlines()[2].startswith("5 ")
+
+
 def test_best_in_a_store_that_holds_none_of_the_study_s_runs_leaves_every_trial_in(tmp_path):
     # Runs removed by `mlflow gc` are left out; a store holding none of the study's runs is another store, whose
     # experiment of the same name says nothing of them (an export says the weights are not there).

@@ -464,7 +464,7 @@ def test_a_device_or_precision_this_machine_lacks_is_refused_before_any_study(tm
 def test_best_prints_the_top_trials(swept):
     res = CliRunner().invoke(main, ["best", "--json", "--top", "2"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    rows = json.loads(res.output)
+    rows = json.loads(res.stdout)
     study = optuna.load_study(study_name="tiny", storage=journal())
     assert rows[0]["trial"] == study.best_trial.number
     assert rows[0]["val_acc"] == pytest.approx(study.best_value)
