@@ -482,6 +482,7 @@ def _say_if_tied(first, ranked, held, study) -> None:
     """Say on stderr which trials share the value of ``first``, the best, where others do: it is only the first
     of them (a small validation set ties often)."""
     from cnnbench.space import format_value
+    from cnnbench.storage import objectives
 
     tied = [str(t.number) for t in ranked
             if t.values[0] == first.values[0] and (held is None or not _run_state(t, held))]
@@ -489,7 +490,7 @@ def _say_if_tied(first, ranked, held, study) -> None:
         return
     shown = (", ".join(tied[:6]) + f" and {len(tied) - 6} more" if len(tied) > 6
              else ", ".join(tied[:-1]) + f" and {tied[-1]}")
-    objective = ((study.user_attrs.get("cnnbench.sweep") or {}).get("objective") or ["value"])[0]
+    objective = objectives(study)[0]
     click.echo(f"note: trials {shown} tie at the best {objective}, {format_value(objective, first.values[0])}; the "
                f"first, trial {first.number}, is taken as the best (--trial N takes another)", err=True)
 

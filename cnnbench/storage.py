@@ -508,10 +508,10 @@ def read_study(url: str | None, name: str) -> StudyRecord | None:
     frame = pd.DataFrame([{"trial": t.number, "state": t.state.name, "value": t.values[0] if t.values else None,
                            "baseline": t.user_attrs.get("baseline", "")} for t in trials],
                          columns=["trial", "state", "value", "baseline"]).astype({"value": float})
-    objectives = (study.user_attrs.get("cnnbench.sweep") or {}).get("objective") or ["value"]
+    names = objectives(study)
     front = sorted(t.number for t in study.best_trials) if len(study.directions) > 1 else []
-    return StudyRecord(name, objectives[0], study.directions[0].name.lower(), frame, param_importances(study),
-                       objectives, front, study.user_attrs.get(PARENT_ATTR))
+    return StudyRecord(name, names[0], study.directions[0].name.lower(), frame, param_importances(study),
+                       names, front, study.user_attrs.get(PARENT_ATTR))
 
 
 def sampled_study(study: optuna.Study) -> optuna.Study:
@@ -569,6 +569,11 @@ def param_importances(study: optuna.Study) -> dict[str, float]:
         return {}  # the evaluator could not weigh these trials
     total = sum(raw.values())
     return {name: float(value) / total for name, value in raw.items()} if total > 0 else {}
+
+
+def objectives(study: optuna.Study) -> list[str]:
+    """The names of a study's objectives, as its sweep recorded them; ``["value"]`` for a study other tools made."""
+    return (study.user_attrs.get("cnnbench.sweep") or {}).get("objective") or ["value"]
 
 
 def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
