@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 DEFAULT_JOURNAL = "cnnbench-journal.log"
 #: Study attribute: the MLflow run of the study's sweep, which every trial's run is nested under.
 PARENT_ATTR = "cnnbench.parent_run"
+#: Study attribute: the sweep's definition, checked when the study is resumed, and its objectives' names.
+IDENTITY_ATTR = "cnnbench.sweep"
 #: Trial attribute: the earlier trial a trial was pruned as the duplicate of.
 DUPLICATE_ATTR = "cnnbench.duplicate_of"
 #: What to do where the study's storage is given another program's database.
@@ -573,7 +575,7 @@ def param_importances(study: optuna.Study) -> dict[str, float]:
 
 def objectives(study: optuna.Study) -> list[str]:
     """The names of a study's objectives, as its sweep recorded them; ``["value"]`` for a study other tools made."""
-    return (study.user_attrs.get("cnnbench.sweep") or {}).get("objective") or ["value"]
+    return (study.user_attrs.get(IDENTITY_ATTR) or {}).get("objective") or ["value"]
 
 
 def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:

@@ -32,14 +32,13 @@ from cnnbench.errors import (CnnbenchError, ConfigError, DataError, DivergedErro
                              UnreachableStorage, disk_full, no_space, outlast, redact)
 from cnnbench.paths import folder_parts, unwritable, unwritable_file
 from cnnbench.space import Sweep, format_value, grid, suggest, trial_config
-from cnnbench.storage import (DUPLICATE_ATTR, HEARTBEAT_SECONDS, OWN_FILE, PARENT_ATTR, damaged, describe,
-                              importance_evaluator, local_file, lock_folder, open_storage, pareto_front, same_file,
-                              sampled_study, study_lock, unavailable, varied_params)
+from cnnbench.storage import (DUPLICATE_ATTR, HEARTBEAT_SECONDS, IDENTITY_ATTR, OWN_FILE, PARENT_ATTR, damaged,
+                              describe, importance_evaluator, local_file, lock_folder, open_storage, pareto_front,
+                              same_file, sampled_study, study_lock, unavailable, varied_params)
 from cnnbench.tracking import Tracker, check_experiment, check_folder_store, check_schema, local_store, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
 
-IDENTITY_ATTR = "cnnbench.sweep"
 #: Study names cnnbench itself gives (see ``Sweep.study``): safe as file and folder names.
 _FILE_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 #: The ``reason`` of a trial stopped by Ctrl-C or a signal.
