@@ -1040,11 +1040,20 @@ class _SweepBar:
 
 def _label(trial: optuna.trial.FrozenTrial) -> str:
     """What a progress line calls a trial besides its number: the baseline it ran, or the architecture drawn,
-    and the threads it trained on where it shared the CPU with other runs."""
+    the threads it trained on where it shared the CPU with other runs, and how long it took."""
     shared = trial.user_attrs.get(SHARED_ATTR)
-    said = [p for p in (trial.user_attrs.get("baseline") or trial.params.get("arch"), shared and f"on {shared} threads")
-            if p]
+    took = trial.duration and _duration(trial.duration.total_seconds())
+    said = [p for p in (trial.user_attrs.get("baseline") or trial.params.get("arch"), shared and f"on {shared} threads",
+                        took) if p]
     return f" ({', '.join(said)})" if said else ""
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` as a person reads a span of time: 0.4 s, 52.1 s, 3 min 05 s, 1 h 02 min."""
+    if seconds < 59.95:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _summarise(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: str, data: datamod.Data) -> Outcome:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -362,9 +363,19 @@ def test_without_a_terminal_the_sweep_prints_a_line_per_finished_trial(tmp_path,
     assert len(lines) == 4 and lines[-1].endswith(f"4 of 4 done, {best}")
     for line, trial in zip(lines, study.trials):
         if trial.state == optuna.trial.TrialState.COMPLETE:
-            assert line.startswith(f"trial {trial.number} ({trial.params['arch']}) complete: val_acc {trial.value:.4f}; ")
+            took = trial.duration.total_seconds()
+            assert line.startswith(f"trial {trial.number} ({trial.params['arch']}, {took:.1f} s) complete: val_acc "
+                                   f"{trial.value:.4f}; ")
         else:
-            assert line.startswith(f"trial {trial.number} (four_conv) pruned: unbuildable: ")
+            assert re.match(rf"trial {trial.number} \(four_conv, \d+\.\d s\) pruned: unbuildable: ", line), line
+
+
+@pytest.mark.parametrize("seconds, said", [(0.04, "0.0 s"), (52.14, "52.1 s"), (59.96, "1 min 00 s"),
+                                           (185.4, "3 min 05 s"), (3599.6, "1 h 00 min"), (3725, "1 h 02 min")])
+def test_a_trial_s_time_reads_in_the_unit_a_person_would_use(seconds, said):
+    from cnnbench.sweep import _duration
+
+    assert _duration(seconds) == said
 
 
 def test_median_pruner_stops_poor_trials_early(tmp_path, tiny_data):
@@ -410,7 +421,8 @@ def test_baselines_train_every_epoch_where_the_pruner_stops_the_sampled_trials(t
     # The progress lines name each baseline, and the architecture a sampled trial drew.
     lines = [line.split(";")[0] for line in res.output.splitlines() if line.startswith("trial ")]
     assert [line.split(" complete")[0].split(" pruned")[0] for line in lines] == [
-        "trial 0 (seed004)", "trial 1 (seed002)", f"trial 2 ({trials[2].params['arch']})"]
+        f"trial {t.number} ({name}, {t.duration.total_seconds():.1f} s)"
+        for t, name in zip(trials, ["seed004", "seed002", trials[2].params["arch"]])]
     # Its MLflow run holds the value it was judged on, though it logged no epoch.
     metrics = MlflowClient().get_run(trials[2].user_attrs["mlflow_run_id"]).data.metrics
     assert metrics["half_epoch_val_acc"] == pytest.approx(trials[2].intermediate_values[1])
