@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import math
 import sys
@@ -567,9 +568,10 @@ def predict(export_dir, images, as_json) -> None:
 
     A folder among IMAGES stands for the images in it and in the folders within it, by path (not hidden ones).
     Images in folders named after the model's classes (test/cat/1.png for a folder test) are of that class:
-    each says whether it was classified right, and the last line gives the accuracy on them. A dataset's folder
-    (one holding train/ and test/, or the folder of images the model trained on) gets the accuracy on its test
-    images and on its training images apart.
+    each says whether it was classified right, a line per class gives how many of its images are right and what
+    the others were taken for, and the last line gives the accuracy on them. A dataset's folder (one holding
+    train/ and test/, or the folder of images the model trained on) gets the accuracy on its test images and on
+    its training images apart.
     """
     from cnnbench.export import predictions
 
@@ -584,13 +586,36 @@ def predict(export_dir, images, as_json) -> None:
     labelled = [r for r in results if r["truth"] is not None]
     parts = {part: [r for r in labelled if r["part"] == part] for part in ("test", "train", None)}
     parts = {part: rs for part, rs in parts.items() if rs}
+    words = {"test": "test ", "train": "training ", None: "other " if len(parts) > 1 else ""}
+    for part, rs in list(parts.items())[:1]:  # the test images' classes, where there are test images
+        for line in _class_lines(rs, words[part], export_dir):
+            click.echo(line)
     others = len(results) - len(labelled)
     for i, (part, rs) in enumerate(parts.items()):  # a dataset's test and training images apart, never mixed
         right = sum(r["truth"] == r["label"] for r in rs)
-        what = {"test": "test ", "train": "training ", None: "other " if len(parts) > 1 else ""}[part]
-        click.echo(f"accuracy {right / len(rs):.4f}: {right:,} of {len(rs):,} {what}images right, by the class "
+        click.echo(f"accuracy {right / len(rs):.4f}: {right:,} of {len(rs):,} {words[part]}images right, by the class "
                    "folders they are in" + (f"; {others:,} image{'s' * (others > 1)} in no class folder"
                                             if others and i == len(parts) - 1 else ""))
+
+
+def _class_lines(results: list[dict], what: str, export_dir: str) -> list[str]:
+    """A line per class of the labelled ``results``, in the model's order, where they are of two classes or more:
+    how many of its images are right, and the classes the others were taken for, the most often first."""
+    from cnnbench.export import classes
+
+    by_class: dict[str, list[dict]] = {}
+    for r in results:
+        by_class.setdefault(r["truth"], []).append(r)
+    if len(by_class) < 2:
+        return []
+    lines = []
+    for name in (name for name in classes(export_dir) if name in by_class):
+        rs = by_class[name]
+        right = sum(r["label"] == name for r in rs)
+        taken = collections.Counter(r["label"] for r in rs if r["label"] != name).most_common()
+        lines.append(f"class {name}: {right / len(rs):.4f}, {right:,} of {len(rs):,} {what}images right"
+                     + ("; taken for " + ", ".join(f"{label} ({n:,})" for label, n in taken) if taken else ""))
+    return lines
 
 
 @main.command()

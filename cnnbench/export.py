@@ -314,6 +314,11 @@ def _preprocess(spec: datamod.DatasetSpec) -> dict[str, Any]:
     }
 
 
+def classes(export_dir: str | os.PathLike) -> list[str]:
+    """The class names of the model exported to ``export_dir``, in the order of its outputs."""
+    return _read_preprocess(Path(export_dir) / PREPROCESS)["classes"]
+
+
 def _read_preprocess(path: Path) -> dict[str, Any]:
     try:
         preprocess = json.loads(path.read_text())

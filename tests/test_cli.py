@@ -229,6 +229,9 @@ def test_predict_of_a_dataset_s_folder_gives_the_accuracy_on_its_test_and_traini
         "they are in"
     assert lines[-1].startswith("accuracy ") and lines[-1].endswith(f" of {60 - held} training images right, by the "
                                                                     "class folders they are in")
+    per_class = [line for line in lines if line.startswith("class ")]  # of the test images alone
+    assert len(per_class) == len({r["truth"] for r in test}) > 1 and lines[-2 - len(per_class):-2] == per_class
+    assert all(" test images right" in line for line in per_class)
     # The same images elsewhere are not what it trained on: all of them are only of their classes.
     other = shutil.copytree(flat, tmp_path / "other")
     lines = run("predict", str(target), str(other)).output.splitlines()

@@ -224,6 +224,18 @@ def test_predict_of_a_folder_of_class_folders_says_which_are_right_and_the_accur
     assert wrong and [line for line in lines if "  wrong: " in line] == [
         f"{r['file']}  {r['label']}  (class {r['index']}, p={r['probability']:.3f})  wrong: {r['truth']}"
         for r in wrong]
+    # Before the accuracy, a line per class: its images right, and what the others were taken for.
+    shown = {line.split(":")[0].removeprefix("class "): line for line in lines if line.startswith("class ")}
+    assert list(shown) == [c for c in classes if c in truth] and lines[-len(shown) - 1:-1] == list(shown.values())
+    for name, line in shown.items():
+        mine = [r for r in results if r["truth"] == name]
+        hits = sum(r["label"] == name for r in mine)
+        assert line.startswith(f"class {name}: {hits / len(mine):.4f}, {hits} of {len(mine)} images right")
+        taken = [f"{r['label']} ({sum(o['label'] == r['label'] for o in mine)})" for r in mine if r["label"] != name]
+        assert ("; taken for " in line) == bool(taken)
+        assert sorted(line.split("; taken for ")[1].split(", ") if taken else []) == sorted(set(taken))
+    res = CliRunner().invoke(main, ["predict", str(mnist.dir), str(labelled / truth[0])])  # one class: no such lines
+    assert res.exit_code == 0 and not any(line.startswith("class ") for line in res.output.splitlines())
 
 
 def test_predict_inverts_dark_ink_and_resizes(mnist, tmp_path):
