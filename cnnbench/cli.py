@@ -587,8 +587,9 @@ def predict(export_dir, images, as_json) -> None:
     parts = {part: [r for r in labelled if r["part"] == part] for part in ("test", "train", None)}
     parts = {part: rs for part, rs in parts.items() if rs}
     words = {"test": "test ", "train": "training ", None: "other " if len(parts) > 1 else ""}
-    for part, rs in list(parts.items())[:1]:  # the test images' classes, where there are test images
-        for line in _class_lines(rs, words[part], export_dir):
+    if parts:  # the classes of the first part: of the test images, where there are test images
+        first, rs = next(iter(parts.items()))
+        for line in _class_lines(rs, words[first], export_dir):
             click.echo(line)
     others = len(results) - len(labelled)
     for i, (part, rs) in enumerate(parts.items()):  # a dataset's test and training images apart, never mixed
