@@ -435,7 +435,7 @@ def best(study_name, storage, top, trial_number, as_json, export_dir, register, 
         if version and as_json:
             table[0]["registered"] = {"name": register, "version": version}
     if trial_number is None and len(study.directions) == 1:  # after an export, which may yet be refused
-        _say_if_tied(rows[0], ranked, held, study)
+        _say_if_close(rows[0], ranked, held, study)
     if as_json:
         click.echo(json.dumps(table, indent=1))
         return
@@ -479,21 +479,40 @@ def _stored_runs(run_ids: list[str], *, asked: bool):
         return None
 
 
-def _say_if_tied(first, ranked, held, study) -> None:
+def _say_if_close(first, ranked, held, study) -> None:
     """Say on stderr which trials share the value of ``first``, the best, where others do: it is only the first
-    of them (a small validation set ties often)."""
+    of them (a small validation set ties often); or, where its validation accuracy leads the next by one image
+    alone, which trials it leads so."""
     from cnnbench.space import format_value
-    from cnnbench.storage import objectives
+    from cnnbench.storage import objectives, validation_images
 
-    tied = [str(t.number) for t in ranked
-            if t.values[0] == first.values[0] and (held is None or not _run_state(t, held))]
-    if len(tied) < 2:
-        return
-    shown = (", ".join(tied[:6]) + f" and {len(tied) - 6} more" if len(tied) > 6
-             else ", ".join(tied[:-1]) + f" and {tied[-1]}")
     objective = objectives(study)[0]
-    click.echo(f"note: trials {shown} tie at the best {objective}, {format_value(objective, first.values[0])}; the "
-               f"first, trial {first.number}, is taken as the best (--trial N takes another)", err=True)
+    kept = [t for t in ranked if held is None or not _run_state(t, held)]
+    tied = [t.number for t in kept if t.values[0] == first.values[0]]
+    if len(tied) > 1:
+        value = format_value(objective, first.values[0])
+        click.echo(f"note: trials {_and(tied)} tie at the best {objective}, {value}; the first, trial {first.number}, "
+                   "is taken as the best (--trial N takes another)", err=True)
+        return
+    images = validation_images(study, first)
+    behind = [t for t in kept if t.values[0] != first.values[0]]
+    if objective != "val_acc" or not images or not behind or validation_images(study, behind[0]) != images:
+        return
+    second = behind[0].values[0]
+    if round((first.values[0] - second) * images) == 1:
+        led = [t.number for t in behind if t.values[0] == second]
+        click.echo(f"note: trial {first.number} leads trial{'s' * (len(led) > 1)} {_and(led)} by one of its {images:,} "
+                   f"validation images ({format_value(objective, first.values[0])} against "
+                   f"{format_value(objective, second)}): a lead this small may not hold on other images (--trial N "
+                   "takes another)", err=True)
+
+
+def _and(numbers: list[int]) -> str:
+    """Trial numbers as a sentence lists them: 2, 8 and 21; past six, the first six and how many more."""
+    said = [str(n) for n in numbers]
+    if len(said) > 6:
+        return ", ".join(said[:6]) + f" and {len(said) - 6} more"
+    return ", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 else said[0]
 
 
 def _run_state(trial, held) -> str | None:

@@ -27,6 +27,9 @@ DEFAULT_JOURNAL = "cnnbench-journal.log"
 PARENT_ATTR = "cnnbench.parent_run"
 #: Study attribute: the sweep's definition, checked when the study is resumed, and its objectives' names.
 IDENTITY_ATTR = "cnnbench.sweep"
+#: Study attribute: what the study's trials were trained on (``cnnbench.sweep.data_record``): a study compares its
+#: trials on one dataset only (studies from before it was recorded take it from the command that next opens them).
+DATA_ATTR = "cnnbench.data"
 #: Trial attribute: the earlier trial a trial was pruned as the duplicate of.
 DUPLICATE_ATTR = "cnnbench.duplicate_of"
 #: What to do where the study's storage is given another program's database.
@@ -576,6 +579,15 @@ def param_importances(study: optuna.Study) -> dict[str, float]:
 def objectives(study: optuna.Study) -> list[str]:
     """The names of a study's objectives, as its sweep recorded them; ``["value"]`` for a study other tools made."""
     return (study.user_attrs.get(IDENTITY_ATTR) or {}).get("objective") or ["value"]
+
+
+def validation_images(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int | None:
+    """How many validation images ``trial``'s accuracies were measured on: its ``val_fraction`` of the training
+    images its study records, rounded as ``cnnbench.data.load`` splits them; ``None`` where the study records no
+    data (made before it did) or the trial had no validation split."""
+    fraction = (trial.user_attrs.get("config") or {}).get("val_fraction")
+    train = (study.user_attrs.get(DATA_ATTR) or {}).get("train")
+    return int(round(fraction * train)) or None if fraction is not None and train is not None else None
 
 
 def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:

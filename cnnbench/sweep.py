@@ -32,9 +32,9 @@ from cnnbench.errors import (CnnbenchError, ConfigError, DataError, DivergedErro
                              UnreachableStorage, disk_full, no_space, outlast, redact)
 from cnnbench.paths import folder_parts, unwritable, unwritable_file
 from cnnbench.space import Sweep, format_value, grid, suggest, trial_config
-from cnnbench.storage import (DUPLICATE_ATTR, HEARTBEAT_SECONDS, IDENTITY_ATTR, OWN_FILE, PARENT_ATTR, damaged,
-                              describe, importance_evaluator, local_file, lock_folder, open_storage, pareto_front,
-                              same_file, sampled_study, study_lock, unavailable, varied_params)
+from cnnbench.storage import (DATA_ATTR, DUPLICATE_ATTR, HEARTBEAT_SECONDS, IDENTITY_ATTR, OWN_FILE, PARENT_ATTR,
+                              damaged, describe, importance_evaluator, local_file, lock_folder, open_storage,
+                              pareto_front, same_file, sampled_study, study_lock, unavailable, varied_params)
 from cnnbench.tracking import Tracker, check_experiment, check_folder_store, check_schema, local_store, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
@@ -45,9 +45,6 @@ _FILE_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 INTERRUPTED = "interrupted"
 #: A worker gives up after this many trials in a row fail (not pruned: failed).
 MAX_CONSECUTIVE_FAILURES = 5
-#: Study attribute: what the study's trials were trained on (:func:`data_record`): a study compares its trials on
-#: one dataset only (studies from before it was recorded take it from the command that next opens them).
-DATA_ATTR = "cnnbench.data"
 #: Study attribute: how many of the pruner's steps make an epoch (2 where trials report at half an epoch too;
 #: studies from before it was recorded report once an epoch).
 STEPS_ATTR = "cnnbench.steps_per_epoch"

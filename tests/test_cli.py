@@ -415,6 +415,43 @@ def test_best_says_which_trials_tie_with_the_best(tmp_path):
     assert res.exit_code == 0 and res.stderr == "" and res.stdout.splitlines()[2].startswith("5 ")
 
 
+def test_best_says_when_the_best_leads_by_one_validation_image(tmp_path):
+    import struct
+
+    import optuna
+
+    from cnnbench.storage import DATA_ATTR, open_storage
+
+    study = optuna.create_study(study_name="s", storage=open_storage(None), direction="maximize")
+    study.set_user_attr("cnnbench.sweep", {"objective": ["val_acc"]})
+    study.set_user_attr(DATA_ATTR, {"train": 1600})  # a tenth for validation: 160 images
+    lr = {"lr": optuna.distributions.FloatDistribution(1e-3, 1.0)}
+
+    def add(right: int, fraction: float = 0.1) -> None:
+        value = struct.unpack("f", struct.pack("f", right / 160))[0]  # as a float32 accuracy is stored
+        study.add_trial(optuna.trial.create_trial(params={"lr": right / 1000}, distributions=lr, value=value,
+                                                  user_attrs={"config": {"val_fraction": fraction}}))
+
+    for right in (158, 159, 150, 158):
+        add(right)
+    res = CliRunner().invoke(main, ["best"])
+    assert res.exit_code == 0 and res.stderr == (
+        "note: trial 1 leads trials 0 and 3 by one of its 160 validation images (0.9937 against 0.9875): a lead this "
+        "small may not hold on other images (--trial N takes another)\n")
+    add(160)  # trial 4 leads trial 1 by one image
+    assert CliRunner().invoke(main, ["best"]).stderr.startswith("note: trial 4 leads trial 1 by one of its 160 ")
+    add(160, fraction=0.2)  # a tie is told as a tie
+    assert CliRunner().invoke(main, ["best"]).stderr.startswith("note: trials 4 and 5 tie at the best val_acc")
+    study = optuna.create_study(study_name="t", storage=open_storage(None), direction="maximize")
+    study.set_user_attr("cnnbench.sweep", {"objective": ["val_acc"]})
+    study.set_user_attr(DATA_ATTR, {"train": 1600})
+    add(157)
+    add(159)
+    assert CliRunner().invoke(main, ["best", "--study", "t"]).stderr == ""  # two images ahead
+    add(158, fraction=0.2)
+    assert CliRunner().invoke(main, ["best", "--study", "t"]).stderr == ""  # the next measured on other images
+
+
 def test_best_in_a_store_that_holds_none_of_the_study_s_runs_leaves_every_trial_in(tmp_path):
     # Runs removed by `mlflow gc` are left out; a store holding none of the study's runs is another store, whose
     # experiment of the same name says nothing of them (an export says the weights are not there).

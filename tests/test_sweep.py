@@ -1406,7 +1406,7 @@ def test_a_study_of_one_s_own_images_resumes_only_on_the_images_it_began_on(tmp_
     from PIL import Image
 
     from cnnbench import data
-    from cnnbench.sweep import DATA_ATTR
+    from cnnbench.storage import DATA_ATTR
 
     root = write_folder(tmp_path / "bugs")
     text = """
