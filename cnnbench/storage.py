@@ -587,7 +587,9 @@ def validation_images(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> i
     data (made before it did) or the trial had no validation split."""
     fraction = (trial.user_attrs.get("config") or {}).get("val_fraction")
     train = (study.user_attrs.get(DATA_ATTR) or {}).get("train")
-    return int(round(fraction * train)) or None if fraction is not None and train is not None else None
+    if fraction is None or train is None:
+        return None
+    return int(round(fraction * train)) or None
 
 
 def best_trials(study: optuna.Study, top: int) -> list[optuna.trial.FrozenTrial]:
