@@ -235,6 +235,8 @@ def predictions(export_dir: str | os.PathLike, paths: Sequence[str | os.PathLike
     and the export are checked before the first."""
     found = image_files(paths)
     model, preprocess = load(export_dir)
+    for file, _ in found:  # a file missing or no image, before any is classified: 55 us a file, from its header
+        datamod.image_header(file)
     classes = preprocess["classes"]
     known = labels(found, preprocess)
     for start in range(0, len(found), batch_size):

@@ -202,7 +202,8 @@ def test_train_exports_a_model_that_predicts_and_refuses_a_used_folder_before_tr
     assert (target / "model.safetensors").read_bytes() != before
 
 
-def test_predict_of_a_dataset_s_folder_gives_the_accuracy_on_its_test_and_training_images_apart(tmp_path):
+def test_predict_of_a_dataset_s_folder_gives_the_accuracy_on_its_test_and_training_images_apart(tmp_path,
+                                                                                               monkeypatch):
     import shutil
 
     from conftest import forget_folders, write_folder
@@ -234,6 +235,13 @@ def test_predict_of_a_dataset_s_folder_gives_the_accuracy_on_its_test_and_traini
     per_class = [line for line in lines if line.startswith("class ")]  # of the test images alone
     assert len(per_class) == len({r["truth"] for r in test}) > 1 and lines[-2 - len(per_class):-2] == per_class
     assert all(" test images right" in line for line in per_class)
+    monkeypatch.chdir(flat)  # the folder spelled otherwise: the same images set apart
+    forget_folders()
+    res = run("predict", "--json", str(target), ".")
+    assert res.exit_code == 0, res.output
+    parts = {str(Path(r["file"]).relative_to(flat)): r["part"] for r in results}
+    assert {r["file"]: r["part"] for r in json.loads(res.output)} == parts
+    monkeypatch.chdir(tmp_path)
     # The same images elsewhere are not what it trained on: all of them are only of their classes.
     other = shutil.copytree(flat, tmp_path / "other")
     lines = run("predict", str(target), str(other)).output.splitlines()
@@ -249,6 +257,11 @@ def test_predict_of_a_dataset_s_folder_gives_the_accuracy_on_its_test_and_traini
     lines = run("predict", str(target), str(root / "test")).output.splitlines()
     assert lines[-1].endswith(" of 15 images right, by the class folders they are in")
     assert sum(line.startswith("accuracy ") for line in lines) == 1
+    # Its folders say which image is of which class and part, even where it could not be trained on as it is.
+    (root / "train" / "wasp").mkdir()
+    forget_folders()
+    lines = run("predict", str(target), str(root)).output.splitlines()
+    assert lines[-2].endswith(" of 15 test images right, by the class folders they are in")
 
 
 @pytest.mark.parametrize("args,expected", [

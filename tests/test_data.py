@@ -488,7 +488,7 @@ def test_a_folder_dataset_is_in_colour_if_one_image_is_and_at_the_size_most_have
     exif = Image.Exif()
     exif[0x0112] = 6  # a phone's portrait photo: stored lying, 40x20, and shown turned a quarter, 20x40
     Image.new("RGB", (40, 20)).save(tmp_path / "phone.jpg", exif=exif)
-    assert data._image_header(tmp_path / "phone.jpg") == ((20, 40), "RGB")
+    assert data.image_header(tmp_path / "phone.jpg") == ((20, 40), "RGB")
     assert data.read_images([tmp_path / "phone.jpg"], 3, (40, 20)).shape == (1, 3, 40, 20)
 
 

@@ -319,6 +319,16 @@ def test_predict_refuses_what_is_not_an_image(mnist, tmp_path):
         predict(mnist.dir, [text])
     with pytest.raises(DataError, match="cannot read image"):
         predict(mnist.dir, [tmp_path / "missing.png"])
+    # Found before the first image is classified, not after a batch of them has been printed.
+    from click.testing import CliRunner
+
+    from cnnbench.cli import main
+
+    good = _write_pngs(tmp_path / "good", mnist.data.test.x[:3])
+    for bad in (text, tmp_path / "missing.png"):
+        res = CliRunner().invoke(main, ["predict", str(mnist.dir), *map(str, good), str(bad)])
+        assert res.exit_code == 2 and res.output.startswith("error: ") and res.output.count("\n") <= 2, res.output
+        assert "p=" not in res.output
 
 
 def test_load_refuses_a_folder_that_is_not_an_export(mnist, tmp_path):
