@@ -474,11 +474,12 @@ Accuracies are fractions of the images classified correctly.{_precision_note(met
 
 ## Preprocessing
 
-{"Grayscale" if c == 1 else "RGB"}, resized to {h}x{w} (bilinear), pixel values scaled to [0, 1], then per
-channel `(x - mean) / std` with mean = {list(spec.mean)} and std = {list(spec.std)}. {polarity}
-An image with transparency (a drawing on a clear canvas) is laid on white where its opaque pixels are
-dark, else on black, and 16-bit grayscale is scaled to 8 bits, before all this. `{PREPROCESS}` holds
-these settings.
+{"Grayscale" if c == 1 else "RGB"}, resized to {w}x{h} (width x height, bilinear), pixel values scaled to [0, 1],
+then per channel `(x - mean) / std` with mean = {list(spec.mean)} and std = {list(spec.std)}. {polarity}
+Before all this, an image is turned upright by its EXIF orientation (a phone's photo is often stored
+sideways), an image with transparency (a drawing on a clear canvas) is laid on white where its opaque
+pixels are dark, else on black, and 16-bit grayscale is scaled to 8 bits. `{PREPROCESS}` holds these
+settings.
 
 ## MLflow run
 
@@ -499,9 +500,10 @@ these settings.
 
 ```python
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
-img = Image.open("image.png").convert("{mode}").resize(({w}, {h}), Image.Resampling.BILINEAR)
+img = ImageOps.exif_transpose(Image.open("image.png"))  # upright, as the training images were read
+img = img.convert("{mode}").resize(({w}, {h}), Image.Resampling.BILINEAR)
 x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view({h}, {w}, {c}).permute(2, 0, 1).float() / 255{invert}
 mean, std = torch.tensor({list(spec.mean)}).view(-1, 1, 1), torch.tensor({list(spec.std)}).view(-1, 1, 1)
 x = ((x - mean) / std).unsqueeze(0)

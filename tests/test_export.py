@@ -312,6 +312,26 @@ def test_predict_reads_drawings_on_a_transparent_canvas_and_16_bit_grayscale(mni
     assert load_images([folder / "empty.png"], pre).unique().numel() == 3  # black in each channel
 
 
+def test_the_card_s_plain_torch_code_reads_an_image_as_predict_does(mnist, tmp_path):
+    # A phone's photo is stored sideways with an EXIF orientation: the card's code must turn it upright too.
+    card = (mnist.dir / "README.md").read_text()
+    code = card.split("## Use it with plain PyTorch\n\n```python\n")[1].split("```")[0]
+    digit = mnist.data.test.x[3, 0].numpy()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter clockwise from how it is stored
+    Image.fromarray(digit).transpose(Image.Transpose.ROTATE_90).save(tmp_path / "image.png", exif=exif)
+    Image.fromarray(digit).save(tmp_path / "upright.png")
+    (tmp_path / "model.pt2").write_bytes((mnist.dir / "model.pt2").read_bytes())
+    proc = subprocess.run([sys.executable, "-c", code + "print(probabilities.tolist()[0])"], capture_output=True,
+                          text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    sideways, upright = predict(mnist.dir, [tmp_path / "image.png", tmp_path / "upright.png"])
+    assert sideways["index"] == upright["index"] == int(mnist.predictions[3])
+    probabilities = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert max(range(10), key=probabilities.__getitem__) == sideways["index"]
+    assert probabilities[sideways["index"]] == pytest.approx(sideways["probability"], abs=1e-4)
+
+
 def test_predict_refuses_what_is_not_an_image(mnist, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not pixels")
