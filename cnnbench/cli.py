@@ -158,14 +158,6 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         raise ConfigError("given without --export", source="--overwrite", hint="add --export DIR")
     if export_dir == "":
         raise ConfigError("empty folder name", source="--export", hint="name the folder to export to")
-    if export_dir:
-        from cnnbench import export
-
-        try:
-            export.check_target(Path(export_dir).absolute(), overwrite)  # before any training
-        except ConfigError as err:
-            err.source = "--export"
-            raise
     if checkpoint and export_dir and Path(export_dir).resolve() in Path(checkpoint).resolve().parents:
         raise ConfigError(f"{checkpoint} lies in the export folder {export_dir}, which the export must have to itself",
                           source="--checkpoint", hint=f"keep the checkpoint outside {export_dir}")
@@ -186,6 +178,14 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         layers.append(cfg.Layer({"dataset": dataset}, {"dataset": ""}))
     config, sources = cfg.resolve(*layers)
     params = trainer.check(config, sources)
+    if export_dir:
+        from cnnbench import export
+
+        try:
+            export.check_target(Path(export_dir).absolute(), overwrite, config.dataset)  # before any training
+        except ConfigError as err:
+            err.source = "--export"
+            raise
     trainer.check_precision(config.precision, trainer.resolve_device(config.device))
     try:
         done = trainer.check_resume(checkpoint, config)

@@ -241,6 +241,11 @@ def _roots(path: Path) -> tuple[Path, Path | None]:
     train, test = path / "train", path / "test"
     if train.is_dir() or test.is_dir():
         for part in (train, test):
+            # Images in train/ beside other class folders: a class of that name (CIFAR-100 has "train").
+            if part.is_dir() and _scan(part)[0] and any(p.name not in ("train", "test") for p in _class_folders(path)):
+                raise DataError(f"folder:{path} has a class folder named {part.name}/, which names a part of a "
+                                f"dataset laid out as PATH/{part.name}/CLASS/IMAGE",
+                                hint=f"rename it ({part.name}_, say): a class may have any other name")
             if not _class_folders(part) and (part is train or test.exists()):
                 raise DataError(f"folder:{path} has no {part.name}/ folder with a folder of images per class",
                                 hint=_layout_hint(path))

@@ -72,7 +72,7 @@ def export(
     if config.dataset != spec.name:
         raise ConfigError(f"the config is for dataset {config.dataset!r} but the spec is for {spec.name!r}")
     out_dir = Path(out_dir).absolute()
-    check_target(out_dir, overwrite)
+    check_target(out_dir, overwrite, config.dataset)
     metrics_text = _to_json(metrics, "metrics")
     run = dict(run or {})
     _to_json(run, "run")
@@ -249,8 +249,14 @@ def predictions(export_dir: str | os.PathLike, paths: Sequence[str | os.PathLike
             yield {"file": str(path), "label": classes[k], "index": k, "probability": p, "truth": truth, "part": part}
 
 
-def check_target(out_dir: Path, overwrite: bool) -> None:
-    """Raise :class:`ConfigError` unless ``out_dir`` can take an export (see :func:`export`); writes nothing."""
+def check_target(out_dir: Path, overwrite: bool, dataset: str | None = None) -> None:
+    """Raise :class:`ConfigError` unless ``out_dir`` can take an export (see :func:`export`) of a model trained on
+    ``dataset``; writes nothing."""
+    if dataset and dataset.startswith(FOLDER):  # among the images, its folder would be read as a class of them
+        images = Path(folder_parts(dataset)[0]).resolve()
+        if images in (out := out_dir.resolve(), *out.parents):
+            raise ConfigError(f"{out_dir} lies in {images}, the folder of images the model is trained on, which "
+                              "would take the export for a class of them", hint="export to a folder outside it")
     # The export is made beside its folder, then moved into place.
     if why := unwritable(out_dir.parent):
         raise ConfigError(f"cannot export to {out_dir}: {why}", hint="choose another export folder")

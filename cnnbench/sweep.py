@@ -1162,7 +1162,8 @@ def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str 
         raise StudyError(f"study name {study_name!r} cannot name an export folder",
                          hint="give the folder: cnnbench best --export DIR")
     target = Path(out_dir) if out_dir else Path("exports") / f"{study_name}-trial{trial.number}"
-    export.check_target(target.absolute(), overwrite)  # before any download
+    trained_on = trial.user_attrs.get("config", {}).get("dataset")
+    export.check_target(target.absolute(), overwrite, trained_on)  # before any download
     if (store := missing_store()) is not None:  # a command run in another folder: say so, leave no empty store
         raise StudyError(f"no MLflow store at {store}, which holds trial {trial.number}'s weights",
                          hint="run from the folder the sweep ran in, or set MLFLOW_TRACKING_URI to its store")

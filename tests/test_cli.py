@@ -348,6 +348,24 @@ def test_predict_a_folder_without_images_exits_2(tmp_path):
     assert res.output.startswith(f"error: no images in folder {tmp_path}\n") and "Traceback" not in res.output
 
 
+def test_an_export_of_images_read_at_a_size_given_says_it_and_stays_out_of_their_folder(tmp_path):
+    from conftest import write_folder
+
+    root = write_folder(tmp_path / "bugs", n_train=30, n_test=6)
+    args = ["train", f"folder:{root}@24x16", "--arch", "two_conv", "--width", "4", "--epochs", "1", "--batch-size",
+            "16", "--device", "cpu"]
+    inside = root / "test" / "ex"  # where its folder would be read as a class of the images the next time
+    res = run(*args, "--export", str(inside))
+    assert res.exit_code == 2 and res.output.startswith(f"error: --export: {inside} lies in {root}, the folder of "
+                                                        "images the model is trained on"), res.output
+    assert "epoch" not in res.output and not inside.exists()
+    res = run(*args, "--export", str(tmp_path / "ex"))
+    assert res.exit_code == 0, res.output
+    card = (tmp_path / "ex" / "README.md").read_text()  # 24 wide and 16 high, as @24x16 says, everywhere
+    assert "36 resized to 24x16)" in card and "resized to 24x16 (width x height, bilinear)" in card
+    assert ".resize((24, 16), " in card and ".view(16, 24, 1)" in card
+
+
 def test_list_shows_every_registry():
     res = run("list")
     assert res.exit_code == 0

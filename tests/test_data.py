@@ -507,6 +507,10 @@ def test_a_folder_dataset_is_in_colour_if_one_image_is_and_at_the_size_most_have
     (lambda root: __import__("shutil").copytree(root / "test" / "cat", root / "test" / "cow"),
      "test has classes its train/ folder lacks: cow"),
     (lambda root: (root / "test" / "cat" / "0000.png").write_bytes(b"not a png"), "not an image: "),
+    (lambda root: [(root / c).mkdir(parents=True) for c in ("car", "train")]  # CIFAR-100 has a class "train"
+     + [__import__("PIL.Image").Image.new("L", (9, 9)).save(root / c / f"{i}.png") for c in ("car", "train")
+        for i in range(5)],
+     "has a class folder named train/, which names a part of a dataset laid out as PATH/train/CLASS/IMAGE"),
 ])
 def test_a_folder_not_laid_out_as_a_dataset_is_refused_in_one_line(tmp_path, make, message):
     from click.testing import CliRunner
@@ -515,7 +519,8 @@ def test_a_folder_not_laid_out_as_a_dataset_is_refused_in_one_line(tmp_path, mak
     from conftest import write_folder
 
     root = tmp_path / "imgs"
-    if not any(part in message for part in ("no train/", "such", "not a folder", "holds no folder", "too few")):
+    if not any(part in message for part in ("no train/", "such", "not a folder", "holds no folder", "too few",
+                                            "class folder named")):
         write_folder(root, n_train=12, n_test=3)
     make(root)
     res = CliRunner().invoke(main, ["train", f"folder:{root}", "--arch", "two_conv", "--epochs", "1"])

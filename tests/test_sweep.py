@@ -1336,6 +1336,9 @@ def test_a_sweep_of_one_s_own_images_exports_a_winner_that_predicts_without_them
     """)
     assert res.exit_code == 0, res.output
     assert "study 'my-bugs'" in res.output and "2 complete" in res.output
+    res = CliRunner().invoke(main, ["best", "--export", "my bugs/winner"])  # it would be a class of them
+    assert res.exit_code == 2 and f"lies in {tmp_path / 'my bugs'}, the folder of images" in res.output, res.output
+    assert not (tmp_path / "my bugs" / "winner").exists()
     res = CliRunner().invoke(main, ["best", "--export"])
     assert res.exit_code == 0, res.output
     (export_dir,) = (tmp_path / "exports").iterdir()
