@@ -179,7 +179,7 @@ def _memory() -> int:
 
 @functools.lru_cache(maxsize=8)
 def _folder_digest(path: Path) -> str:
-    """What identifies a folder dataset's files as they are now: their paths, sizes and modification times."""
+    """What identifies a folder dataset's files as they are now: their paths, sizes and times (:func:`_digest`)."""
     train, test = _folder_files(path)
     return _digest([file for file, _ in train + test], resolve=False)  # absolute paths already
 
@@ -522,10 +522,13 @@ def _cache_path(spec: DatasetSpec, sources: list[Path]) -> Path | None:
 
 
 def _digest(files: list[Path], resolve: bool = True) -> str:
+    """What tells ``files`` as they are now from how they were: each one's path, size, and the times of its last
+    change. The inode's change time (``st_ctime``) as well as the modification time: a file replaced by one of the
+    same size whose modification time is kept (``cp -p``, ``tar``, ``unzip``, ``touch -r``) has a new one."""
     digest = hashlib.sha1()
     for p in files:
         st = p.stat()
-        digest.update(f"{p.resolve() if resolve else p}:{st.st_size}:{st.st_mtime_ns}".encode())
+        digest.update(f"{p.resolve() if resolve else p}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}".encode())
     return digest.hexdigest()[:16]
 
 

@@ -1,4 +1,5 @@
 import math
+import os
 import pickle
 from pathlib import Path
 
@@ -361,6 +362,17 @@ def test_a_dataset_s_digest_is_of_its_images_labels_and_classes_wherever_they_ar
     assert fresh(f"folder:{root}@14").digest != bugs.digest  # read at another size
     sorted((root / "test" / "cat").iterdir())[0].unlink()
     assert fresh(f"folder:{root}").digest != bugs.digest
+    # An image replaced by one of the same size whose modification time is kept (cp -p, tar) is read again.
+    from PIL import Image, ImageOps
+
+    image = sorted((root / "test" / "ant").iterdir())[0]
+    pixels = Image.open(image).convert("L")
+    pixels.save(image, compress_level=0)  # stored, not compressed: its size is its pixels' count
+    before, st = fresh(f"folder:{root}"), image.stat()
+    ImageOps.invert(pixels).save(image, compress_level=0)
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (image.stat().st_size, image.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    assert fresh(f"folder:{root}").digest != before.digest
 
 
 def test_a_folder_of_class_folders_alone_has_a_fifth_of_each_class_set_apart_for_testing(tmp_path):
