@@ -60,7 +60,14 @@ def check_url(url: str | None) -> None:
         if importlib.util.find_spec("redis") is None:
             _no_driver(url, "redis")
         return
-    if url is None or url.endswith(".log") or url.startswith(("sqlite:///", "journal:")):
+    if url is None:
+        return
+    if url == "":
+        raise ConfigError("empty storage URL", hint=f"leave --storage out for ./{DEFAULT_JOURNAL}, or name one")
+    if url.split("?")[0] in ("sqlite://", "sqlite:///", "sqlite:///:memory:"):  # SQLAlchemy's in-memory spellings
+        raise ConfigError(f"storage {url!r} is a database in memory, gone when the sweep ends, as its study would be",
+                          hint="name a file: sqlite:///optuna.db")
+    if url.endswith(".log") or url.startswith(("sqlite:///", "journal:")):
         return
     raise ConfigError(f"unsupported storage {describe(url)!r}",
                       hint="use a journal file path ending in .log, sqlite:///FILE, postgresql://..., or redis://...")

@@ -32,10 +32,11 @@ from cnnbench.errors import (CnnbenchError, ConfigError, DataError, DivergedErro
                              UnreachableStorage, disk_full, no_space, outlast, redact)
 from cnnbench.paths import folder_parts, unwritable, unwritable_file
 from cnnbench.space import Sweep, format_value, grid, suggest, trial_config
-from cnnbench.storage import (DATA_ATTR, DUPLICATE_ATTR, HEARTBEAT_SECONDS, IDENTITY_ATTR, OWN_FILE, PARENT_ATTR,
-                              damaged, describe, importance_evaluator, local_file, lock_folder, open_storage,
-                              pareto_front, same_file, sampled_study, study_lock, unavailable, varied_params)
-from cnnbench.tracking import Tracker, check_experiment, check_folder_store, check_schema, local_store, tracking_uri
+from cnnbench.storage import (DATA_ATTR, DUPLICATE_ATTR, HEARTBEAT_SECONDS, IDENTITY_ATTR, OWN_FILE, OWN_STORE,
+                              PARENT_ATTR, damaged, describe, importance_evaluator, local_file, lock_folder,
+                              open_storage, pareto_front, same_file, sampled_study, study_lock, unavailable,
+                              varied_params)
+from cnnbench.tracking import Tracker, check_experiment, check_schema, check_store_uri, local_store, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
 
@@ -124,8 +125,13 @@ def open_study(sweep: Sweep, data: datamod.Data | None = None) -> optuna.Study:
 
 def _create_or_check(sweep: Sweep, identity: dict, data: datamod.Data | None) -> optuna.Study:
     storage = open_storage(sweep.storage)
-    study = optuna.create_study(storage=storage, study_name=sweep.study_name, sampler=make_sampler(sweep),
-                                pruner=optuna.pruners.NopPruner(), directions=sweep.directions, load_if_exists=True)
+    try:  # loaded where it is there: a journal would log even a creation refused as a duplicate, for every resume
+        study = optuna.load_study(storage=storage, study_name=sweep.study_name, sampler=make_sampler(sweep),
+                                  pruner=optuna.pruners.NopPruner())
+    except KeyError:
+        study = optuna.create_study(storage=storage, study_name=sweep.study_name, sampler=make_sampler(sweep),
+                                    pruner=optuna.pruners.NopPruner(), directions=sweep.directions,
+                                    load_if_exists=True)  # another machine's worker may create it first
     attrs = study.user_attrs
     stored = attrs.get(IDENTITY_ATTR)
     steps = (2 if sweep.prune_at_half_epoch else 1) if stored is None else attrs.get(STEPS_ATTR, 1)
@@ -436,10 +442,12 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
     progress = sys.stderr.isatty() if progress is None else progress
     _quiet()
     # A file in the way of the study or the runs is refused before the data is loaded (or downloaded).
-    check_folder_store()
-    if same_file(sweep.storage, tracking_uri()):
-        raise ConfigError(f"{sweep.storage} is the MLflow store's file too ({redact(tracking_uri())}): Optuna and "
-                          "MLflow each need a database of their own", source="--storage", hint=OWN_FILE)
+    check_store_uri()
+    if same_file(sweep.storage, tracking_uri()):  # the default journal named by MLFLOW_TRACKING_URI: mend that
+        given = sweep.storage is not None
+        raise ConfigError(f"{describe(sweep.storage)} is the MLflow store's file too ({redact(tracking_uri())}): "
+                          "Optuna and MLflow each need a database of their own",
+                          source="--storage" if given else "MLFLOW_TRACKING_URI", hint=OWN_FILE if given else OWN_STORE)
     for url, owner, what, hint in (
             (sweep.storage, "optuna", f"storage {describe(sweep.storage)}", "give another --storage"),
             (tracking_uri(), "mlflow", f"the MLflow store {redact(tracking_uri())}", "set MLFLOW_TRACKING_URI")):

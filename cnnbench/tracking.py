@@ -452,9 +452,20 @@ def deleted_experiment(experiment: str, experiment_id: str) -> StudyError:
 
 
 def check_experiment(experiment: str) -> None:
-    """Raise :class:`StudyError` where the tracking store is a local SQLite file that holds ``experiment`` deleted
-    (:func:`deleted_experiment`), before any data is loaded; a server's store is asked by :class:`Tracker`."""
-    if (found := stored_experiment(tracking_uri(), experiment)) is not None and found.deleted:
+    """Raise :class:`StudyError` where the tracking store holds ``experiment`` deleted (:func:`deleted_experiment`),
+    and :class:`CnnbenchError` where it is a server that cannot be reached, before any data is loaded or any study
+    made. A local SQLite file is read without MLflow; an MLflow server is asked once, without waiting for it (a
+    database's, where MLflow would make its tables on first contact, by :class:`Tracker` under the study's lock)."""
+    if urllib.parse.urlparse(tracking_uri()).scheme not in ("http", "https"):
+        found = stored_experiment(tracking_uri(), experiment)
+        deleted = found is not None and found.deleted
+    else:
+        try:
+            found = MlflowClient().get_experiment_by_name(experiment)
+        except _STORE_ERRORS as err:
+            raise _unreadable(err, "reach") from None
+        deleted = found is not None and found.lifecycle_stage == "deleted"
+    if deleted:
         raise deleted_experiment(experiment, found.experiment_id)
 
 
@@ -483,12 +494,20 @@ def stored_runs(run_ids: list[str]) -> dict[str, StoredRun] | None:
     return found
 
 
-def check_folder_store() -> None:
-    """Raise :class:`ConfigError` where the tracking store is a folder (``./mlruns``, ``file:...``) that this MLflow
-    refuses to open (3.13 and newer, unless ``MLFLOW_ALLOW_FILE_STORE`` is set), before anything is recorded."""
+def check_store_uri() -> None:
+    """Raise :class:`ConfigError` where the tracking store is of a kind MLflow does not know (``foo://...``), or a
+    folder (``./mlruns``, ``file:...``) that this MLflow refuses to open (3.13 and newer, unless
+    ``MLFLOW_ALLOW_FILE_STORE`` is set), before anything is recorded. Nothing is opened."""
     from mlflow import environment_variables
+    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
     uri = tracking_uri()
+    try:
+        _tracking_store_registry.get_store_builder(uri)  # the registry of store kinds, plugins' too
+    except mlflow.exceptions.MlflowException:
+        raise ConfigError(f"the MLflow store {redact(uri)} is of no kind MLflow knows", source="MLFLOW_TRACKING_URI",
+                          hint="unset it (runs then go to ./mlflow.db), or give sqlite:///FILE, http(s)://SERVER or "
+                          "postgresql://...") from None
     allow = getattr(environment_variables, "MLFLOW_ALLOW_FILE_STORE", None)  # where it exists, MLflow refuses
     if allow is None or allow.get() or urllib.parse.urlparse(uri).scheme not in ("", "file"):
         return
@@ -501,8 +520,9 @@ def check_folder_store() -> None:
 def check_store() -> None:
     """Raise :class:`CnnbenchError` where the tracking store is a local file that is not an MLflow store (an Optuna
     storage, say): MLflow would add its tables to it, and the program it belongs to could not open it again; or
-    :class:`ConfigError` where it is a folder this MLflow refuses (:func:`check_folder_store`)."""
-    check_folder_store()
+    :class:`ConfigError` where it is of no kind MLflow knows or a folder this MLflow refuses (:func:`check_store_uri`).
+    """
+    check_store_uri()
     if found := damaged(tracking_uri(), "mlflow"):
         why, particular = found
         raise CnnbenchError(f"cannot read the MLflow store {redact(tracking_uri())}: {why}",

@@ -194,6 +194,12 @@ def test_the_mlflow_store_and_the_study_storage_are_never_one_database(tmp_path,
         f"error: --storage: sqlite:///mlflow.db is the MLflow store's file too (sqlite:///{tmp_path}/mlflow.db): "
         "Optuna and MLflow each need a database of their own\n") and own in res.output, res.output
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["small.yaml"]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///cnnbench-journal.log")  # the default storage's file
+    res = sweep(tmp_path, tiny_data)
+    assert res.exit_code == 2 and res.output.startswith(
+        "error: MLFLOW_TRACKING_URI: journal file ./cnnbench-journal.log is the MLflow store's file too "
+        "(sqlite:///cnnbench-journal.log)") and "fix: point MLFLOW_TRACKING_URI at" in res.output
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
 
     assert sweep(tmp_path, tiny_data, "--storage", "sqlite:///optuna.db").exit_code == 0
     stores = {name: _tables(tmp_path / name) for name in ("mlflow.db", "optuna.db")}
@@ -249,6 +255,24 @@ def test_a_folder_store_mlflow_no_longer_opens_is_one_line_before_anything(tmp_p
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow's own way to open one: reading creates none
     res = CliRunner().invoke(main, ["report", "--format", "md"])
     assert res.exit_code == 0 and "Nothing is recorded yet" in res.output and not (tmp_path / "mlruns").exists()
+
+
+def test_a_tracking_store_of_no_kind_or_a_server_down_is_refused_before_the_data_or_the_study(tmp_path, tiny_data,
+                                                                                                 monkeypatch):
+    # Both made the study (and queued its baselines) before MLflow was first asked; foo:// then exited 1 with
+    # MLflow's list of schemes cut at 200 characters.
+    import cnnbench.data
+
+    monkeypatch.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the stores were read"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "foo://bar")
+    res = sweep(tmp_path, tiny_data)
+    assert res.exit_code == 2 and res.output.startswith(
+        "error: MLFLOW_TRACKING_URI: the MLflow store foo://bar is of no kind MLflow knows\n"), res.output
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    res = sweep(tmp_path, tiny_data)
+    assert res.exit_code == 1 and res.output.startswith("error: cannot reach the MLflow store http://127.0.0.1:9: ")
+    assert "fix: check MLFLOW_TRACKING_URI and that the server is up" in res.output
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "cache") == ["small.yaml"]  # no study, no lock
 
 
 def test_a_file_that_is_no_mlflow_store_is_named_in_one_line(tmp_path, tiny_data, monkeypatch):

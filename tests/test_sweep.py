@@ -233,9 +233,11 @@ def test_an_interrupted_sweep_counts_its_cut_trial_apart_from_failures(tmp_path,
 
 def test_resuming_with_another_space_is_refused_unless_renamed(swept, tmp_path, tiny_data):
     changed = TINY.replace("high: 1e-1", "high: 0.5")
+    before = (tmp_path / DEFAULT_JOURNAL).read_bytes()
     res = sweep(tmp_path, changed, "--data-dir", str(tiny_data))
     assert res.exit_code == 2
     assert "space.lr.high: 0.1 -> 0.5" in res.output and "--study" in res.output
+    assert (tmp_path / DEFAULT_JOURNAL).read_bytes() == before  # not even a refused creation logged
     res = sweep(tmp_path, changed, "--data-dir", str(tiny_data), "--study", "tiny2", "--trials", "1")
     assert res.exit_code == 0, res.output
 
