@@ -154,6 +154,8 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
     from cnnbench.paths import unwritable
 
     trainer.flush_denormals()
+    if checkpoint == "":
+        raise ConfigError("empty file name", source="--checkpoint", hint="name the file to save checkpoints to")
     if overwrite and not export_dir:
         raise ConfigError("given without --export", source="--overwrite", hint="add --export DIR")
     if export_dir == "":
@@ -165,7 +167,7 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         raise ConfigError(f"cannot save checkpoints to {checkpoint}: {why}", source="--checkpoint",
                           hint="choose another file")
     layers = []
-    if preset:
+    if preset is not None:
         try:
             layers.append(cfg.Layer.preset(preset))
         except ConfigError as err:
@@ -186,7 +188,12 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         except ConfigError as err:
             err.source = "--export"
             raise
-    trainer.check_precision(config.precision, trainer.resolve_device(config.device))
+    try:
+        device = trainer.resolve_device(config.device)
+    except ConfigError as err:
+        err.source = err.source or sources.get("device")
+        raise
+    trainer.check_precision(config.precision, device)
     try:
         done = trainer.check_resume(checkpoint, config)
     except ConfigError as err:
@@ -205,7 +212,7 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
             click.echo(f"epoch {m.epoch:3d}  loss {m.train_loss:.4f}  acc {m.train_acc:.4f}{val}  "
                        f"lr {m.lr:.3g}  {m.epoch_seconds:.1f}s  {m.images_per_sec:,.0f} img/s")
 
-    with cores.share(trainer.resolve_device(config.device).type == "cpu") as taken:
+    with cores.share(device.type == "cpu") as taken:
         if not as_json:
             click.echo(f"training {config.arch} ({params:,} params) on {config.dataset}: {len(data.train):,} train / "
                        f"{len(data.val) if data.val else 0:,} val / {len(data.test):,} test"
@@ -312,15 +319,17 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
                           hint=f"use --workers {len(pinned)} (or a multiple), or list fewer devices")
     click.get_current_context().meta["cnnbench.resume"] = "the same `cnnbench sweep` command again"
     # The devices this machine's workers will train on, and the precision the sweep asks of them.
-    for name in pinned or [device or definition.fixed.get("device") or "auto"]:
+    for name in pinned or [device if device is not None else definition.fixed.get("device", "auto")]:
         try:
             check_precision(definition.fixed.get("precision", "auto"), resolve_device(name))
         except ConfigError as err:
-            err.source = "--devices" if pinned else "--device" if device else sources.get("fixed", err.source)
+            given = "--devices" if pinned else "--device" if device is not None else None
+            err.source = given or sources.get("fixed", err.source)
             raise
     data_folder(data_dir)  # a CNNBENCH_DATA_DIR that names a file is an error, before any warning
     for warning in (mirror_warning(definition.dataset, space.settings(definition, "augment"),
-                                   space.settings(definition, "tta")), space.budget_warning(definition)):
+                                   space.settings(definition, "tta")), space.budget_warning(definition),
+                    space.unsearched_warning(definition)):
         if warning:
             click.echo(f"warning: {warning}", err=True)
     from cnnbench import sweep as sweeps  # Optuna and MLflow: imported once the sweep file and flags are good

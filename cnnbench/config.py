@@ -82,7 +82,7 @@ class TrainConfig(BaseModel):
     warmup_epochs: float = Field(0.0, ge=0)
     step_size: int = Field(1, gt=0)
     gamma: float = Field(0.1, gt=0, le=1)
-    milestones: Optional[list[int]] = None
+    milestones: Optional[list[Annotated[int, Field(gt=0)]]] = None  # epochs, counted from 1
     # Data: augmentation (None means the dataset's default), validation share of the training set.
     augment: Optional[str] = None
     val_fraction: float = Field(0.1, ge=0, lt=1)

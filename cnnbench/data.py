@@ -11,6 +11,7 @@ import math
 import os
 import pickle
 import textwrap
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -339,18 +340,30 @@ def _layout_hint(path: Path) -> str:
     return f"lay it out as {_LAYOUT}"
 
 
+def _open(path: str | os.PathLike):
+    """``PIL.Image.open(path)`` without PIL's warning, two lines on stderr, for an image of over 89 million pixels:
+    one's own images are read on purpose, however large (twice that is still refused: DecompressionBombError)."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
 def image_header(path: Path) -> tuple[tuple[int, int], str]:
     """An image file's (width, height) once turned upright by its EXIF orientation, and its PIL mode, from its
     header alone."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
+        with _open(path) as img:
             w, h = img.size
             return ((h, w) if img.getexif().get(0x0112) in (5, 6, 7, 8) else (w, h)), img.mode  # quarter turns
     except UnidentifiedImageError:
         raise DataError(f"not an image: {path}", hint="remove it, or replace it with the image it should be") \
             from None
+    except Image.DecompressionBombError as err:
+        raise DataError(f"image too large: {path}: {err}") from None
     except OSError as err:
         raise DataError(f"cannot read image {path}: {err.strerror or err}") from None
 
@@ -368,7 +381,7 @@ def read_images(paths: Sequence[str | os.PathLike], channels: int, size: tuple[i
     batch = torch.empty(len(paths), channels, h, w, dtype=torch.uint8)
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as img:
+            with _open(path) as img:
                 # A JPEG much larger than wanted is decoded at 1/2, 1/4 or 1/8 of its size, at least twice the size
                 # wanted (as PIL's thumbnail does): a 4000x3000 photo of 5.7 MB read at 64x64 in 63 ms, not 218.
                 img.draft(None, (2 * max(w, h), 2 * max(w, h)))
@@ -460,6 +473,9 @@ def load(name: str, root: str | os.PathLike | None = None, *, val_fraction: floa
         raise ConfigError(f"val_fraction must be in [0, 1), got {val_fraction}")
     train, test, digest = _load_tensors(spec.name, str(data_dir(root).resolve()), download)
     n_val = int(round(val_fraction * len(train)))
+    if n_val >= len(train):
+        raise DataError(f"val_fraction {val_fraction:g} of {spec.name}'s {len(train):,} training images leaves none "
+                        "to train on", hint="give a smaller val_fraction, such as 0.1")
     if n_val == 0:
         return Data(spec, train, None, test, digest)
     order = torch.randperm(len(train), generator=torch.Generator().manual_seed(split_seed))

@@ -140,7 +140,7 @@ def load(export_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
                                    "none", "")
         model = trainer.build_model(config, spec)
     except CnnbenchError as err:
-        raise CheckpointError(f"{export_dir / CONFIG} does not describe a model this cnnbench can build: {err}",
+        raise CheckpointError(f"{export_dir / CONFIG} does not describe a model this cnnbench can build: {err.message}",
                               hint="use the cnnbench version that wrote the export, or its model.pt2") from None
     from safetensors import SafetensorError
     from safetensors.torch import load_model

@@ -206,6 +206,12 @@ class Sweep(_Strict):
             return self.study or self.dataset
         return re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(self.dataset).name).strip("-_.")[:100] or "images"
 
+    @property
+    def val_fraction(self) -> float:
+        """The share of the training images every trial validates on, a number however ``fixed`` wrote it ("0.1")."""
+        given = self.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
+        return validate({"val_fraction": given}).val_fraction
+
     def identity(self) -> dict[str, Any]:
         """What must not change when a study is resumed: dataset, objective, epochs, fixed values and space."""
         return {
@@ -301,6 +307,9 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
             close = difflib.get_close_matches(key, FIELDS, n=1)
             raise ConfigError(f"{key!r} is not a training setting", source=where("space", key) if key in sweep.space
                               else where("fixed", key), hint=f"did you mean {close[0]!r}?" if close else None)
+    if both := [key for key in sweep.space if key in sweep.fixed]:
+        raise ConfigError(f"{both[0]} is both fixed and searched", source=where("space", both[0]),
+                          hint="remove it from fixed to search it, or from space to fix it")
     for key in ("dataset", "epochs", "seed") + STUDY_WIDE:
         if key in sweep.space:
             raise ConfigError(f"{key} holds for the whole study and cannot be searched",
@@ -328,7 +337,7 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
         raise ConfigError(f"the {sweep.pruner} pruner judges trials by one objective, val_acc or val_loss, as they "
                           f"train; this sweep's is {', '.join(sweep.objectives)}", source=where("pruner"),
                           hint="give --pruner none" if sources["pruner"] == "--pruner" else "set pruner: none")
-    if sweep.fixed.get("val_fraction", 0.1) == 0:
+    if sweep.val_fraction == 0:
         if any(o.startswith("val_") for o in sweep.objectives):
             raise ConfigError("the objective needs a validation split, but val_fraction is 0",
                               source=where("fixed", "val_fraction"), hint="set val_fraction to e.g. 0.1")
@@ -342,10 +351,15 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
     seen: list[str] = []
     for key, param in sweep.space.items():
         src = where("space", key)
-        for cond in param.when:
+        for cond, want in param.when.items():
             if cond not in seen:
                 raise ConfigError(f"space.{key} depends on {cond!r}, which is not sampled before it",
                                   source=src, hint=f"list {cond} above {key} in the space")
+            for value in (want if isinstance(want, list) else [want]) if cond in _NAMED else []:
+                try:  # a name misspelt: the condition could never hold
+                    regs[_NAMED[cond]].get(value)
+                except ConfigError as err:
+                    raise ConfigError(f"space.{key}.when.{cond}: {err.message}", source=src, hint=err.hint) from None
         seen.append(key)
         values = param.values() if param.choices is not None else [param.low, param.high]
         if key in _NAMED and param.choices is not None:
@@ -431,6 +445,19 @@ def budget_warning(sweep: Sweep) -> str | None:
         after = " after the baselines" if baselines else ""
         return (f"the space is empty, so the {left} trials{after} would train one configuration: the first trains "
                 f"it, the others are pruned as its duplicates; give a space, or trials: {baselines + 1}")
+    return None
+
+
+def unsearched_warning(sweep: Sweep) -> str | None:
+    """Return a warning where a setting of the space is searched only when another takes a value it is never
+    drawn at (``when: {arch: vgg}`` with vgg left out of ``arch``'s choices), else ``None``."""
+    for key, param in sweep.space.items():
+        for cond, want in param.when.items():
+            owner = sweep.space[cond]
+            wanted = want if isinstance(want, list) else [want]
+            if owner.choices is not None and not any(w in owner.values() for w in wanted):
+                return (f"space.{key} is searched only when {cond} is {', '.join(map(str, wanted))}, which "
+                        f"space.{cond} ({', '.join(map(str, owner.values()))}) never is: {key} is not searched")
     return None
 
 

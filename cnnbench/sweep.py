@@ -458,8 +458,7 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
     check_schema()
     check_experiment(sweep.study_name)
     check_writable(sweep)
-    first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
-    data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
+    data = datamod.load(sweep.dataset, data_dir, val_fraction=sweep.val_fraction)
     study = open_study(sweep, data)
     # The MLflow store is created here, under the study's lock, once for every process starting now.
     with study_lock(sweep.study_name, sweep.storage):
@@ -655,8 +654,7 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
     flush_denormals()
     if threads:
         torch.set_num_threads(threads)
-    first = sweep.fixed.get("val_fraction", TrainConfig.model_fields["val_fraction"].default)
-    data = datamod.load(sweep.dataset, data_dir, val_fraction=first)
+    data = datamod.load(sweep.dataset, data_dir, val_fraction=sweep.val_fraction)
     study = _patiently(sweep, lambda: open_study(sweep, data))
     tracker = Tracker(sweep.study_name)
     objective = Objective(sweep, data, tracker, study.user_attrs[PARENT_ATTR], device=device, progress=progress,

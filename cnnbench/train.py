@@ -94,7 +94,10 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}", hint="use auto, cpu, cuda, cuda:N or mps") from None
+        device = None
+    # torch knows more (meta, xpu, hpu, cpu:7): none a CPU build trains on, nor one this trainer was written for.
+    if device is None or device.type not in ("cpu", "cuda", "mps") or (device.type != "cuda" and device.index):
+        raise ConfigError(f"unknown device {name!r}", hint="use auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} asked for, but CUDA is not available here", hint="use --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= (count := torch.cuda.device_count()):

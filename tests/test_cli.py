@@ -282,6 +282,16 @@ def test_predict_of_a_dataset_s_folder_gives_the_accuracy_on_its_test_and_traini
     (["--epochs", "0"], "--epochs"),
     (["--preset", "seed005"], "error: --preset: unknown preset 'seed005'"),
     (["--config", "missing.yaml"], "missing.yaml"),
+    # Empty values were taken as not given (the defaults trained), or named no flag.
+    (["--preset", ""], "error: --preset: unknown preset ''"),
+    (["--device", ""], "error: --device: unknown device ''"),
+    (["--checkpoint", ""], "error: --checkpoint: empty file name"),
+    # Devices torch knows but trains on nowhere here (meta trained into a traceback; cpu:99 trained on the CPU).
+    (["--device", "meta"], "error: --device: unknown device 'meta'"),
+    (["--device", "cpu:99"], "error: --device: unknown device 'cpu:99'"),
+    (["--width", "100000"], "error: architecture 'two_conv' (width 100000) is too large to build in this machine's "
+     "memory: one of its tensors alone takes 670.6 GiB"),
+    (["--val-fraction", "0.999"], "error: val_fraction 0.999 of mnist's 400 training images leaves none to train on"),
     (["--device", "cuda:0"] if not __import__("torch").cuda.is_available() else ["--device", "tpu"], "device"),
 ])
 def test_bad_input_is_one_clear_line_and_exit_2(tiny_data, args, expected):

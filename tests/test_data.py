@@ -504,6 +504,22 @@ def test_a_folder_dataset_is_in_colour_if_one_image_is_and_at_the_size_most_have
     assert data.read_images([tmp_path / "phone.jpg"], 3, (40, 20)).shape == (1, 3, 40, 20)
 
 
+def test_a_very_large_image_is_read_without_pil_s_warning_and_one_too_large_is_refused_in_one_line(tmp_path):
+    import warnings
+
+    from PIL import Image
+
+    Image.new("1", (10_000, 9_000)).save(tmp_path / "poster.png")  # 90 million pixels: PIL warns, two lines
+    Image.new("1", (20_000, 10_000)).save(tmp_path / "bomb.png")  # over twice that: PIL refuses
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert data.image_header(tmp_path / "poster.png") == ((10_000, 9_000), "1")
+        assert data.read_images([tmp_path / "poster.png"], 1, (28, 28)).shape == (1, 1, 28, 28)
+    for read in (data.image_header, lambda path: data.read_images([path], 1, (28, 28))):
+        with pytest.raises(DataError, match="image too large: .*bomb.png: Image size \\(200000000 pixels\\)"):
+            read(tmp_path / "bomb.png")
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda root: None, "no such folder"),
     (lambda root: root.write_text("x"), "not a folder"),

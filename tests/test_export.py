@@ -370,6 +370,12 @@ def test_load_refuses_a_folder_that_is_not_an_export(mnist, tmp_path):
     (bad / "model.safetensors").write_bytes(b"\x00" * 64)
     with pytest.raises(CheckpointError, match="cannot load"):
         load(bad)
+    preprocess = json.loads((mnist.dir / "preprocess.json").read_text())
+    (bad / "preprocess.json").write_text(json.dumps({**preprocess, "size": [0, 0]}))  # one fix, not two
+    with pytest.raises(CheckpointError, match="config.yaml does not describe a model this cnnbench can build: "
+                       "the layers cannot take a 1x0x0 input") as err:
+        load(bad)
+    assert "fix:" not in err.value.message
 
 
 def test_an_existing_folder_is_refused_unless_overwriting(mnist, tmp_path):

@@ -621,6 +621,17 @@ def test_a_sweep_whose_trials_search_nothing_warns_before_it_starts(tmp_path, ti
     assert [t.state.name for t in trials] == (["COMPLETE"] * 2 if filled else ["COMPLETE"] + ["PRUNED"] * 3)
 
 
+def test_a_setting_searched_only_for_a_value_never_drawn_is_warned_of(tmp_path):
+    from cnnbench.space import load_sweep, unsearched_warning
+
+    path = tmp_path / "narrowed.yaml"  # vgg left out of a space whose depth is vgg's
+    path.write_text("dataset: mnist\nspace:\n  arch: [two_conv]\n  depth: {choices: [1, 2], when: {arch: vgg}}\n")
+    assert unsearched_warning(load_sweep(str(path))[0]) == (
+        "space.depth is searched only when arch is vgg, which space.arch (two_conv) never is: depth is not searched")
+    path.write_text("dataset: mnist\nspace:\n  arch: [two_conv, vgg]\n  depth: {choices: [1, 2], when: {arch: vgg}}\n")
+    assert unsearched_warning(load_sweep(str(path))[0]) is None
+
+
 def test_best_without_a_study_is_a_clear_error(tmp_path):
     res = CliRunner().invoke(main, ["best"])
     assert res.exit_code == 2 and "no study in" in res.output and "cnnbench sweep" in res.output
@@ -760,6 +771,15 @@ BAD = [
     ("dataset: mnist\nsampler: grid\nspace: {lr: {low: 0.1, high: 1}}\n", "grid sampler needs choices"),
     ("dataset: mnist\nstudy: ../../etc/evil\n", "study"),
     ("dataset: mnist\nstorage: ftp://host/db\n", "unsupported storage"),
+    ("dataset: mnist\nstorage: 'sqlite:///'\n", "is a database in memory, gone when the sweep ends"),
+    ("dataset: mnist\nstorage: ''\n", "empty storage URL"),
+    ("dataset: mnist\nfixed: {device: meta}\n", "bad.yaml:2: unknown device 'meta'"),
+    # A setting both fixed and searched was searched; a condition on a value never drawn never held.
+    ("dataset: mnist\nfixed: {arch: two_conv}\nspace: {arch: [two_conv, vgg]}\n",
+     "bad.yaml:3: arch is both fixed and searched"),
+    ("dataset: mnist\nspace:\n  optimizer: [sgd, adam]\n  momentum: {low: 0.8, high: 0.95, when: {optimizer: sgdd}}\n",
+     "bad.yaml:4: space.momentum.when.optimizer: unknown optimizer 'sgdd'"),
+    ("dataset: mnist\nfixed: {scheduler: multistep, milestones: [5, 0]}\n", "Input should be greater than 0"),
     ("dataset: mnist\nspace: {lr: {low: 1e-3, hihg: 0.1}}\n", "did you mean 'high'"),  # a nested key: its own level's
     ("dataset: mnist\ntracking: {plot: false}\n", "did you mean 'plots'"),
     # Nothing to judge: a Pareto study, or an objective trials do not report as they train.
@@ -785,6 +805,17 @@ def test_bad_sweep_files_fail_before_anything_is_created(tmp_path, text, expecte
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) <= 2
     assert not (tmp_path / DEFAULT_JOURNAL).exists() and not (tmp_path / "mlflow.db").exists()
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_a_number_written_as_text_under_fixed_is_read_as_the_number(tmp_path):
+    from cnnbench.space import load_sweep
+
+    path = tmp_path / "quoted.yaml"  # "0.1" reached the data's split as text: a TypeError
+    path.write_text('dataset: mnist\nfixed: {val_fraction: "0.2"}\n')
+    assert load_sweep(str(path))[0].val_fraction == 0.2
+    path.write_text('dataset: mnist\nfixed: {val_fraction: "0"}\n')  # and needs the validation it leaves out
+    res = CliRunner().invoke(main, ["sweep", str(path), "--data-dir", str(tmp_path / "nodata")])
+    assert res.exit_code == 2 and "the objective needs a validation split, but val_fraction is 0" in res.output
 
 
 def test_a_fixed_setting_that_needs_a_searched_one_is_accepted(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from typing import Callable
 
 import torch
@@ -105,8 +106,19 @@ def check_model(name: str, *, in_channels: int, num_classes: int, input_size: tu
     errors as :func:`create_model`.
     """
     device = "meta" if name.startswith("tv:") else "cpu"
-    with torch.random.fork_rng(devices=[]), torch.device(device):
-        model = create_model(name, in_channels=in_channels, num_classes=num_classes, input_size=input_size, **hparams)
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device(device):
+            model = create_model(name, in_channels=in_channels, num_classes=num_classes, input_size=input_size,
+                                 **hparams)
+    except RuntimeError as err:  # its weights alone more than this machine's memory: width 100000, say
+        if "allocate" not in str(err):
+            raise
+        given = ", ".join(f"{k} {v}" for k, v in hparams.items() if v is not None)
+        asked = re.search(r"allocate (\d+) bytes", str(err))
+        raise ConfigError(f"architecture {name!r}{f' ({given})' if given else ''} is too large to build in this "
+                          "machine's memory" + (f": one of its tensors alone takes {int(asked[1]) / 2**30:,.1f} GiB"
+                                                if asked else ""),
+                          hint="use a smaller width or another architecture") from None
     try:
         with torch.no_grad():
             out = model.eval()(torch.zeros(2, in_channels, *input_size, device=device))
