@@ -34,8 +34,8 @@ from cnnbench.paths import folder_parts, unwritable, unwritable_file
 from cnnbench.space import Sweep, format_value, grid, suggest, trial_config
 from cnnbench.storage import (DATA_ATTR, DUPLICATE_ATTR, HEARTBEAT_SECONDS, IDENTITY_ATTR, OWN_FILE, OWN_STORE,
                               PARENT_ATTR, damaged, describe, importance_evaluator, local_file, lock_folder,
-                              open_storage, pareto_front, same_file, sampled_study, study_lock, unavailable,
-                              varied_params)
+                              open_existing, open_storage, pareto_front, same_file, sampled_study, study_lock,
+                              unavailable, varied_params)
 from cnnbench.tracking import Tracker, check_experiment, check_schema, check_store_uri, local_store, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
@@ -144,9 +144,7 @@ def _create_or_check(sweep: Sweep, identity: dict, data: datamod.Data | None) ->
         for name in sweep.baselines:
             study.enqueue_trial({}, user_attrs={"baseline": name}, skip_if_exists=False)
     elif stored != identity:
-        raise StudyError(f"study {sweep.study_name!r} in {describe(sweep.storage)} was started with another "
-                         f"definition: {_diff(stored, identity)}",
-                         hint="give a new name with --study NAME, or restore the original sweep file")
+        raise _another_definition(sweep, stored, identity)
     if data is not None:
         record, began = data_record(data), attrs.get(DATA_ATTR)
         if began is None:
@@ -159,6 +157,27 @@ def _create_or_check(sweep: Sweep, identity: dict, data: datamod.Data | None) ->
                              hint="give --study NAME to start a study of the images as they are now, or put them "
                              "back as they were" if folder else "give --study NAME to start a study of this data")
     return study
+
+
+def _another_definition(sweep: Sweep, stored: dict, identity: dict) -> StudyError:
+    return StudyError(f"study {sweep.study_name!r} in {describe(sweep.storage)} was started with another "
+                      f"definition: {_diff(stored, identity)}",
+                      hint="give a new name with --study NAME, or restore the original sweep file")
+
+
+def check_definition(sweep: Sweep) -> None:
+    """Raise :class:`StudyError` where a journal or SQLite file holds the study with another definition, before
+    the data is loaded (or downloaded); :func:`open_study` checks again, under the study's lock. A server's
+    storage, opened first under that lock (it may make its tables), is left to it, as is a file not there yet."""
+    if local_file(sweep.storage) is None or (store := open_existing(sweep.storage)) is None:
+        return
+    try:
+        stored = optuna.load_study(storage=store, study_name=sweep.study_name).user_attrs.get(IDENTITY_ATTR)
+    except KeyError:
+        return
+    identity = json.loads(json.dumps(sweep.identity()))
+    if stored is not None and stored != identity:
+        raise _another_definition(sweep, stored, identity)
 
 
 def data_record(data: datamod.Data) -> dict[str, Any]:
@@ -458,6 +477,7 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
     check_schema()
     check_experiment(sweep.study_name)
     check_writable(sweep)
+    check_definition(sweep)
     data = datamod.load(sweep.dataset, data_dir, val_fraction=sweep.val_fraction)
     study = open_study(sweep, data)
     # The MLflow store is created here, under the study's lock, once for every process starting now.

@@ -231,10 +231,14 @@ def test_an_interrupted_sweep_counts_its_cut_trial_apart_from_failures(tmp_path,
     assert "1 of 4 trials done" in res.output and ", 0 failed, 1 interrupted;" in res.output
 
 
-def test_resuming_with_another_space_is_refused_unless_renamed(swept, tmp_path, tiny_data):
+def test_resuming_with_another_space_is_refused_unless_renamed(swept, tmp_path, tiny_data, monkeypatch):
+    import cnnbench.data
+
     changed = TINY.replace("high: 1e-1", "high: 0.5")
     before = (tmp_path / DEFAULT_JOURNAL).read_bytes()
-    res = sweep(tmp_path, changed, "--data-dir", str(tiny_data))
+    with monkeypatch.context() as mp:
+        mp.setattr(cnnbench.data, "load", lambda *a, **k: pytest.fail("data loaded before the study was read"))
+        res = sweep(tmp_path, changed, "--data-dir", str(tiny_data))
     assert res.exit_code == 2
     assert "space.lr.high: 0.1 -> 0.5" in res.output and "--study" in res.output
     assert (tmp_path / DEFAULT_JOURNAL).read_bytes() == before  # not even a refused creation logged
