@@ -499,11 +499,14 @@ def check_store_uri() -> None:
     folder (``./mlruns``, ``file:...``) that this MLflow refuses to open (3.13 and newer, unless
     ``MLFLOW_ALLOW_FILE_STORE`` is set), before anything is recorded. Nothing is opened."""
     from mlflow import environment_variables
-    from mlflow.tracking._tracking_service.utils import _tracking_store_registry
 
     uri = tracking_uri()
-    try:
-        _tracking_store_registry.get_store_builder(uri)  # the registry of store kinds, plugins' too
+    try:  # MLflow's registry of store kinds, plugins' too: private, so where it moves the check is left to MLflow
+        from mlflow.tracking._tracking_service.utils import _tracking_store_registry
+
+        _tracking_store_registry.get_store_builder(uri)
+    except ImportError:
+        pass
     except mlflow.exceptions.MlflowException:
         raise ConfigError(f"the MLflow store {redact(uri)} is of no kind MLflow knows", source="MLFLOW_TRACKING_URI",
                           hint="unset it (runs then go to ./mlflow.db), or give sqlite:///FILE, http(s)://SERVER or "
