@@ -7,6 +7,7 @@ key, the Optuna parameter, the config field and the MLflow param are one string.
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import re
@@ -213,12 +214,13 @@ class Sweep(_Strict):
         return validate({"val_fraction": given}).val_fraction
 
     def identity(self) -> dict[str, Any]:
-        """What must not change when a study is resumed: dataset, objective, epochs, fixed values and space."""
-        return {
+        """What must not change when a study is resumed: dataset, objective, epochs, fixed values and space, as a
+        study keeps it (through JSON: a tuple read back is a list)."""
+        return json.loads(json.dumps({
             "dataset": self.dataset, "objective": self.objectives, "epochs": self.epochs,
             "fixed": dict(sorted(self.fixed.items())),
             "space": {k: v.model_dump(exclude_defaults=True) for k, v in self.space.items()},
-        }
+        }))
 
 
 def find_sweep(name: str) -> Path:

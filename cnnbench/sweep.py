@@ -110,7 +110,7 @@ def open_study(sweep: Sweep, data: datamod.Data | None = None) -> optuna.Study:
     objective, or was started on other images (a folder dataset's changed since, another copy of it on a
     machine joining), :class:`UnreachableStorage` when the storage's server cannot be reached.
     """
-    identity = json.loads(json.dumps(sweep.identity()))
+    identity = sweep.identity()
     try:
         with study_lock(sweep.study_name, sweep.storage):
             return _create_or_check(sweep, identity, data)
@@ -175,7 +175,7 @@ def check_definition(sweep: Sweep) -> None:
         stored = optuna.load_study(storage=store, study_name=sweep.study_name).user_attrs.get(IDENTITY_ATTR)
     except KeyError:
         return
-    identity = json.loads(json.dumps(sweep.identity()))
+    identity = sweep.identity()
     if stored is not None and stored != identity:
         raise _another_definition(sweep, stored, identity)
 
