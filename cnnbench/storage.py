@@ -502,17 +502,23 @@ def _check_sqlite(path: Path, owner: str) -> None:
                          f"not {_NAMES[owner]}")
 
 
+def existing_study(url: str | None, name: str) -> "optuna.Study | None":
+    """Study ``name`` of the storage at ``url``; ``None`` when the storage file or the study is not there (a
+    missing file is not created)."""
+    import optuna
+
+    if (store := open_existing(url)) is None:
+        return None
+    try:
+        return optuna.load_study(study_name=name, storage=store)
+    except KeyError:
+        return None
+
+
 def read_study(url: str | None, name: str) -> StudyRecord | None:
     """Return study ``name`` of the storage at ``url`` as plain data; ``None`` when the storage file or the study
     is not there (a missing file is not created). Raises :class:`StudyError` when the storage cannot be opened."""
-    import optuna
-
-    store = open_existing(url)
-    if store is None:
-        return None
-    try:
-        study = optuna.load_study(study_name=name, storage=store)
-    except KeyError:
+    if (study := existing_study(url, name)) is None:
         return None
     import pandas as pd
 

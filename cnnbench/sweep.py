@@ -33,8 +33,8 @@ from cnnbench.errors import (CnnbenchError, ConfigError, DataError, DivergedErro
 from cnnbench.paths import folder_parts, unwritable, unwritable_file
 from cnnbench.space import Sweep, format_value, grid, suggest, trial_config
 from cnnbench.storage import (DATA_ATTR, DUPLICATE_ATTR, HEARTBEAT_SECONDS, IDENTITY_ATTR, OWN_FILE, OWN_STORE,
-                              PARENT_ATTR, damaged, describe, importance_evaluator, local_file, lock_folder,
-                              open_existing, open_storage, pareto_front, same_file, sampled_study, study_lock,
+                              PARENT_ATTR, damaged, describe, existing_study, importance_evaluator, local_file,
+                              lock_folder, open_storage, pareto_front, same_file, sampled_study, study_lock,
                               unavailable, varied_params)
 from cnnbench.tracking import Tracker, check_experiment, check_schema, check_store_uri, local_store, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
@@ -169,13 +169,9 @@ def check_definition(sweep: Sweep) -> None:
     """Raise :class:`StudyError` where a journal or SQLite file holds the study with another definition, before
     the data is loaded (or downloaded); :func:`open_study` checks again, under the study's lock. A server's
     storage, opened first under that lock (it may make its tables), is left to it, as is a file not there yet."""
-    if local_file(sweep.storage) is None or (store := open_existing(sweep.storage)) is None:
+    if local_file(sweep.storage) is None or (study := existing_study(sweep.storage, sweep.study_name)) is None:
         return
-    try:
-        stored = optuna.load_study(storage=store, study_name=sweep.study_name).user_attrs.get(IDENTITY_ATTR)
-    except KeyError:
-        return
-    identity = sweep.identity()
+    stored, identity = study.user_attrs.get(IDENTITY_ATTR), sweep.identity()
     if stored is not None and stored != identity:
         raise _another_definition(sweep, stored, identity)
 
