@@ -10,7 +10,7 @@ import time
 
 import click
 
-from cnnbench.errors import CnnbenchError, disk_full, no_space
+from cnnbench.errors import CnnbenchError, disk_full, listed, no_space
 
 
 # Bare `cnnbench` shows the help (an error since click 8.2); that stays click's to print.
@@ -500,8 +500,8 @@ def _say_if_close(first, ranked, held, study) -> None:
     tied = [t.number for t in kept if t.values[0] == first.values[0]]
     if len(tied) > 1:
         value = format_value(objective, first.values[0])
-        click.echo(f"note: trials {_and(tied)} tie at the best {objective}, {value}; the first, trial {first.number}, "
-                   "is taken as the best (--trial N takes another)", err=True)
+        click.echo(f"note: trials {listed(tied)} tie at the best {objective}, {value}; the first, trial "
+                   f"{first.number}, is taken as the best (--trial N takes another)", err=True)
         return
     images = validation_images(study, first)
     behind = [t for t in kept if t.values[0] != first.values[0]]
@@ -510,18 +510,10 @@ def _say_if_close(first, ranked, held, study) -> None:
     second = behind[0].values[0]
     if round((first.values[0] - second) * images) == 1:
         led = [t.number for t in behind if t.values[0] == second]
-        click.echo(f"note: trial {first.number} leads trial{'s' * (len(led) > 1)} {_and(led)} by one of its {images:,} "
-                   f"validation images ({format_value(objective, first.values[0])} against "
+        click.echo(f"note: trial {first.number} leads trial{'s' * (len(led) > 1)} {listed(led)} by one of its "
+                   f"{images:,} validation images ({format_value(objective, first.values[0])} against "
                    f"{format_value(objective, second)}): a lead this small may not hold on other images (--trial N "
                    "takes another)", err=True)
-
-
-def _and(numbers: list[int]) -> str:
-    """Trial numbers as a sentence lists them: 2, 8 and 21; past six, the first six and how many more."""
-    said = [str(n) for n in numbers]
-    if len(said) > 6:
-        return ", ".join(said[:6]) + f" and {len(said) - 6} more"
-    return ", ".join(said[:-1]) + " and " + said[-1] if len(said) > 1 else said[0]
 
 
 def _run_state(trial, held) -> str | None:

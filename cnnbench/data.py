@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from cnnbench.errors import ConfigError, DataError, disk_full
+from cnnbench.errors import ConfigError, DataError, disk_full, listed
 from cnnbench.paths import data_dir  # noqa: F401  (part of this module's API)
 from cnnbench.paths import FOLDER, cache_dir, dataset_name, folder_parts, unwritable, write_whole
 from cnnbench.registry import Registry
@@ -646,9 +646,8 @@ def _absent(spec: DatasetSpec, root: Path) -> str:
     if not (root / spec.folder).is_dir():
         return f"{spec.name} is not in {root}"
     missing = _missing_files(spec, root)
-    shown = ", ".join(str(f.relative_to(root / spec.folder)) for f in missing[:3])
-    more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-    return f"{spec.name} in {root / spec.folder} lacks {shown}{more}"
+    folder = root / spec.folder
+    return f"{spec.name} in {folder} lacks {listed([f.relative_to(folder) for f in missing], 3)}"
 
 
 def _read_idx(path: Path) -> torch.Tensor:

@@ -121,6 +121,14 @@ def install_signal_handlers() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def listed(items, most: int = 6, last: str = "and") -> str:
+    """``items`` as a sentence lists them: ``2, 8 and 21``; past ``most``, the first ``most`` and how many more."""
+    said = [str(item) for item in items]
+    if len(said) > most:
+        return ", ".join(said[:most]) + f" {last} {len(said) - most} more"
+    return f"{', '.join(said[:-1])} {last} {said[-1]}" if len(said) > 1 else "".join(said)
+
+
 def redact(text: str) -> str:
     """Return ``text`` with the user:password part of any URL replaced by ``***``."""
     return _CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", str(text))

@@ -25,7 +25,7 @@ from cnnbench import config as cfg
 from cnnbench import data as datamod
 from cnnbench import plots
 from cnnbench import train as trainer
-from cnnbench.errors import CheckpointError, CnnbenchError, ConfigError, DataError
+from cnnbench.errors import CheckpointError, CnnbenchError, ConfigError, DataError, listed
 from cnnbench.models import with_tta
 from cnnbench.paths import FOLDER, folder_parts, unwritable
 
@@ -127,8 +127,7 @@ def load(export_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
     missing = [name for name in REQUIRED if not (export_dir / name).is_file()]
     if missing:
         inside = sorted(str(d) for d in export_dir.iterdir() if all((d / name).is_file() for name in REQUIRED))
-        named = (": " + ", ".join(inside[:3]) + (f" or {len(inside) - 3} more in it" if len(inside) > 3 else "")
-                 if inside else "")
+        named = f": {listed(inside, 3, 'or')}{' in it' * (len(inside) > 3)}" if inside else ""
         raise ConfigError(f"{export_dir} is not a cnnbench export: it lacks {', '.join(missing)}",
                           hint=f"give the folder that `export` wrote{named}")
     preprocess = _read_preprocess(export_dir / PREPROCESS)

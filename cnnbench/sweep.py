@@ -29,7 +29,7 @@ from cnnbench import data as datamod
 from cnnbench import __version__, cores, plots
 from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DataError, DivergedError, StudyError, Unavailable,
-                             UnreachableStorage, disk_full, no_space, outlast, redact)
+                             UnreachableStorage, disk_full, listed, no_space, outlast, redact)
 from cnnbench.paths import folder_parts, unwritable, unwritable_file
 from cnnbench.space import Sweep, format_value, grid, suggest, trial_config
 from cnnbench.storage import (DATA_ATTR, DUPLICATE_ATTR, HEARTBEAT_SECONDS, IDENTITY_ATTR, OWN_FILE, OWN_STORE,
@@ -203,8 +203,7 @@ def _data_change(then: dict, now: dict) -> str:
 
 
 def _classes(names: list[str]) -> str:
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    return f"class{'es' if len(names) > 1 else ''} {shown}"
+    return f"class{'es' if len(names) > 1 else ''} {listed(names, 5)}"
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> str:
@@ -1027,7 +1026,9 @@ class _SweepBar:
         done = sum(t.state in FINISHED_STATES for t in trials)
         if len(study.directions) > 1:
             front = pareto_front(study)
-            best = f"Pareto front: {_trial_list([t.number for t in front])}" if front else "no Pareto front yet"
+            numbers = [t.number for t in front]
+            best = (f"Pareto front: trial{'s' * (len(numbers) > 1)} {listed(numbers)}" if numbers
+                    else "no Pareto front yet")
         else:
             try:
                 best = f"best {format_value(self.objectives[0], study.best_value)} (trial {study.best_trial.number})"
@@ -1161,12 +1162,6 @@ def _study_plots(study: optuna.Study, tracker: Tracker, parent: str) -> None:
                 continue  # e.g. importances need two distinct values of some parameter
         tracker.log_artifacts(parent, tmp, "study")
     tracker.set_tags(parent, {PLOTTED_TAG: len(complete)})
-
-
-def _trial_list(numbers: list[int], most: int = 6) -> str:
-    shown = ", ".join(str(n) for n in numbers[:most])
-    more = f" and {len(numbers) - most} more" if len(numbers) > most else ""
-    return f"trial{'s' if len(numbers) > 1 else ''} {shown}{more}"
 
 
 def export_trial(study_name: str, trial: optuna.trial.FrozenTrial, out_dir: str | None, *, overwrite: bool = False,

@@ -493,6 +493,14 @@ def test_best_says_when_the_best_leads_by_one_validation_image(tmp_path):
     assert CliRunner().invoke(main, ["best", "--study", "t"]).stderr == ""  # the next measured on other images
 
 
+def test_lists_in_messages_read_as_a_sentence_and_stop_after_a_few():
+    from cnnbench.errors import listed
+
+    assert [listed(range(n)) for n in (0, 1, 2, 3)] == ["", "0", "0 and 1", "0, 1 and 2"]
+    assert listed(range(6)) == "0, 1, 2, 3, 4 and 5" and listed(range(9)) == "0, 1, 2, 3, 4, 5 and 3 more"
+    assert listed(["a", "b", "c", "d"], 3, "or") == "a, b, c or 1 more" and listed("ab", 3, "or") == "a or b"
+
+
 def test_best_in_a_store_that_holds_none_of_the_study_s_runs_leaves_every_trial_in(tmp_path):
     # Runs removed by `mlflow gc` are left out; a store holding none of the study's runs is another store, whose
     # experiment of the same name says nothing of them (an export says the weights are not there).
