@@ -21,10 +21,10 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 import pandas as pd
 
 from cnnbench.config import FIELDS, SCHEDULE_SETTINGS, TrainConfig
-from cnnbench.errors import ConfigError, StudyError, UnknownNameError
+from cnnbench.errors import ConfigError, StudyError, UnknownNameError, listed
 from cnnbench.paths import FOLDER, dataset_name, unwritable, write_whole
 from cnnbench.plots import PALETTE
-from cnnbench.storage import local_file, read_study
+from cnnbench.storage import INTERRUPTED, local_file, read_study
 from cnnbench.tracking import cnnbench_experiments, deleted_trial_runs, metric_histories, search_runs
 
 #: The formats :func:`build` writes.
@@ -35,13 +35,17 @@ TOP = 10
 CURVES = 5
 #: The choices ranked side by side across datasets.
 CHOICES = ("arch", "optimizer", "scheduler")
-#: Trial states, as the ``cnnbench.state`` tag spells them.
-STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING")
+#: Trial states, as the ``cnnbench.state`` tag spells them, and INTERRUPTED: a FAIL whose reason is that the
+#: command was stopped (Ctrl-C, SIGTERM), counted apart as the sweep's summary counts it.
+STATES = ("COMPLETE", "PRUNED", "FAIL", "INTERRUPTED", "RUNNING")
 EMPTY = "Nothing is recorded yet"
 
 _STATUS_STATE = {"FINISHED": "COMPLETE", "KILLED": "PRUNED", "FAILED": "FAIL", "RUNNING": "RUNNING",
                  "SCHEDULED": "RUNNING"}
-_STATE_WORD = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running"}
+_STATE_WORD = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed", "INTERRUPTED": "interrupted",
+               "RUNNING": "running"}
+# States the verdict's count of runs names only where some run is in them.
+_SHOWN_IF_ANY = ("INTERRUPTED", "RUNNING")
 # Config fields that say where or how a run was computed rather than what was trained.
 _PLUMBING = {"dataset", "device", "precision", "compile", "eval_batch_size", "seed", "val_fraction"}
 _CONFIG = [f for f in FIELDS if f not in _PLUMBING]
@@ -94,8 +98,12 @@ def build(experiments: Iterable[str] | None = None, datasets: Iterable[str] | No
 
     runs = search_runs(names) if names else pd.DataFrame()
     trials = _trials(runs)
+    everywhere = trials["dataset"]
     if wanted:
         trials = trials[trials["dataset"].isin(wanted)]
+    if trials["dataset"].nunique() == 1 and experiments and (others := [n for n in known if n not in names]):
+        everywhere = pd.concat([everywhere, _trials(search_runs(others))["dataset"]])  # where the others are
+    elsewhere = [d for d in dict.fromkeys(everywhere) if d not in set(trials["dataset"])]
     order = wanted or _by_first_run(trials)
     studies, notes = _studies(trials, runs, storage)
     if names and (deleted := [d for d in deleted_trial_runs([known[n] for n in names]) if not wanted or d in wanted]):
@@ -108,7 +116,8 @@ def build(experiments: Iterable[str] | None = None, datasets: Iterable[str] | No
     import matplotlib
 
     with matplotlib.rc_context(_RC):
-        report = _Report(sets, studies, notes, curves, names, int(top), drawn)
+        report = _Report(sets, studies, notes, curves, names, int(top), drawn, elsewhere,
+                         [flag for flag, given in (("--experiment", experiments), ("--dataset", datasets)) if given])
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {}
     if "html" in formats:
@@ -200,7 +209,7 @@ _MACHINE = ("precision", "host", "cpu", "gpu")
 def _trials(runs: pd.DataFrame) -> pd.DataFrame:
     """Return one row per trial run: its study, dataset, state, what ran it, config fields (typed) and final metrics."""
     columns = ["study", "study_name", "sweep_run", "dataset", "trial", "baseline", "state", "status", "reason",
-               *_MACHINE, "run_id", "experiment_id", "start_time", *_CONFIG, *_METRICS]
+               *_MACHINE, "run_id", "experiment_id", "start_time", *_CONFIG, "val_fraction", *_METRICS]
     if runs.empty or "tags.cnnbench.trial" not in runs:
         return pd.DataFrame(columns=columns)
     runs = runs[runs["tags.cnnbench.trial"].notna()]
@@ -212,17 +221,19 @@ def _trials(runs: pd.DataFrame) -> pd.DataFrame:
     tag = col("tags.cnnbench.state")
     # A run whose process died keeps the RUNNING tag; its status says how MLflow closed it.
     state = tag.where(tag.isin(STATES[:3]) | (status == "RUNNING"), status.map(_STATUS_STATE)).fillna("RUNNING")
+    reason = col("tags.cnnbench.reason").fillna("").astype(str)
+    state = state.where((state != "FAIL") | (reason != INTERRUPTED), "INTERRUPTED")
     frame = pd.DataFrame({
         "study": col("tags.cnnbench.study").astype(str), "dataset": col("tags.cnnbench.dataset").fillna(
             col("params.dataset")).astype(str),
         "trial": pd.to_numeric(col("tags.cnnbench.trial"), errors="coerce").astype("Int64"),
         "baseline": col("tags.cnnbench.baseline").fillna("").astype(str), "state": state.astype(str),
-        "status": status, "reason": col("tags.cnnbench.reason").fillna("").astype(str),
+        "status": status, "reason": reason,
         **{name: col(f"tags.cnnbench.{name}").fillna("").astype(str) for name in _MACHINE},
         "run_id": col("run_id").astype(str), "experiment_id": col("experiment_id").astype(str),
         "start_time": col("start_time"), "sweep_run": col("tags.mlflow.parentRunId").fillna("").astype(str),
     })
-    for name in _CONFIG:
+    for name in [*_CONFIG, "val_fraction"]:  # the split too: what a run trained on, beside its epochs
         frame[name] = _typed(name, col(f"params.{name}"))
     for name in _METRICS:
         frame[name] = pd.to_numeric(col(f"metrics.{name}"), errors="coerce").astype(float)
@@ -285,6 +296,25 @@ class _Dataset:
     def best(self, baseline: bool) -> pd.Series | None:
         rows = self.ranked[(self.ranked["baseline"] != "") == baseline]
         return rows.iloc[0] if len(rows) else None
+
+    def baseline_for(self, row: pd.Series) -> pd.Series | None:
+        """The best complete seed baseline trained on ``row``'s budget (:func:`_budget`), the one to measure it
+        against; ``None`` where none was."""
+        same = pd.Series([_budget(r) == _budget(row) for _, r in self.ranked.iterrows()], index=self.ranked.index,
+                         dtype=bool)
+        rows = self.ranked[(self.ranked["baseline"] != "") & same]
+        return rows.iloc[0] if len(rows) else None
+
+
+def _budget(row: pd.Series) -> tuple[str, str]:
+    """What a run was given to train: its epochs and the share of the training images held out for validation.
+    A sweep runs its baselines on its own; runs of other budgets (other studies) are not compared."""
+    return _value(row["epochs"]), _value(row["val_fraction"])
+
+
+def _budget_text(row: pd.Series) -> str:
+    epochs, held = _budget(row)
+    return f"{epochs} epoch{'s' * (epochs != '1')}, validation share {held}"
 
 
 def _schedule_settings_used(runs: pd.DataFrame) -> pd.DataFrame:
@@ -404,11 +434,12 @@ class _Report:
     """Lays out the whole report from the analysed datasets."""
 
     def __init__(self, sets: list[_Dataset], studies: dict[str, Any], notes: list[str], curves: pd.DataFrame,
-                 experiments: list[str], top: int, drawn: bool):
+                 experiments: list[str], top: int, drawn: bool, elsewhere: Sequence[str] = (),
+                 narrowed_by: Sequence[str] = ()):
         from cnnbench.tracking import redact, tracking_uri
 
         self.sets, self.studies, self.notes, self.curves, self.top = sets, studies, notes, curves, top
-        self.drawn = drawn
+        self.drawn, self.elsewhere, self.narrowed_by = drawn, list(elsewhere), list(narrowed_by)
         self.uri = redact(tracking_uri())
         self.messages: list[str] = []
         archs = sorted({a for ds in sets for a in ds.trials["arch"].dropna().astype(str)})
@@ -445,8 +476,14 @@ class _Report:
             doc.para(self._verdict(ds), "verdict")
         if len(recorded) < 2:
             only = recorded[0].name if recorded else "none"
-            message = (f"Only one dataset ({only}) is recorded, so there is no cross-dataset comparison; sweep another "
-                       f"(e.g. `cnnbench sweep {'cifar10' if only != 'cifar10' else 'mnist'}`) to see what transfers.")
+            if self.elsewhere and self.narrowed_by:
+                message = (f"Only one dataset ({only}) is in this report, so there is no cross-dataset comparison; the "
+                           f"store also holds runs on {listed(self.elsewhere)}: leave out or widen "
+                           f"{' and '.join(self.narrowed_by)} to compare them.")
+            else:
+                message = (f"Only one dataset ({only}) is recorded, so there is no cross-dataset comparison; sweep "
+                           f"another (e.g. `cnnbench sweep {'cifar10' if only != 'cifar10' else 'mnist'}`) to see what "
+                           "transfers.")
             doc.para(message, "note")
             self.messages.append(message)
         for ds in self.sets:
@@ -467,7 +504,7 @@ class _Report:
             return f"**{ds.name}**: no run has completed yet ({counts}); see its runs below."
         text = (f"**{ds.name}**: **{self._describe(ds, win)}** won with **{_pct(win['test_acc'])}** test accuracy "
                 f"({self._who(win)})")
-        base, tuned = ds.best(baseline=True), ds.best(baseline=False)
+        base, tuned = ds.baseline_for(win), ds.best(baseline=False)
         if win["baseline"]:
             text += ": no tuned trial beat this seed baseline"
             if tuned is not None:
@@ -482,6 +519,10 @@ class _Report:
                      f"{_secs(win['train_seconds'])} s of training "
                      f"({_ratio(win['train_seconds'], base['train_seconds'])} the baseline's "
                      f"{_secs(base['train_seconds'])} s).")
+        elif ds.best(baseline=True) is not None:
+            text += (f", with {_count(win['params'])} parameters and {_secs(win['train_seconds'])} s of training. "
+                     f"No seed baseline was trained on its budget ({_budget_text(win)}), so no gain over one is "
+                     f"given; the seed baselines below trained on others.")
         else:
             tried = ds.trials[ds.trials["baseline"] != ""]
             missing = (f"No seed baseline completed on {ds.name} ("
@@ -522,7 +563,8 @@ class _Report:
             doc.para(f"Nothing is recorded for {ds.name}.", "empty")
             return
         doc.heading(3, "Runs by state")
-        doc.table(self._states(ds), "Pruned and failed runs are counted here and left out of every ranking below.")
+        doc.table(self._states(ds),
+                  "Pruned, failed and interrupted runs are counted here and left out of every ranking below.")
         reasons = self._reasons(ds)
         if len(reasons):
             doc.table(reasons, "Why runs were pruned or failed (the most common reasons).")
@@ -560,8 +602,10 @@ class _Report:
     def _states(self, ds: _Dataset) -> pd.DataFrame:
         table = (ds.trials.groupby("study", sort=False)["state"].value_counts().unstack(fill_value=0)
                  .reindex(columns=list(STATES), fill_value=0))
+        if not table["INTERRUPTED"].any():
+            table = table.drop(columns="INTERRUPTED")
         table["total"] = table.sum(axis=1)
-        table = table.reset_index().rename(columns={s: _STATE_WORD[s] for s in STATES})
+        table = table.reset_index().rename(columns=_STATE_WORD)
         if len(table) > 1:
             totals = table.drop(columns="study").sum()
             table.loc[len(table)] = {"study": "all", **totals.to_dict()}
@@ -670,20 +714,25 @@ class _Report:
                           f"file (see `cnnbench list presets`) to compare the tuned result with them.", "note")
         else:
             rows = pd.concat([tuned.to_frame().T, base]) if tuned is not None else base
-            reference = tuned["test_acc"] if tuned is not None else None
-            shown = pd.DataFrame({"recipe": [f"{b or 'tuned best'}, trial {t}"
-                                             for b, t in zip(rows["baseline"], rows["trial"])]})
-            for column in ds.columns:
+            study = (lambda r: f"study {r['study']}, ") if self._several(ds) else (lambda r: "")
+            shown = pd.DataFrame({"recipe": [f"{r['baseline'] or 'tuned best'}, {study(r)}trial {r['trial']}"
+                                             for _, r in rows.iterrows()]})
+            columns = ds.columns + ["val_fraction"] * (rows["val_fraction"].map(_value).nunique() > 1)
+            for column in columns:
                 shown[column] = rows[column].map(_value).values
             shown["test acc"] = rows["test_acc"].map(_pct).values
-            if reference is not None:
-                shown["baseline − tuned"] = [_points(v - reference) if b else _DASH
-                                             for v, b in zip(rows["test_acc"], rows["baseline"])]
+            caption = "The seed projects' recipes, each run by its sweep on that sweep's data and epochs"
+            if tuned is not None:
+                shown["baseline − tuned"] = [_points(r["test_acc"] - tuned["test_acc"])
+                                             if r["baseline"] and _budget(r) == _budget(tuned) else _DASH
+                                             for _, r in rows.iterrows()]
+                caption += (", beside the best tuned trial; baseline − tuned: the difference in test accuracy, for a "
+                            "baseline trained on the tuned trial's budget (as many epochs, as much held out for "
+                            "validation)")
             shown["params"] = rows["params"].map(_count).values
             shown["train time (s)"] = rows["train_seconds"].map(_secs).values
             shown["run"] = [self._link(r) for _, r in rows.iterrows()]
-            self.doc.table(shown, "The seed projects' recipes, run by the sweep on the same data and epochs, beside "
-                                  "the best tuned trial; baseline − tuned: the difference in test accuracy.")
+            self.doc.table(shown, caption + ".")
         if len(others):
             states = ", ".join(f"{b} ({_STATE_WORD[s]})" for b, s in zip(others["baseline"], others["state"]))
             self.doc.para(f"Baselines that did not complete: {states}.", "note")
@@ -872,9 +921,10 @@ class _Report:
                 ax.step(xs, list(so_far) + [so_far.iloc[-1]], where="post", color=PALETTE[3], linewidth=2,
                         zorder=2.5)
             self._tidy_range(ax, pd.concat([complete["value"], pruned["value"]]), frame["label"].iloc[0])
-            failed = int((frame["state"] == "FAIL").sum())
+            stopped = [f"{n} {_STATE_WORD[s]}" for s in ("FAIL", "INTERRUPTED")
+                       if (n := int((frame["state"] == s).sum()))]
             ax.set(xlabel="trial number", ylabel=frame["label"].iloc[0],
-                   title=f"study {name}: history ({source})" + (f", {failed} failed" if failed else ""))
+                   title=", ".join([f"study {name}: history ({source})", *stopped]))
             ax.grid(alpha=0.3)
             ax.xaxis.get_major_locator().set_params(integer=True, min_n_ticks=1)  # trial 0 alone: no tick at 0.02
             if frame["trial"].nunique() == 1:
@@ -970,7 +1020,7 @@ class _Report:
     @staticmethod
     def _counts_text(ds: _Dataset) -> str:
         counts = ds.counts
-        return ", ".join(f"{counts[s]:,} {_STATE_WORD[s]}" for s in STATES if counts[s] or s != "RUNNING")
+        return ", ".join(f"{counts[s]:,} {_STATE_WORD[s]}" for s in STATES if counts[s] or s not in _SHOWN_IF_ANY)
 
 
 def _rho_text(choice: str, a: str, b: str, rho: float, n: int) -> str:
@@ -1193,11 +1243,16 @@ def _csv(report: _Report, trials: pd.DataFrame, folder: Path) -> list[Path]:
                 best = best.rename(columns={choice: "value", "rank": "overall_rank", "choice_rank": "rank"})
                 choices.append(best.assign(dataset=ds.name, choice=choice)[choice_cols])
 
-    base_cols = ["dataset", "rank", *ids[1:], "run_id", "test_acc", "best_val_acc", "params", "train_seconds"]
-    baselines = board[board["baseline"] != ""][base_cols].copy()
-    tuned = {ds.name: ds.best(baseline=False) for ds in report.sets}
-    baselines["tuned_best_test_acc"] = [None if tuned.get(d) is None else tuned[d]["test_acc"]
-                                        for d in baselines["dataset"]]
+    base_cols = ["dataset", "rank", *ids[1:], "run_id", "epochs", "val_fraction", "test_acc", "best_val_acc", "params",
+                 "train_seconds", "tuned_best_test_acc"]
+    parts = []
+    for ds in report.sets:
+        base, tuned = ds.ranked[ds.ranked["baseline"] != ""], ds.best(baseline=False)
+        same = [tuned is not None and _budget(r) == _budget(tuned) for _, r in base.iterrows()]
+        if len(base):
+            parts.append(base.assign(dataset=ds.name, tuned_best_test_acc=[
+                tuned["test_acc"] if ok else None for ok in same])[base_cols])
+    baselines = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=base_cols)
 
     side, pairs = [], []
     sets = [ds for ds in report.sets if len(ds.ranked)]

@@ -32,6 +32,8 @@ IDENTITY_ATTR = "cnnbench.sweep"
 DATA_ATTR = "cnnbench.data"
 #: Trial attribute: the earlier trial a trial was pruned as the duplicate of.
 DUPLICATE_ATTR = "cnnbench.duplicate_of"
+#: The ``reason`` of a trial stopped by Ctrl-C or a signal: failed in Optuna, counted apart from real failures.
+INTERRUPTED = "interrupted"
 #: What to do where the study's storage is given another program's database.
 OWN_FILE = ("give the study a file of its own: --storage sqlite:///optuna.db, or leave --storage out "
             f"(./{DEFAULT_JOURNAL})")
@@ -328,7 +330,7 @@ def unavailable(err: BaseException) -> bool:
 @dataclass(frozen=True)
 class StudyRecord:
     """What a report reads of an Optuna study: its first objective, that objective's direction, its trials
-    (columns trial, state, value, baseline), its parameter importances (name -> share, summing to 1), all its
+    (columns trial, state, value, baseline; state INTERRUPTED for a trial failed as cut short), its parameter importances (name -> share, summing to 1), all its
     objectives and, for a study of several, its Pareto front's trial numbers."""
 
     name: str
@@ -523,7 +525,8 @@ def read_study(url: str | None, name: str) -> StudyRecord | None:
     import pandas as pd
 
     trials = study.get_trials(deepcopy=False)
-    frame = pd.DataFrame([{"trial": t.number, "state": t.state.name, "value": t.values[0] if t.values else None,
+    frame = pd.DataFrame([{"trial": t.number, "value": t.values[0] if t.values else None,
+                           "state": "INTERRUPTED" if t.user_attrs.get("reason") == INTERRUPTED else t.state.name,
                            "baseline": t.user_attrs.get("baseline", "")} for t in trials],
                          columns=["trial", "state", "value", "baseline"]).astype({"value": float})
     names = objectives(study)

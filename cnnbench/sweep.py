@@ -32,18 +32,16 @@ from cnnbench.errors import (CnnbenchError, ConfigError, DataError, DivergedErro
                              UnreachableStorage, disk_full, listed, no_space, outlast, redact)
 from cnnbench.paths import folder_parts, unwritable, unwritable_file
 from cnnbench.space import Sweep, format_value, grid, suggest, trial_config
-from cnnbench.storage import (DATA_ATTR, DUPLICATE_ATTR, HEARTBEAT_SECONDS, IDENTITY_ATTR, OWN_FILE, OWN_STORE,
-                              PARENT_ATTR, damaged, describe, existing_study, importance_evaluator, local_file,
-                              lock_folder, open_storage, pareto_front, same_file, sampled_study, study_lock,
-                              unavailable, varied_params)
+from cnnbench.storage import (DATA_ATTR, DUPLICATE_ATTR, HEARTBEAT_SECONDS, IDENTITY_ATTR, INTERRUPTED, OWN_FILE,
+                              OWN_STORE, PARENT_ATTR, damaged, describe, existing_study, importance_evaluator,
+                              local_file, lock_folder, open_storage, pareto_front, same_file, sampled_study,
+                              study_lock, unavailable, varied_params)
 from cnnbench.tracking import Tracker, check_experiment, check_schema, check_store_uri, local_store, tracking_uri
 from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
                             resolve_device, resolve_precision)
 
 #: Study names cnnbench itself gives (see ``Sweep.study``): safe as file and folder names.
 _FILE_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-#: The ``reason`` of a trial stopped by Ctrl-C or a signal.
-INTERRUPTED = "interrupted"
 #: A worker gives up after this many trials in a row fail (not pruned: failed).
 MAX_CONSECUTIVE_FAILURES = 5
 #: Study attribute: how many of the pruner's steps make an epoch (2 where trials report at half an epoch too;
@@ -508,6 +506,8 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
             study.set_user_attr(PARENT_ATTR, parent)  # first: a run the study does not know of would stay RUNNING
             tracker.log_dataset(parent, sweep.dataset, data.digest, data.profile(),
                                 str(data.spec.path or datamod.data_dir(data_dir).resolve()))
+        elif not join:  # a resume that asks for another number of trials says so; a joining command runs the other's
+            _param_logged(tracker, parent, "trials", sweep.trials)
     done = finished(study)
     state = (f"{done} of {sweep.trials} trials done" if done <= sweep.trials
              else f"{done} trials done, {sweep.trials} asked for")
@@ -1105,14 +1105,15 @@ def _record_best(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: st
     front = [(t.number, list(t.values)) for t in pareto_front(study)] if len(sweep.objectives) > 1 else []
     if front:
         tracker.set_tags(parent, {"cnnbench.pareto_trials": ",".join(str(number) for number, _ in front)})
+    interrupted = sum(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("reason") == INTERRUPTED
+                      for t in trials)
     tracker.log_metrics(parent, {"trials_complete": count[optuna.trial.TrialState.COMPLETE],
                                  "trials_pruned": count[optuna.trial.TrialState.PRUNED],
-                                 "trials_failed": count[optuna.trial.TrialState.FAIL]})
+                                 "trials_failed": count[optuna.trial.TrialState.FAIL] - interrupted,
+                                 "trials_interrupted": interrupted})
     _study_plots(study, tracker, parent)
     reconcile(study, tracker)
     tracker.end(parent, "FINISHED" if finished(study) >= sweep.trials else "KILLED")
-    interrupted = sum(t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get("reason") == INTERRUPTED
-                      for t in trials)
     return Outcome(sweep.study_name, len(trials), count[optuna.trial.TrialState.COMPLETE],
                    count[optuna.trial.TrialState.PRUNED], count[optuna.trial.TrialState.FAIL] - interrupted,
                    best_value, best_params or {}, best_number, parent, front, count[optuna.trial.TrialState.RUNNING],
@@ -1120,7 +1121,7 @@ def _record_best(sweep: Sweep, study: optuna.Study, tracker: Tracker, parent: st
 
 
 def _param_logged(tracker: Tracker, run_id: str, key: str, value) -> bool:
-    # MLflow params are write-once; a resumed sweep whose best changed records it as a tag instead.
+    # MLflow params are write-once; a resumed sweep whose best or --trials changed records it as a tag instead.
     params = tracker.run_data(run_id).params
     if key in params and params[key] != str(value):
         tracker.set_tags(run_id, {key: value})

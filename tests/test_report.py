@@ -362,11 +362,16 @@ def test_one_dataset_is_reported_and_says_there_is_nothing_to_compare(store, tmp
     paths = report.build(datasets=["cifar10"], out_dir=tmp_path / "r", echo=messages.append)
     text = "".join(Page(paths["html"].read_text()).text)
     assert "Dataset: cifar10" in text and "Dataset: mnist" not in text and "Across datasets" not in text
-    assert "Only one dataset (cifar10) is recorded" in text and any("Only one dataset" in m for m in messages)
+    # The store holds mnist too: the option left it out, and no sweep is wanted to compare them.
+    said = ("Only one dataset (cifar10) is in this report, so there is no cross-dataset comparison; the store also "
+            "holds runs on mnist: leave out or widen --dataset to compare them.")
+    assert said in text and messages[-1] == said
     assert {row["dataset"] for row in read_csv(tmp_path / "r" / "csv" / "runs.csv")} == {"cifar10"}
     paths = report.build(experiments=["rep-mnist"], out_dir=tmp_path / "m", formats=["csv"], echo=messages.append)
     assert set(paths) == {"csv"} and not (tmp_path / "m" / "report.html").exists()
     assert {row["study"] for row in read_csv(tmp_path / "m" / "csv" / "runs.csv")} == {"rep-mnist"}
+    assert messages[-1].endswith("the store also holds runs on cifar10: leave out or widen --experiment to compare "
+                                 "them.")
 
 
 def test_an_empty_store_gives_a_report_that_says_so(tmp_path, monkeypatch):
@@ -385,36 +390,47 @@ def test_an_empty_store_gives_a_report_that_says_so(tmp_path, monkeypatch):
     assert f"Run a sweep file that says `dataset: folder:{tmp_path / 'pets'}` to record one" in messages[-1]
 
 
-def test_runs_rank_by_validation_accuracy_and_the_verdict_weighs_the_baseline(tmp_path, monkeypatch):
+def _hand_runs(study: str, runs: list[tuple]) -> dict[str, str]:
+    """Record a sweep run and, under it, a trial run per (name, params, state, metrics, reason) as a sweep
+    does (a name starting with "seed" is a baseline); return their run ids by name."""
     from cnnbench.tracking import Tracker
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    tracker = Tracker("hand")
-    parent = tracker.start("sweep-hand", tags={"cnnbench.study": "hand", "cnnbench.role": "sweep"})
+    tracker = Tracker(study)
+    parent = tracker.start(f"sweep-{study}", tags={"cnnbench.study": study, "cnnbench.role": "sweep"})
     ids = {}
-    # The winner's schedule takes no decay settings, the baseline's step schedule does; a sweep logs them for both.
-    schedules = {"b": {"scheduler": "onecycle", "step_size": 1, "gamma": 0.1},
-                 "seed004": {"scheduler": "step", "step_size": 1, "gamma": 0.7}}
-    for name, arch, optimizer, state, metrics in [
-        ("a", "two_conv", "adam", "COMPLETE",
-         {"best_val_acc": 0.90, "test_acc": 0.95, "params": 1000, "train_seconds": 10}),
-        ("b", "vgg", "adam", "COMPLETE", {"best_val_acc": 0.95, "test_acc": 0.93, "params": 8000, "train_seconds": 20}),
-        ("c", "vgg", "sgd", "COMPLETE", {"best_val_acc": 0.95, "test_acc": 0.94, "params": 5000, "train_seconds": 5}),
-        ("seed004", "two_conv", "adam", "COMPLETE",
-         {"best_val_acc": 0.92, "test_acc": 0.92, "params": 300_000, "train_seconds": 30}),
-        ("pruned", "vgg", "sgd", "PRUNED", {"val_acc": 0.99}),
-        ("failed", "vgg", "sgd", "FAIL", {}),
-    ]:
+    for name, params, state, metrics, reason in runs:
         number = len(ids)
-        baseline = name if name.startswith("seed") else ""
-        ids[name] = run = tracker.start(f"trial-{number}", parent=parent, params={
-            "dataset": "mnist", "arch": arch, "optimizer": optimizer, "lr": 0.01, **schedules.get(name, {})}, tags={
-            "cnnbench.study": "hand", "cnnbench.trial": number, "cnnbench.dataset": "mnist",
-            "cnnbench.baseline": baseline, "cnnbench.state": state, "cnnbench.reason": ""})
+        ids[name] = run = tracker.start(f"trial-{number}", parent=parent, params={"dataset": "mnist", **params}, tags={
+            "cnnbench.study": study, "cnnbench.trial": number, "cnnbench.dataset": "mnist",
+            "cnnbench.baseline": name if name.startswith("seed") else "", "cnnbench.state": state,
+            "cnnbench.reason": reason})
         tracker.log_metrics(run, {"val_acc": metrics.get("best_val_acc", metrics.get("val_acc")), "train_loss": 1.0},
                             step=1)
         tracker.log_metrics(run, {k: v for k, v in metrics.items() if k != "val_acc"})
         tracker.end(run, {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}[state])
+    return ids
+
+
+def test_runs_rank_by_validation_accuracy_and_the_verdict_weighs_the_baseline(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    # The winner's schedule takes no decay settings, the baseline's step schedule does; a sweep logs them for both.
+    schedules = {"b": {"scheduler": "onecycle", "step_size": 1, "gamma": 0.1},
+                 "seed004": {"scheduler": "step", "step_size": 1, "gamma": 0.7}}
+    ids = _hand_runs("hand", [
+        (name, {"arch": arch, "optimizer": optimizer, "lr": 0.01, **schedules.get(name, {})}, state, metrics, reason)
+        for name, arch, optimizer, state, metrics, reason in [
+            ("a", "two_conv", "adam", "COMPLETE",
+             {"best_val_acc": 0.90, "test_acc": 0.95, "params": 1000, "train_seconds": 10}, ""),
+            ("b", "vgg", "adam", "COMPLETE",
+             {"best_val_acc": 0.95, "test_acc": 0.93, "params": 8000, "train_seconds": 20}, ""),
+            ("c", "vgg", "sgd", "COMPLETE",
+             {"best_val_acc": 0.95, "test_acc": 0.94, "params": 5000, "train_seconds": 5}, ""),
+            ("seed004", "two_conv", "adam", "COMPLETE",
+             {"best_val_acc": 0.92, "test_acc": 0.92, "params": 300_000, "train_seconds": 30}, ""),
+            ("pruned", "vgg", "sgd", "PRUNED", {"val_acc": 0.99}, "pruned at epoch 1"),
+            ("failed", "vgg", "sgd", "FAIL", {}, "RuntimeError: boom"),
+            ("cut", "vgg", "sgd", "FAIL", {"val_acc": 0.5}, "interrupted"),  # Ctrl-C: failed, counted apart
+        ]])
 
     paths = report.build(out_dir=tmp_path / "r", echo=lambda _: None)
     board = read_csv(tmp_path / "r" / "csv" / "leaderboard.csv")
@@ -427,11 +443,47 @@ def test_runs_rank_by_validation_accuracy_and_the_verdict_weighs_the_baseline(tm
     assert ("mnist: vgg (optimizer adam, scheduler onecycle) won with 93.00% test accuracy (study hand, trial 1), "
             "+1.00 points over the best seed baseline, seed004 (92.00%), at a cost of 8,000 parameters (0.027× the "
             "baseline's 300,000) and 20.0 s of training (0.67× the baseline's 30.0 s).") in text
-    assert "Runs: 4 complete, 1 pruned, 1 failed." in text
+    assert "Runs: 4 complete, 1 pruned, 1 failed, 1 interrupted." in text
+    assert "Only one dataset (mnist) is recorded, so there is no cross-dataset comparison; sweep another" in text
+    assert {(row["state"], row["runs"]) for row in read_csv(tmp_path / "r" / "csv" / "states.csv")} == {
+        ("COMPLETE", "4"), ("PRUNED", "1"), ("FAIL", "1"), ("INTERRUPTED", "1")}
     assert "Source of the history: study hand: MLflow run order" in text
     # Decay settings show only where the run's schedule uses them (c and a logged no schedule).
     assert [(row["scheduler"], row["step_size"], row["gamma"]) for row in board] == [
         ("onecycle", "", ""), ("", "", ""), ("step", "1", "0.7"), ("", "", "")]
+
+
+def test_the_tuned_best_is_weighed_only_against_baselines_trained_on_its_budget(tmp_path, monkeypatch):
+    # Two studies of one dataset: the winner trained 3 epochs, the only baseline 1 (another study). A gain over it
+    # would credit the tuning with what two more epochs gave.
+    net, done = {"arch": "two_conv", "optimizer": "adam", "val_fraction": 0.1}, {"params": 1000, "train_seconds": 10}
+    short = [("seed004", {**net, "epochs": 1}, "COMPLETE", {"best_val_acc": 0.90, "test_acc": 0.90, **done}, ""),
+             ("x", {**net, "epochs": 1}, "COMPLETE", {"best_val_acc": 0.91, "test_acc": 0.91, **done}, "")]
+    long = [("y", {**net, "epochs": 3}, "COMPLETE", {"best_val_acc": 0.97, "test_acc": 0.97, **done}, "")]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    _hand_runs("short", short)
+    _hand_runs("long", long)
+
+    paths = report.build(out_dir=tmp_path / "r", echo=lambda _: None)
+    text = "".join(Page(paths["html"].read_text()).text)
+    assert ("won with 97.00% test accuracy (study long, trial 0), with 1,000 parameters and 10.0 s of training. No "
+            "seed baseline was trained on its budget (3 epochs, validation share 0.1), so no gain over one is given; "
+            "the seed baselines below trained on others.") in text
+    assert "tuned best, study long, trial 0" in text and "seed004, study short, trial 0" in text
+    assert [row["tuned_best_test_acc"] for row in read_csv(tmp_path / "r" / "csv" / "baselines.csv")] == [""]
+
+    # The study of the winner ran the baseline too, on its own budget.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'both.db'}")
+    _hand_runs("short", short)
+    _hand_runs("long", long + [("seed004", {**net, "epochs": 3}, "COMPLETE",
+                                {"best_val_acc": 0.95, "test_acc": 0.95, "params": 300_000, "train_seconds": 30}, "")])
+    paths = report.build(out_dir=tmp_path / "r", echo=lambda _: None)
+    text = "".join(Page(paths["html"].read_text()).text)
+    assert "(study long, trial 0), +2.00 points over the best seed baseline, seed004 (95.00%), at a cost" in text
+    assert "seed004, study long, trial 1" in text and "seed004, study short, trial 0" in text
+    baselines = read_csv(tmp_path / "r" / "csv" / "baselines.csv")
+    assert [(row["study"], row["epochs"], row["tuned_best_test_acc"]) for row in baselines] == [
+        ("long", "3", "0.97"), ("short", "1", "")]
 
 
 @pytest.mark.parametrize("kwargs,expected", [

@@ -226,9 +226,15 @@ def test_an_interrupted_sweep_counts_its_cut_trial_apart_from_failures(tmp_path,
     assert len(cut) == 1 and cut[0].user_attrs["reason"] == "interrupted"
     res = CliRunner().invoke(main, ["best", "--trial", str(cut[0].number), "--export"])
     assert res.exit_code == 2 and f"trial {cut[0].number} of study 'tiny' failed (interrupted): only a" in res.output
-    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--epochs", "1")
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--epochs", "1", "--trials", "5")
     assert res.exit_code == 0, res.output
-    assert "1 of 4 trials done" in res.output and ", 0 failed, 1 interrupted;" in res.output
+    assert "1 of 5 trials done" in res.output and ", 0 failed, 1 interrupted;" in res.output
+    # The sweep's MLflow run counts it as the summary does, and records the target the resume asked for beside the
+    # first (MLflow params are written once).
+    parent = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("tiny").experiment_id],
+                                        "tags.`cnnbench.role` = 'sweep'")[0].data
+    assert (parent.metrics["trials_failed"], parent.metrics["trials_interrupted"]) == (0, 1)
+    assert (parent.params["trials"], parent.tags["trials"]) == ("4", "5")
 
 
 def test_resuming_with_another_space_is_refused_unless_renamed(swept, tmp_path, tiny_data, monkeypatch):
