@@ -404,7 +404,8 @@ def _make_store(path: Path) -> None:
     so two programs spelling one file differently (`mlflow ui` with ``sqlite:///mlflow.db``, a sweep with the
     absolute path) could make them at once, and one would die in a migration. This takes the locks of the spellings
     such programs use, in one order (as every cnnbench does: none waits on another that waits on it), then has
-    MLflow make the tables under a spelling of the URL that none of them uses.
+    MLflow make the tables in a file of its own beside it, put in place only when whole: a command stopped while
+    the tables were being made (Ctrl-C, SIGTERM) leaves no store, where a half-made one refused every later command.
     """
     if os.name == "nt":  # MLflow takes no lock there
         return
@@ -421,11 +422,23 @@ def _make_store(path: Path) -> None:
     # (``my%20runs`` and ``my runs``), and a second lock of one file would wait on the first for ever.
     digests = {hashlib.md5(str(sqlalchemy.engine.make_url(s)).encode(), usedforsecurity=False).hexdigest()
                for s in spellings}
-    cut = head.rfind("/") + 1
+    # A name of its own each time: MLflow keeps an engine per URL, which would still hold an earlier file of it.
+    making = path.absolute().with_name(f".{path.name}.{os.getpid()}-{os.urandom(4).hex()}.new")
     with contextlib.ExitStack() as held:
         for lock in sorted(f"{tempfile.gettempdir()}/db_init_lock-{digest}" for digest in digests):
             fcntl.flock(held.enter_context(open(lock, "w")), fcntl.LOCK_EX)
-        MlflowClient(f"{head[:cut]}./{head[cut:]}{sep}{query}").search_experiments(max_results=1)
+        try:
+            if not path.exists():  # made by the program that held the locks before
+                MlflowClient(f"sqlite:///{making}{sep}{query}").search_experiments(max_results=1)
+                try:
+                    os.link(making, path)  # never over a store another program made meanwhile without these locks
+                except FileExistsError:
+                    pass
+                except OSError:  # a file system without hard links
+                    if not path.exists():
+                        os.replace(making, path)
+        finally:
+            making.unlink(missing_ok=True)
 
 
 def local_store(experiment: str) -> tuple[Path | None, Path | None]:

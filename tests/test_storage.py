@@ -670,3 +670,27 @@ def test_a_new_mlflow_store_waits_for_a_program_making_it_under_another_spelling
         assert proc.poll() is None and not (tmp_path / "mlflow.db").exists()
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0 and out.strip().splitlines()[-1] == "1", out
+
+
+def test_a_command_stopped_while_the_store_s_tables_are_made_leaves_no_half_made_store(tmp_path, monkeypatch):
+    # A Ctrl-C in the second it takes left a file of some tables, which every later command refused as a database
+    # of other tables, or failed on as a migration half done.
+    import mlflow.store.db.utils as db
+
+    from cnnbench.tracking import Tracker
+
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    monkeypatch.chdir(folder)
+    made = db._upgrade_db
+
+    def cut(engine):
+        raise KeyboardInterrupt  # the first tables are made; the migrations are not
+
+    monkeypatch.setattr(db, "_upgrade_db", cut)
+    with pytest.raises(KeyboardInterrupt):
+        Tracker("cut")
+    assert list(folder.iterdir()) == []
+    monkeypatch.setattr(db, "_upgrade_db", made)
+    assert Tracker("cut").experiment_id == "1" and [p.name for p in folder.iterdir()] == ["mlflow.db"]
