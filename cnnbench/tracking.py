@@ -173,10 +173,17 @@ class Tracker:
         reqs = [f"torch=={torch.__version__.split('+')[0]}"]
 
         def log() -> None:
-            # start_run(run_id) would end the run FINISHED on exit; Tracker.end sets the real status after.
-            with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
-                mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy(),
-                                         pip_requirements=reqs)
+            # start_run(run_id) reopens the run and ends it FINISHED, or FAILED on any exception (a Ctrl-C): a run
+            # already ended (the best trial's, logged after the sweep) gets its status back; Tracker.end sets a
+            # running one's after.
+            status = self.client.get_run(run_id).info.status
+            try:
+                with mlflow.start_run(run_id=run_id, nested=mlflow.active_run() is not None):
+                    mlflow.pytorch.log_model(model, name="model", signature=signature, input_example=example.numpy(),
+                                             pip_requirements=reqs)
+            finally:
+                if status != "RUNNING":
+                    self.client.set_terminated(run_id, status=status)
 
         self._call(log)
 

@@ -701,6 +701,29 @@ def test_logging_and_fetching_a_model_ride_out_a_server_blip(tmp_path, monkeypat
     assert capfd.readouterr().err.count("is unreachable") == 2
 
 
+def test_a_ctrl_c_while_a_finished_run_s_model_is_logged_leaves_the_run_finished(tmp_path, monkeypatch):
+    # The sweep logs the best trial's model after the study: a Ctrl-C then made the ended run FAILED (MLflow's
+    # start_run ends a run FAILED on any exception), although the trial was complete.
+    import mlflow
+    import torch
+
+    from cnnbench import tracking
+    from cnnbench.tracking import Tracker
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    tracker = Tracker("cut")
+    done = tracker.start("trial-0", tags={})
+    tracker.end(done, "FINISHED")
+
+    def cut(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking.mlflow.pytorch, "log_model", cut)
+    with pytest.raises(KeyboardInterrupt):
+        tracker.log_pytorch_model(done, torch.nn.Linear(3, 2), torch.zeros(1, 3))
+    assert mlflow.active_run() is None and tracker.client.get_run(done).info.status == "FINISHED"
+
+
 def test_commands_ending_together_record_the_newest_best_on_the_sweep_run(tmp_path, monkeypatch):
     # CI on 2026-12-03: of four commands ending together, two read the study's best, a third recorded a newer
     # best on the sweep's run in between, and MLflow refused the first two's params ("Changing param values").
