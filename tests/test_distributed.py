@@ -705,6 +705,7 @@ def test_a_ctrl_c_while_a_finished_run_s_model_is_logged_leaves_the_run_finished
     # The sweep logs the best trial's model after the study: a Ctrl-C then made the ended run FAILED (MLflow's
     # start_run ends a run FAILED on any exception), although the trial was complete.
     import mlflow
+    import mlflow.pytorch  # a lazy module: patched before it is loaded, the patch would not be seen
     import torch
 
     from cnnbench import tracking
