@@ -567,6 +567,20 @@ def _patiently(sweep: Sweep, call: Callable[[], Any]) -> Any:
     return outlast(call, what=f"the study storage {describe(sweep.storage)}", transient=unavailable)
 
 
+def _interrupted(trial: optuna.Trial, tracker: Tracker) -> None:
+    """Record ``trial`` as interrupted, and end its MLflow run so, where a Ctrl-C or SIGTERM came outside its
+    training (after its run was made and before its training began, say), whose handler records it there."""
+    with contextlib.suppress(Exception):  # a second Ctrl-C, a store gone: reconcile() closes the run later
+        attrs = trial.user_attrs
+        if attrs.get("reason"):
+            return
+        trial.set_user_attr("reason", INTERRUPTED)
+        run_id = attrs.get("mlflow_run_id")
+        if run_id and tracker.status(run_id) == "RUNNING":
+            tracker.set_tags(run_id, {"cnnbench.state": "FAIL", "cnnbench.reason": INTERRUPTED})
+            tracker.end(run_id, "KILLED")
+
+
 def _set_attrs(trial: optuna.Trial, attrs: dict[str, Any]) -> None:
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
@@ -706,7 +720,9 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
                 if failures >= MAX_CONSECUTIVE_FAILURES:
                     raise CnnbenchError(f"{failures} trials in a row failed; the last with: {err}",
                                         hint="see the FAILED runs in MLflow; fix the sweep file or the data") from None
-            except BaseException:
+            except BaseException as err:
+                if isinstance(err, KeyboardInterrupt):
+                    _interrupted(trial, tracker)
                 _tell(sweep, study, trial, state=optuna.trial.TrialState.FAIL)
                 _retry(study, trial.number, trial.params, trial.user_attrs)  # resumes from its checkpoint
                 raise

@@ -199,6 +199,10 @@ class Tracker:
         """Return a run's data: its ``params``, ``tags`` and latest ``metrics``, as dicts."""
         return self._call(self.client.get_run, run_id).data
 
+    def status(self, run_id: str) -> str:
+        """Return a run's status: RUNNING, FINISHED, KILLED or FAILED."""
+        return self._call(self.client.get_run, run_id).info.status
+
     def stage(self, run_id: str) -> str | None:
         """Return a run's lifecycle stage ("active", "deleted"), or ``None`` where it is not in the store (removed for
         good by `mlflow gc`)."""

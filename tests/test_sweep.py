@@ -237,6 +237,30 @@ def test_an_interrupted_sweep_counts_its_cut_trial_apart_from_failures(tmp_path,
     assert (parent.params["trials"], parent.tags["trials"]) == ("4", "5")
 
 
+def test_a_ctrl_c_between_a_trial_s_run_and_its_training_is_counted_as_an_interruption(tmp_path, tiny_data,
+                                                                                       monkeypatch):
+    # With two workers, a Ctrl-C landed after a trial's run was made and before its training began: the trial
+    # failed with no reason (counted as an error) and its run stayed RUNNING.
+    import cnnbench.sweep as sweeps
+
+    set_attrs = sweeps._set_attrs
+
+    def cut(trial, attrs):
+        if "mlflow_run_id" in attrs:
+            set_attrs(trial, attrs)
+            raise KeyboardInterrupt
+        set_attrs(trial, attrs)
+
+    monkeypatch.setattr(sweeps, "_set_attrs", cut)
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--epochs", "1")
+    assert res.exit_code == 130, res.output
+    [cut_short] = [t for t in trials_of("tiny") if t.state == optuna.trial.TrialState.FAIL]
+    assert cut_short.user_attrs["reason"] == "interrupted"
+    run = MlflowClient().get_run(cut_short.user_attrs["mlflow_run_id"])
+    assert run.info.status == "KILLED" and run.data.tags["cnnbench.state"] == "FAIL"
+    assert run.data.tags["cnnbench.reason"] == "interrupted"
+
+
 def test_resuming_with_another_space_is_refused_unless_renamed(swept, tmp_path, tiny_data, monkeypatch):
     import cnnbench.data
 
