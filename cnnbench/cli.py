@@ -195,7 +195,7 @@ def train(dataset, preset, config_file, data_dir, checkpoint, export_dir, overwr
         raise
     trainer.check_precision(config.precision, device)
     try:
-        done = trainer.check_resume(checkpoint, config)
+        done = len(trainer.check_resume(checkpoint, config))
     except ConfigError as err:
         err.source = "--checkpoint"
         raise

@@ -37,8 +37,8 @@ from cnnbench.storage import (DATA_ATTR, DUPLICATE_ATTR, HEARTBEAT_SECONDS, IDEN
                               local_file, lock_folder, open_storage, pareto_front, same_file, sampled_study,
                               study_lock, unavailable, varied_params)
 from cnnbench.tracking import Tracker, check_experiment, check_schema, check_store_uri, local_store, tracking_uri
-from cnnbench.train import (Result, check, copy_model, describe_hardware, evaluate, fit, flush_denormals,
-                            resolve_device, resolve_precision)
+from cnnbench.train import (Result, check, check_resume, copy_model, describe_hardware, evaluate, fit,
+                            flush_denormals, resolve_device, resolve_precision)
 
 #: Study names cnnbench itself gives (see ``Sweep.study``): safe as file and folder names.
 _FILE_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -352,6 +352,10 @@ class Objective:
             self.tracker.log_metrics(run_id, {"half_epoch_val_acc": check.acc, "half_epoch_val_loss": check.loss})
             report(check.acc if self.metric == "val_acc" else check.loss, 1, "half of epoch 1", False)
 
+        # A retry resumes from the checkpoint of the trial it retries: its run records (and the pruner judges) the
+        # epochs trained before too, as they were.
+        for restored in check_resume(checkpoint, config):
+            on_epoch_end(restored)
         # Without a pruner there is nothing to judge at half an epoch, so nothing to evaluate there.
         half = on_half_epoch if prunable and self.steps_per_epoch == 2 and self.sweep.pruner != "none" else None
         result = fit(config, self.data, on_epoch_end=on_epoch_end, on_half_epoch=half, checkpoint=checkpoint,

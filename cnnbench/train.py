@@ -643,16 +643,17 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
 RESUME_MAY_CHANGE = ("device", "precision", "compile", "eval_batch_size", "tta")
 
 
-def check_resume(checkpoint: str | os.PathLike | None, config: TrainConfig) -> int:
-    """Return the epochs ``checkpoint`` holds of the run ``config`` describes (0 where there is no checkpoint).
+def check_resume(checkpoint: str | os.PathLike | None, config: TrainConfig) -> list[EpochMetrics]:
+    """Return the metrics of the epochs ``checkpoint`` holds of the run ``config`` describes, which :func:`fit`
+    resumes after (none where there is no checkpoint).
 
     Raises :class:`ConfigError` when it holds a run of other settings.
     """
     if checkpoint is None or not Path(checkpoint).exists():
-        return 0
+        return []
     state = _run_state(checkpoint)
     _same_run(checkpoint, state, config)
-    return len(state.get("history", []))
+    return [EpochMetrics(**m) for m in state.get("history", [])]
 
 
 def _same_run(checkpoint: str | os.PathLike, state: dict, config: TrainConfig) -> None:

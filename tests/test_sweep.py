@@ -1208,7 +1208,7 @@ def test_a_killed_worker_s_trial_is_failed_and_retried_from_its_checkpoint(tmp_p
     import torch
 
     command, ckpt = kill_mid_trial(tmp_path, tiny_data)
-    done_before = len(torch.load(ckpt, weights_only=True)["history"])
+    before = torch.load(ckpt, weights_only=True)["history"]
 
     res = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
@@ -1225,8 +1225,10 @@ def test_a_killed_worker_s_trial_is_failed_and_retried_from_its_checkpoint(tmp_p
     runs = {r.info.run_id: r for r in client.search_runs([exp.experiment_id])}
     assert all(r.info.status != "RUNNING" for r in runs.values())
     assert runs[failed.user_attrs["mlflow_run_id"]].info.status == "FAILED"
-    steps = [m.step for m in client.get_metric_history(retry.user_attrs["mlflow_run_id"], "val_acc")]
-    assert steps == list(range(done_before + 1, 7)), "the retry did not resume from the checkpoint"
+    # The retry resumed from the checkpoint, and its run records the epochs trained before it too, as they were.
+    seconds = {m.step: m.value for m in client.get_metric_history(retry.user_attrs["mlflow_run_id"], "epoch_seconds")}
+    assert sorted(seconds) == list(range(1, 7))
+    assert [seconds[m["epoch"]] for m in before] == [m["epoch_seconds"] for m in before], "trained again"
     finished_runs = [r for r in runs.values() if r.info.status == "FINISHED" and "mlflow.parentRunId" in r.data.tags]
     assert sorted(r.info.run_id for r in finished_runs) == sorted(
         t.user_attrs["mlflow_run_id"] for t in trials if t.state.name == "COMPLETE")
@@ -1242,16 +1244,20 @@ def test_a_study_begun_afresh_beside_a_killed_one_of_its_name_never_resumes_its_
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    import torch
+
     command, old = kill_mid_trial(tmp_path, tiny_data)
+    first = torch.load(old, weights_only=True)["history"][0]
     (tmp_path / DEFAULT_JOURNAL).rename(tmp_path / "aside.log")
 
     res = subprocess.run([*command, "--seed", "1"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
     trial = optuna.load_study(study_name="tiny", storage=journal()).trials[0]
     assert trial.state.name == "COMPLETE", trial.user_attrs.get("reason")
-    steps = [m.step for m in MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(
-        trial.user_attrs["mlflow_run_id"], "val_acc")]
-    assert steps == list(range(1, 7)), "it resumed another study's checkpoint"
+    seconds = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_metric_history(
+        trial.user_attrs["mlflow_run_id"], "epoch_seconds")
+    assert [m.step for m in seconds] == list(range(1, 7))
+    assert seconds[0].value != first["epoch_seconds"], "it resumed another study's checkpoint"
     assert old.exists()  # the first study's, for its retry
     res = subprocess.run([*command, "--storage", "aside.log"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=600)

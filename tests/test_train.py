@@ -119,10 +119,10 @@ def test_a_checkpoint_of_other_settings_is_refused_not_resumed(tiny_data, tmp_pa
     cfg = validate(FAST)
     d = data.load("mnist", tiny_data)
     ckpt = tmp_path / "run.ckpt"
-    assert check_resume(ckpt, cfg) == 0
+    assert check_resume(ckpt, cfg) == []
     fit(cfg, d, checkpoint=ckpt)
-    assert check_resume(ckpt, cfg) == cfg.epochs
-    assert check_resume(ckpt, validate(dict(FAST, precision="fp32", eval_batch_size=64))) == cfg.epochs
+    assert [m.epoch for m in check_resume(ckpt, cfg)] == list(range(1, cfg.epochs + 1))
+    assert len(check_resume(ckpt, validate(dict(FAST, precision="fp32", eval_batch_size=64)))) == cfg.epochs
     other = validate(dict(FAST, batch_size=cfg.batch_size * 2))
     message = f"{ckpt} holds a run with other settings: batch_size {cfg.batch_size} (now {cfg.batch_size * 2})"
     with pytest.raises(ConfigError, match=re.escape(message)):
