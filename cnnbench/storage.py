@@ -330,8 +330,9 @@ def unavailable(err: BaseException) -> bool:
 @dataclass(frozen=True)
 class StudyRecord:
     """What a report reads of an Optuna study: its first objective, that objective's direction, its trials
-    (columns trial, state, value, baseline; state INTERRUPTED for a trial failed as cut short), its parameter importances (name -> share, summing to 1), all its
-    objectives and, for a study of several, its Pareto front's trial numbers."""
+    (columns trial, state, value, baseline; state INTERRUPTED for a trial failed as cut short), its parameter
+    importances (name -> share, summing to 1), all its objectives and, for a study of several, its Pareto front's
+    trial numbers."""
 
     name: str
     objective: str

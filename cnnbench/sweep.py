@@ -572,8 +572,8 @@ def _patiently(sweep: Sweep, call: Callable[[], Any]) -> Any:
 
 
 def _interrupted(trial: optuna.Trial, tracker: Tracker) -> None:
-    """Record ``trial`` as interrupted, and end its MLflow run so, where a Ctrl-C or SIGTERM came outside its
-    training (after its run was made and before its training began, say), whose handler records it there."""
+    """Record ``trial`` as interrupted and end its MLflow run as KILLED, where a Ctrl-C or SIGTERM came outside its
+    training (after its run was made, before its training began), whose own handler records that."""
     with contextlib.suppress(Exception):  # a second Ctrl-C, a store gone: reconcile() closes the run later
         attrs = trial.user_attrs
         if attrs.get("reason"):

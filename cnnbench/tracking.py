@@ -425,7 +425,7 @@ def _make_store(path: Path) -> None:
     import tempfile
 
     uri = tracking_uri()
-    head, sep, query = uri.partition("?")
+    _, sep, query = uri.partition("?")
     spellings = {uri, f"sqlite:///{path.absolute()}{sep}{query}"}
     if not (relative := os.path.relpath(path.absolute())).startswith(".."):
         spellings.add(f"sqlite:///{relative}{sep}{query}")  # MLflow's own default is sqlite:///mlflow.db
