@@ -209,7 +209,7 @@ def _folder_files(path: Path) -> tuple[list[tuple[Path, str]], list[tuple[Path, 
         raise DataError(f"folder:{train_root} has one class folder; a classifier needs two or more",
                         hint=f"lay it out as {_LAYOUT}")
     if unknown := sorted({label for _, label in test} - known):
-        raise DataError(f"folder:{path}/test has classes its train/ folder lacks: {', '.join(unknown[:5])}",
+        raise DataError(f"folder:{path}/test has classes its train/ folder lacks: {listed(unknown, most=5)}",
                         hint="give every test class its training images, or rename the folders to match")
     return train, test
 

@@ -271,7 +271,7 @@ def check_target(out_dir: Path, overwrite: bool, dataset: str | None = None) -> 
                           hint="choose another folder, or give --overwrite to replace an earlier export")
     foreign = [name for name in entries if name not in FILES]
     if foreign:
-        raise ConfigError(f"{out_dir} holds files that are not part of an export ({', '.join(foreign[:5])}); "
+        raise ConfigError(f"{out_dir} holds files that are not part of an export ({listed(foreign, most=5)}); "
                           "refusing to replace it", hint="choose another folder, or empty it yourself")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from cnnbench.errors import ConfigError, StudyError, UnreachableStorage, chain
+from cnnbench.errors import ConfigError, StudyError, UnreachableStorage, chain, listed
 
 if TYPE_CHECKING:
     import optuna
@@ -500,7 +500,7 @@ def _check_sqlite(path: Path, owner: str) -> None:
     if not tables or _TABLES[owner] <= tables:
         return
     known = next((other for other, marks in _TABLES.items() if other != owner and marks <= tables), None)
-    shown = ", ".join(sorted(tables)[:3]) + (", ..." if len(tables) > 3 else "")
+    shown = listed(sorted(tables), most=3)
     raise _WrongDatabase(f"{path} is {_NAMES[known] if known else f'a database of other tables ({shown})'}, "
                          f"not {_NAMES[owner]}")
 

@@ -29,7 +29,7 @@ from torch import nn
 
 from cnnbench import data as datamod
 from cnnbench.config import TrainConfig
-from cnnbench.errors import CheckpointError, ConfigError, DivergedError, UnknownNameError
+from cnnbench.errors import CheckpointError, ConfigError, DivergedError, UnknownNameError, listed
 from cnnbench.models import check_model, create_model, with_tta
 from cnnbench.optim import create_optimizer, create_schedule, optimizer_params
 from cnnbench.paths import keep_json, read_json, write_whole
@@ -703,7 +703,7 @@ def _run_state(path: str | os.PathLike) -> dict:
     """Read the checkpoint of a run :func:`fit` wrote; raise :class:`ConfigError` where it holds something else."""
     state = load_checkpoint(path)
     if not isinstance(state, dict) or (missing := [k for k in CHECKPOINT_KEYS if k not in state]):
-        held = f"a dict without {', '.join(missing[:3])}" if isinstance(state, dict) else f"a {type(state).__name__}"
+        held = f"a dict without {listed(missing, most=3)}" if isinstance(state, dict) else f"a {type(state).__name__}"
         raise ConfigError(f"{path} is not a cnnbench checkpoint: torch.save wrote {held} to it", hint=FOREIGN)
     return state
 

@@ -174,7 +174,7 @@ def test_a_file_that_is_no_cnnbench_checkpoint_is_refused_as_bad_input_and_left_
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
     (tmp_path / "notes.txt").write_text("hi\n")
     for name, says in [("notes.txt", "not a file torch.save wrote"),
-                       ("weights.pt", "torch.save wrote a dict without model, optimizer, schedule to it"),
+                       ("weights.pt", "torch.save wrote a dict without model, optimizer, schedule and 6 more to it"),
                        ("tensor.pt", "torch.save wrote a Tensor to it")]:
         before = (tmp_path / name).read_bytes()
         with pytest.raises(ConfigError, match=f"{name} is not a cnnbench checkpoint: {says}") as err:
