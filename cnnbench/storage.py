@@ -379,9 +379,31 @@ def same_file(url: str | None, other: str | None) -> bool:
 
 def open_existing(url: str | None) -> "optuna.storages.BaseStorage | None":
     """Open the storage at ``url`` to read it, or return ``None`` where it is a journal or SQLite file that is not
-    there (a missing file is not created)."""
+    there, or a database server's database without Optuna's tables: a missing file is not created, nor are the
+    tables (Optuna's ``RDBStorage`` makes them on opening)."""
     path = local_file(url)
-    return None if path is not None and not path.is_file() else open_storage(url)
+    if path is not None:
+        return open_storage(url) if path.is_file() else None
+    return open_storage(url) if _optuna_tables(url) else None
+
+
+def _optuna_tables(url: str) -> bool:
+    """Whether the database at server URL ``url`` may hold Optuna's tables: ``False`` only where it was read and
+    holds none; a redis URL, or a database that cannot be read here, is left to :func:`open_storage` to open or
+    refuse as it does."""
+    if url.startswith(("redis://", "rediss://")):
+        return True
+    try:
+        import sqlalchemy
+
+        check_url(url)
+        engine = sqlalchemy.create_engine(url, connect_args=_PG_CONNECT if url.startswith("postgresql") else {})
+        try:
+            return sqlalchemy.inspect(engine).has_table("studies")
+        finally:
+            engine.dispose()
+    except Exception:  # a bad URL, a driver missing, the server down: open_storage says which, as it always has
+        return True
 
 
 def damaged(url: str | None, owner: str = "optuna") -> tuple[str, str | None] | None:

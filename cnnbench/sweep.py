@@ -108,10 +108,15 @@ def open_study(sweep: Sweep, data: datamod.Data | None = None) -> optuna.Study:
     objective, or was started on other images (a folder dataset's changed since, another copy of it on a
     machine joining), :class:`UnreachableStorage` when the storage's server cannot be reached.
     """
-    identity = sweep.identity()
+    with _reaching(sweep), study_lock(sweep.study_name, sweep.storage):
+        return _create_or_check(sweep, sweep.identity(), data)
+
+
+@contextlib.contextmanager
+def _reaching(sweep: Sweep):
+    """Raise :class:`UnreachableStorage` for an error that says the storage's server cannot be reached."""
     try:
-        with study_lock(sweep.study_name, sweep.storage):
-            return _create_or_check(sweep, identity, data)
+        yield
     except CnnbenchError:
         raise
     except Exception as err:
@@ -164,10 +169,14 @@ def _another_definition(sweep: Sweep, stored: dict, identity: dict) -> StudyErro
 
 
 def check_definition(sweep: Sweep) -> None:
-    """Raise :class:`StudyError` where a journal or SQLite file holds the study with another definition, before
-    the data is loaded (or downloaded); :func:`open_study` checks again, under the study's lock. A server's
-    storage, opened first under that lock (it may make its tables), is left to it, as is a file not there yet."""
-    if local_file(sweep.storage) is None or (study := existing_study(sweep.storage, sweep.study_name)) is None:
+    """Raise :class:`StudyError` where the storage holds the study with another definition, before the data is
+    loaded (or downloaded); :func:`open_study` checks again, under the study's lock. Nothing is made here: a file
+    not there yet, or a database without Optuna's tables, is left to :func:`open_study` to make. A server's
+    storage is read under the study's lock, so never while another machine's command is making its tables."""
+    server = local_file(sweep.storage) is None
+    with _reaching(sweep), study_lock(sweep.study_name, sweep.storage) if server else contextlib.nullcontext():
+        study = existing_study(sweep.storage, sweep.study_name)
+    if study is None:
         return
     stored, identity = study.user_attrs.get(IDENTITY_ATTR), sweep.identity()
     if stored is not None and stored != identity:

@@ -538,11 +538,27 @@ def postgres_url():
 
 
 def test_postgresql_storage(tmp_path, tiny_data, postgres_url):
+    import sqlalchemy
+
+    # `best` on a database without a study made Optuna's tables in it
+    res = CliRunner().invoke(main, ["best", "--storage", postgres_url, "--study", "small"])
+    assert res.exit_code == 2 and "no study 'small'" in res.output, res.output
+    engine = sqlalchemy.create_engine(postgres_url)
+    assert sqlalchemy.inspect(engine).get_table_names() == []
+    engine.dispose()
     res = sweep(tmp_path, tiny_data, "--storage", postgres_url)
     assert res.exit_code == 0, res.output
     assert len(trials_in(postgres_url)) == 3
     res = sweep(tmp_path, tiny_data, "--storage", postgres_url, "--trials", "4")
     assert res.exit_code == 0 and len(trials_in(postgres_url)) == 4
+    another_definition_is_refused_before_the_data(tmp_path, postgres_url)
+
+
+def another_definition_is_refused_before_the_data(tmp_path, url):
+    # On a server's storage a changed sweep file was refused only once the data had loaded (or downloaded).
+    res = sweep(tmp_path, tmp_path / "no-data", "--storage", url, objective="val_loss")
+    assert res.exit_code == 2 and "error: study 'small' in " in res.output, res.output
+    assert "was started with another definition: objective" in res.output, res.output
 
 
 @pytest.fixture
@@ -561,6 +577,7 @@ def test_redis_storage(tmp_path, tiny_data, redis_url):
     res = sweep(tmp_path, tiny_data, "--storage", redis_url)
     assert res.exit_code == 0, res.output
     assert len(trials_in(redis_url)) == 3
+    another_definition_is_refused_before_the_data(tmp_path, redis_url)
 
 
 def test_opening_a_storage_warns_of_nothing(tmp_path, redis_url):
