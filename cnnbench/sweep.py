@@ -486,6 +486,10 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
     check_definition(sweep)
     data = datamod.load(sweep.dataset, data_dir, val_fraction=sweep.val_fraction)
     study = open_study(sweep, data)
+    for what in ("sampler", "pruner"):  # Optuna lets a study change both; each trial's run is tagged with its own
+        if (began := study.user_attrs.get(f"cnnbench.{what}", getattr(sweep, what))) != getattr(sweep, what):
+            echo(f"note: study {sweep.study_name!r} began with the {began} {what}; this command's trials use the "
+                 f"{getattr(sweep, what)} {what} (each trial's MLflow run is tagged with its own)")
     # The MLflow store is created here, under the study's lock, once for every process starting now.
     with study_lock(sweep.study_name, sweep.storage):
         tracker = Tracker(sweep.study_name, wait=False)

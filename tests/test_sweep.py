@@ -171,14 +171,17 @@ def test_a_finished_sweep_leaves_no_empty_checkpoint_folder(swept, tmp_path):
 def test_rerun_resumes_and_trials_is_a_total(swept, tmp_path, tiny_data):
     res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "6")
     assert res.exit_code == 0, res.output
-    assert "4 of 6 trials done" in res.output
+    assert "4 of 6 trials done" in res.output and "note: study" not in res.output
     study = optuna.load_study(study_name="tiny", storage=journal())
     assert len(study.get_trials()) == 6
     assert sum(t.user_attrs.get("baseline") == "seed004" for t in study.get_trials()) == 1
     drawn = [t.params["lr"] for t in study.get_trials() if t.params]
     assert len(set(drawn)) == len(drawn) == 5  # the resumed sampler does not draw the first run's points again
-    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "6")
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "6", "--sampler", "random")
     assert "6 of 6 trials done, nothing to run (raise --trials for more)" in res.output
+    # a resume may draw with another sampler, as Optuna allows, but it said nothing of it
+    assert ("note: study 'tiny' began with the tpe sampler; this command's trials use the random sampler (each "
+            "trial's MLflow run is tagged with its own)") in res.output, res.output
     res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "5")
     assert "6 trials done, 5 asked for, nothing to run" in res.output
     assert len(optuna.load_study(study_name="tiny", storage=journal()).get_trials()) == 6
