@@ -27,7 +27,7 @@ from cnnbench import plots
 from cnnbench import train as trainer
 from cnnbench.errors import CheckpointError, CnnbenchError, ConfigError, DataError, listed
 from cnnbench.models import with_tta
-from cnnbench.paths import FOLDER, folder_parts, unwritable
+from cnnbench.paths import FOLDER, as_written, folder_parts, unwritable
 
 WEIGHTS = "model.safetensors"
 PROGRAM = "model.pt2"
@@ -342,6 +342,7 @@ def _save_weights(model: nn.Module, config: cfg.TrainConfig, path: Path) -> None
     from safetensors.torch import save_model
 
     save_model(model, str(path), metadata={"format": "pt", "arch": config.arch, "dataset": config.dataset})
+    as_written(path)
 
 
 def _save_program(model: nn.Module, example: torch.Tensor, expected: torch.Tensor, path: Path) -> None:

@@ -150,3 +150,23 @@ def write_whole(path: str | os.PathLike, data: bytes | bytearray | memoryview | 
             tmp.unlink()
         raise
     return path
+
+
+def as_written(path: str | os.PathLike) -> Path:
+    """Give the file at ``path`` the permissions a plain write gives it (0666 less the umask), and return its path.
+
+    safetensors makes its files 0600: an export's weights, or a run's in a shared MLflow store, would be
+    readable by their owner alone, where the files beside them are readable by all the umask lets.
+    """
+    os.chmod(path, 0o666 & ~_umask())
+    return Path(path)
+
+
+def _umask() -> int:
+    # Read where Linux shows it: os.umask can only read it by setting it, for every thread at once.
+    with contextlib.suppress(OSError, ValueError, IndexError, StopIteration):
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

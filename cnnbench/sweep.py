@@ -30,7 +30,7 @@ from cnnbench import __version__, cores, plots
 from cnnbench.config import TrainConfig
 from cnnbench.errors import (CnnbenchError, ConfigError, DataError, DivergedError, StudyError, Unavailable,
                              UnreachableStorage, disk_full, listed, no_space, outlast, redact)
-from cnnbench.paths import folder_parts, unwritable, unwritable_file
+from cnnbench.paths import as_written, folder_parts, unwritable, unwritable_file
 from cnnbench.space import Sweep, format_value, grid, suggest, trial_config
 from cnnbench.storage import (DATA_ATTR, DUPLICATE_ATTR, HEARTBEAT_SECONDS, IDENTITY_ATTR, INTERRUPTED, OWN_FILE,
                               OWN_STORE, PARENT_ATTR, damaged, describe, existing_study, importance_evaluator,
@@ -396,6 +396,7 @@ class Objective:
         with tempfile.TemporaryDirectory() as tmp:  # one upload: each is a store round trip
             folder = Path(tmp)
             save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+            as_written(folder / "model.safetensors")
             (folder / "config.json").write_text(json.dumps(config.params(), indent=1))
             if self.sweep.tracking.plots:
                 self._figures(folder, f"{self.sweep.study_name} trial {trial.number}: {config.arch}",

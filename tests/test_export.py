@@ -1,4 +1,5 @@
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -70,6 +71,10 @@ def test_the_export_holds_every_file_and_learned_the_task(mnist):
     assert sorted(p.name for p in mnist.dir.iterdir()) == sorted([
         "model.safetensors", "model.pt2", "model.onnx", "config.yaml", "preprocess.json", "metrics.json", "README.md"])
     assert [p.name for p in mnist.dir.parent.iterdir() if p.name.startswith(".")] == []
+    mask = os.umask(0o022)
+    os.umask(mask)  # safetensors wrote the weights 0600: the one file of an export others could not read
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in mnist.dir.iterdir()} == {
+        p.name: oct(0o666 & ~mask) for p in mnist.dir.iterdir()}
     assert (mnist.predictions == mnist.data.test.y).float().mean() >= 0.9
     metrics = json.loads((mnist.dir / "metrics.json").read_text())
     assert metrics["test_acc"] == pytest.approx((mnist.predictions == mnist.data.test.y).float().mean().item())

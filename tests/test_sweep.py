@@ -115,6 +115,10 @@ def test_sweep_records_every_trial_in_optuna_and_mlflow(swept, tmp_path):
             names = {a.path for a in client.list_artifacts(run.info.run_id)}
             assert {"learning_curves.png", "confusion_matrix.png", "misclassified.png",
                     "model.safetensors"} <= names
+            weights = Path(run.info.artifact_uri.removeprefix("file://")) / "model.safetensors"
+            mask = os.umask(0o022)
+            os.umask(mask)  # safetensors makes its files 0600: no one else reading a shared store could read them
+            assert oct(weights.stat().st_mode & 0o777) == oct(0o666 & ~mask)
     best_run = client.get_run(study.best_trial.user_attrs["mlflow_run_id"])
     assert best_run.data.tags.get("cnnbench.logged_model") == "1"
     assert sum(r.data.tags.get("cnnbench.logged_model") == "1" for r in children) == 1
