@@ -299,7 +299,10 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
         return f"{path}:{lines[key]}" if key in lines else sources.get(key[0], str(path))
 
     regs = catalog.registries()
-    regs["datasets"].get(sweep.dataset)
+    try:
+        regs["datasets"].get(sweep.dataset)
+    except ConfigError as err:
+        raise ConfigError(err.message, source=where("dataset"), hint=err.hint) from None
     try:
         check_url(sweep.storage)
     except ConfigError as err:
@@ -324,6 +327,12 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
         validate({**sweep.fixed, "dataset": sweep.dataset})
     except ConfigError as err:
         raise ConfigError(err.message, source=where("fixed"), hint=err.hint) from None
+    for key, value in sweep.fixed.items():
+        if key in _NAMED and value is not None:
+            try:  # else a name misspelt failed every trial, once the study and its runs were made
+                regs[_NAMED[key]].get(value)
+            except ConfigError as err:
+                raise ConfigError(f"fixed.{key}: {err.message}", source=where("fixed", key), hint=err.hint) from None
     for name in sweep.baselines:
         try:
             PRESETS.get(name)
@@ -370,11 +379,17 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
                     regs[_NAMED[key]].get(v)
                 except ConfigError as err:
                     raise ConfigError(f"space.{key}: {err.message}", source=src, hint=err.hint) from None
+        read: dict[str, Any] = {}  # each value as training reads it, by how it was written
         for v in values:
             try:
-                validate({key: int(v) if key in _INT_FIELDS and isinstance(v, float) and v.is_integer() else v})
+                value = getattr(validate({key: int(v) if key in _INT_FIELDS and isinstance(v, float)
+                                          and v.is_integer() else v}), key)
             except ConfigError as err:
                 raise ConfigError(f"space.{key}: {err.message}", source=src) from None
+            if param.choices is not None and (same := next((w for w, r in read.items() if r == value), None)):
+                raise ConfigError(f"space.{key}: the choices {same} and {v!r} are one value, {value!r}", source=src,
+                                  hint="give each value once")  # "256" and 256: one trial's settings drawn twice
+            read[repr(v)] = value
         if key in _INT_FIELDS and param.choices is None and param.step and not float(param.step).is_integer():
             raise ConfigError(f"space.{key} is a whole number; its step must be too", source=src)
 

@@ -340,8 +340,10 @@ def check(config: TrainConfig, sources: dict[str, str] | None = None) -> int:
     if config.augment is not None:
         with _blame(sources, "augment"):
             datamod.AUGMENTS.get(config.augment)
-    from cnnbench.optim import SCHEDULERS
+    from cnnbench.optim import OPTIMIZERS, SCHEDULERS
 
+    with _blame(sources, "optimizer"):
+        OPTIMIZERS.get(config.optimizer)
     with _blame(sources, "scheduler"):
         SCHEDULERS.get(config.scheduler)
     extras = {"momentum": config.momentum, "nesterov": config.nesterov}

@@ -275,6 +275,7 @@ def test_predict_of_a_dataset_s_folder_gives_the_accuracy_on_its_test_and_traini
     (["--optimizer", "adam", "--momentum", "0.9"], "error: --momentum: optimizer 'adam' does not take momentum"),
     (["--optimizer", "sgd", "--nesterov"], "error: --nesterov: nesterov needs momentum > 0"),
     (["--scheduler", "cosin"], "error: --scheduler: unknown scheduler 'cosin'"),
+    (["--optimizer", "sgdd"], "error: --optimizer: unknown optimizer 'sgdd'"),
     # Without a validation split these would quietly do nothing.
     (["--val-fraction", "0", "--patience", "2"], "error: --patience: patience stops training on the validation"),
     (["--preset", "cifar10_airbench", "--scheduler", "plateau"], "error: --scheduler: the plateau schedule lowers"),

@@ -767,7 +767,14 @@ BAD = [
     ("dataset: mnist\nsampler: bayes\n", "sampler"),
     ("dataset: mnist\npruner: asha\n", "pruner"),
     ("dataset: mnist\nobjective: accuracy\n", "unknown objective"),
-    ("dataset: mnits\n", "did you mean 'mnist'"),
+    ("dataset: mnits\n", "bad.yaml:1: unknown dataset 'mnits'; valid: "),
+    # A name misspelt under fixed failed every trial, once the study and its runs were made.
+    ("dataset: mnist\nfixed:\n  width: 8\n  optimizer: sgdd\n",
+     "bad.yaml:4: fixed.optimizer: unknown optimizer 'sgdd'"),
+    ("dataset: mnist\nfixed:\n  width: 8\n  arch: two_cnov\n", "bad.yaml:4: fixed.arch: unknown architecture"),
+    # Two choices that read as one value: Optuna drew it as two.
+    ("dataset: mnist\nspace:\n  batch_size: [\"256\", 256]\n",
+     "bad.yaml:3: space.batch_size: the choices '256' and 256 are one value, 256"),
     ("space: {}\n", "bad.yaml: the required setting 'dataset' is missing\n  fix: add a line `dataset: ...`"),
     ("", "the required setting 'dataset' is missing"),
     ("dataset: mnist\nspace: {lr: {low: 1e-3, high: 0.1, step: 0.5}}\n", "step (0.5) is wider than the range"),
@@ -799,7 +806,8 @@ BAD = [
     ("dataset: mnist\nobjective: params\nfixed: {val_fraction: 0}\nspace:\n  patience: [1, 2]\n",
      "bad.yaml:5: patience stops training"),
     # A fixed setting's own error names its line, not an architecture to remove.
-    ("dataset: mnist\nfixed:\n  augment: rotat\nspace: {arch: [vgg, two_conv]}\n", "bad.yaml:3: unknown augmentation"),
+    ("dataset: mnist\nfixed:\n  augment: rotat\nspace: {arch: [vgg, two_conv]}\n",
+     "bad.yaml:3: fixed.augment: unknown augmentation"),
     ("dataset: mnist\nfixed: {lr: -3}\n", "lr"),
     ("dataset: mnist\nbaselines: [seed009]\n", "unknown preset"),
     ("dataset: mnist\nspace: {kernel_size: {choices: sizes}}\n", "unknown choice set"),

@@ -188,6 +188,8 @@ def test_check_rejects_bad_combinations_before_any_work():
         check(validate(dict(FAST, optimizer="adam", momentum=0.9)))
     with pytest.raises(ConfigError, match="unknown scheduler"):
         check(validate(dict(FAST, scheduler="cosin")))
+    with pytest.raises(ConfigError, match="unknown optimizer 'sgdd'"):  # was met only where momentum was given
+        check(validate(dict(FAST, optimizer="sgdd")))
     with pytest.raises(ConfigError, match="kernel"):
         check(validate(dict(FAST, arch="four_conv", kernel_size=7)))
 
