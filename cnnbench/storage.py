@@ -303,7 +303,11 @@ def _redis_lock(url: str, name: str):
     plain, prefix = _redis_parts(url)
     lock = redis.Redis.from_url(plain).lock(f"{prefix}:cnnbench-lock:{name}", timeout=LOCK_WAIT_SECONDS,
                                             blocking_timeout=LOCK_WAIT_SECONDS)
-    if not lock.acquire():
+    try:
+        acquired = lock.acquire()
+    except redis.exceptions.ResponseError as err:  # the server refuses the URL: a database it lacks (/99), say
+        raise StudyError(f"cannot open storage {describe(url)}: {err}", hint="check the URL") from None
+    if not acquired:
         raise StudyError(f"the lock of study {name!r} in {describe(url)} was not released in {LOCK_WAIT_SECONDS} s",
                          hint="another worker holds it; run again")
     try:

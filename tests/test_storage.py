@@ -591,6 +591,14 @@ def test_opening_a_storage_warns_of_nothing(tmp_path, redis_url):
         assert [str(w.message) for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)] == [], url
 
 
+def test_a_redis_database_the_server_lacks_is_a_clear_error(tmp_path, tiny_data):
+    res = sweep(tmp_path, tiny_data, "--storage", f"redis://127.0.0.1:6379/99?prefix=cnnbench-test-{uuid.uuid4().hex}")
+    assert res.exit_code == 2 and res.output.startswith(
+        "error: cannot open storage redis://127.0.0.1:6379/99?prefix=cnnbench-test-"), res.output  # was a traceback
+    assert "DB index is out of range\n  fix: check the URL\n" in res.output
+    assert not os.path.exists(tmp_path / "mlflow.db")
+
+
 def test_unreachable_database_is_a_clear_error(tmp_path, tiny_data):
     res = sweep(tmp_path, tiny_data, "--storage", "postgresql://postgres@127.0.0.1:1/nothing")
     assert res.exit_code == 2 and "cannot open storage" in res.output
