@@ -736,6 +736,8 @@ def work(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None
                 more = _tell(sweep, study, trial, state=optuna.trial.TrialState.FAIL)
                 failures += 1
                 if failures >= MAX_CONSECUTIVE_FAILURES:
+                    with contextlib.suppress(Exception):  # the last failure's line too, as each one's before it
+                        bar(study)
                     raise CnnbenchError(f"{failures} trials in a row failed; the last with: {err}",
                                         hint="see the FAILED runs in MLflow; fix the sweep file or the data") from None
             except BaseException as err:

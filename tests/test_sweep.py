@@ -1333,6 +1333,8 @@ def test_a_sweep_whose_trials_keep_failing_stops_with_the_reason(tmp_path, tiny_
     res = sweep(tmp_path, TINY.replace("baselines: [seed004]", "baselines: []"), "--data-dir", str(tiny_data))
     assert res.exit_code == 1, res.output
     assert "5 trials in a row failed" in res.output and "out of memory, say" in res.output
+    assert [line.startswith(f"trial {i} ") for i, line in enumerate(  # the fifth's line was left out
+        line for line in res.output.splitlines() if "failed: RuntimeError: out of memory, say" in line)] == [True] * 5
     trials = optuna.load_study(study_name="tiny", storage=journal()).get_trials()
     assert [t.state.name for t in trials] == ["FAIL"] * 5
     client = MlflowClient()
