@@ -324,9 +324,9 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
         if key in sweep.fixed:
             raise ConfigError(f"{key} is set at the top of a sweep, not under fixed", source=where("fixed", key))
     try:
-        validate({**sweep.fixed, "dataset": sweep.dataset})
-    except ConfigError as err:
-        raise ConfigError(err.message, source=where("fixed"), hint=err.hint) from None
+        validate({**sweep.fixed, "dataset": sweep.dataset}, {key: where("fixed", key) for key in sweep.fixed})
+    except ConfigError as err:  # at the setting's own line; an error of no one setting at fixed's
+        raise ConfigError(err.message, source=err.source or where("fixed"), hint=err.hint) from None
     for key, value in sweep.fixed.items():
         if key in _NAMED and value is not None:
             try:  # else a name misspelt failed every trial, once the study and its runs were made

@@ -772,6 +772,7 @@ BAD = [
     ("dataset: mnist\nfixed:\n  width: 8\n  optimizer: sgdd\n",
      "bad.yaml:4: fixed.optimizer: unknown optimizer 'sgdd'"),
     ("dataset: mnist\nfixed:\n  width: 8\n  arch: two_cnov\n", "bad.yaml:4: fixed.arch: unknown architecture"),
+    ("dataset: mnist\nfixed:\n  arch: vgg\n  width: 0\n", "bad.yaml:4: width = 0: "),  # was fixed's line, 2
     # Two choices that read as one value: Optuna drew it as two.
     ("dataset: mnist\nspace:\n  batch_size: [\"256\", 256]\n",
      "bad.yaml:3: space.batch_size: the choices '256' and 256 are one value, 256"),
