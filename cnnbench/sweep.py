@@ -148,6 +148,11 @@ def _create_or_check(sweep: Sweep, identity: dict, data: datamod.Data | None) ->
             study.enqueue_trial({}, user_attrs={"baseline": name}, skip_if_exists=False)
     elif stored != identity:
         raise _another_definition(sweep, stored, identity)
+    else:  # a baseline added to the sweep file since the study began runs next, as the first ones ran first
+        ran = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+        for name in sweep.baselines:
+            if name not in ran:
+                study.enqueue_trial({}, user_attrs={"baseline": name}, skip_if_exists=False)
     if data is not None:
         record, began = data_record(data), attrs.get(DATA_ATTR)
         if began is None:

@@ -194,6 +194,18 @@ def test_rerun_resumes_and_trials_is_a_total(swept, tmp_path, tiny_data):
     assert sum(r.data.tags.get("cnnbench.role") == "sweep" for r in runs) == 1
 
 
+def test_a_baseline_added_to_the_sweep_file_runs_when_the_study_resumes(tmp_path, tiny_data):
+    # Baselines were queued when the study was made only: one added later never ran, whatever --trials said.
+    res = sweep(tmp_path, TINY.replace("baselines: [seed004]", "baselines: []"), "--data-dir", str(tiny_data),
+                "--trials", "2", "--epochs", "1")
+    assert res.exit_code == 0, res.output
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "3", "--epochs", "1")
+    assert res.exit_code == 0, res.output
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "4", "--epochs", "1")  # not twice
+    assert res.exit_code == 0, res.output
+    assert [t.user_attrs.get("baseline") for t in trials_of("tiny")] == [None, None, "seed004", None]
+
+
 def test_a_sweep_run_again_from_scratch_with_its_seed_draws_the_same_trials(tmp_path, tiny_data, monkeypatch):
     drawn = []
     for folder in (tmp_path / "first", tmp_path / "again"):
