@@ -71,6 +71,9 @@ def check_url(url: str | None) -> None:
                           hint="name a file: sqlite:///optuna.db")
     if url.endswith(".log") or url.startswith(("sqlite:///", "journal:")):
         return
+    if url.startswith("postgres://"):  # Heroku's and libpq's spelling, which SQLAlchemy does not take
+        raise ConfigError(f"unsupported storage {describe(url)!r}: SQLAlchemy names PostgreSQL postgresql://",
+                          hint=f"give {describe('postgresql://' + url.removeprefix('postgres://'))}")
     raise ConfigError(f"unsupported storage {describe(url)!r}",
                       hint="use a journal file path ending in .log, sqlite:///FILE, postgresql://..., or redis://...")
 
