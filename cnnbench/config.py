@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from types import UnionType
-from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+from typing import Annotated, Any, Iterable, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -280,6 +280,24 @@ def validate(values: dict[str, Any], sources: dict[str, str] | None = None) -> T
         raise schema_error(err, sources, TrainConfig) from None
 
 
+#: What other tools name a training setting, for the "did you mean" of an unknown key: no spelling is near.
+_ALIASES = {"learning_rate": "lr", "learningrate": "lr", "batch": "batch_size", "batchsize": "batch_size",
+            "kernel": "kernel_size", "model": "arch", "architecture": "arch", "net": "arch", "optim": "optimizer",
+            "lr_scheduler": "scheduler", "schedule": "scheduler", "num_epochs": "epochs", "n_epochs": "epochs",
+            "wd": "weight_decay", "augmentation": "augment", "validation_split": "val_fraction"}
+
+
+def closest(name: str, valid: Iterable[str]) -> str | None:
+    """The name in ``valid`` that ``name`` was likely meant to be: its other tools' name (``learning_rate``:
+    ``lr``), else the nearest spelling; ``None`` where none is near."""
+    import difflib
+
+    valid = list(valid)
+    if (alias := _ALIASES.get(name.lower())) in valid:
+        return alias
+    return next(iter(difflib.get_close_matches(name, valid, n=1)), None)
+
+
 def schema_error(err: ValidationError, sources: dict[str, str], model: type[BaseModel]) -> ConfigError:
     """Turn pydantic's first error into a one-line :class:`ConfigError`."""
     first = err.errors()[0]
@@ -287,11 +305,9 @@ def schema_error(err: ValidationError, sources: dict[str, str], model: type[Base
     key = str(first["loc"][0]) if first["loc"] else ""
     more = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
     if first["type"] == "extra_forbidden":
-        import difflib
-
         fields = _fields_at(model, first["loc"][:-1])  # the keys valid where the unknown one is (space.lr.hihg: high)
-        close = difflib.get_close_matches(str(first["loc"][-1]), fields, n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"valid keys: {', '.join(fields)}"
+        close = closest(str(first["loc"][-1]), fields)
+        hint = f"did you mean {close!r}?" if close else f"valid keys: {', '.join(fields)}"
         return ConfigError(f"unknown setting {loc!r}{more}", source=sources.get(key), hint=hint)
     if first["type"] == "missing":  # pydantic's input here is the enclosing mapping, not the missing value
         return ConfigError(f"the required setting {loc!r} is missing{more}", source=sources.get(key),

@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal, Optional, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cnnbench.config import (ARCH_FIELDS, FIELDS, PRESETS, Layer, TrainConfig, load_yaml, no_flag_for_a_number,
-                             schema_error, validate)
+from cnnbench.config import (ARCH_FIELDS, FIELDS, PRESETS, Layer, TrainConfig, closest, load_yaml,
+                             no_flag_for_a_number, schema_error, validate)
 from cnnbench.errors import ConfigError
 from cnnbench.paths import FOLDER, dataset_name
 
@@ -309,9 +309,9 @@ def check_sweep(sweep: Sweep, path: Path, lines: dict[tuple, int], sources: dict
         raise ConfigError(err.message, source=where("storage"), hint=err.hint) from None
     for key in list(sweep.fixed) + list(sweep.space):
         if key not in FIELDS:
-            close = difflib.get_close_matches(key, FIELDS, n=1)
+            close = closest(key, FIELDS)
             raise ConfigError(f"{key!r} is not a training setting", source=where("space", key) if key in sweep.space
-                              else where("fixed", key), hint=f"did you mean {close[0]!r}?" if close else None)
+                              else where("fixed", key), hint=f"did you mean {close!r}?" if close else None)
     if both := [key for key in sweep.space if key in sweep.fixed]:
         raise ConfigError(f"{both[0]} is both fixed and searched", source=where("space", both[0]),
                           hint="remove it from fixed to search it, or from space to fix it")

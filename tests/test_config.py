@@ -20,6 +20,10 @@ def test_unknown_key_names_the_line_and_the_closest_key(tmp_path):
     text = str(info.value)
     assert f"{path}:2" in text or f"{path}:3" in text
     assert "unknown setting" in text
+    path.write_text("epochs: 2\nlearning_rate: 0.1\n")  # its name elsewhere, far from its spelling here
+    with pytest.raises(ConfigError, match="unknown setting 'learning_rate'") as info:
+        config.resolve(config.Layer.yaml_file(path))
+    assert str(info.value).endswith("fix: did you mean 'lr'?")
 
 
 def test_bad_value_names_its_flag():

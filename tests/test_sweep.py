@@ -772,7 +772,8 @@ BAD = [
     ("dataset: mnist\nspace: {arch: {choices: []}}\n", "choices is empty"),
     ("dataset: mnist\nspace: {arch: {choices: [resnett]}}\n", "did you mean 'resnet'"),
     ("dataset: mnist\nspace: {optimizer: {choices: [adam, adagrad]}}\n", "unknown optimizer 'adagrad'"),
-    ("dataset: mnist\nspace: {learning_rate: {low: 0.1, high: 1}}\n", "not a training setting"),
+    ("dataset: mnist\nspace: {learning_rate: {low: 0.1, high: 1}}\n",
+     "'learning_rate' is not a training setting\n  fix: did you mean 'lr'?"),  # no spelling is near: no hint was
     ("dataset: mnist\ntrails: 5\n", "did you mean 'trials'"),
     ("dataset: mnist\ntrials: -1\n", "trials"),
     ("dataset: mnist\ntrials: many\n", "trials"),
@@ -833,6 +834,8 @@ BAD = [
     ("dataset: mnist\nsampler: grid\nspace: {lr: {low: 0.1, high: 1}}\n", "grid sampler needs choices"),
     ("dataset: mnist\nstudy: ../../etc/evil\n", "study"),
     ("dataset: mnist\nstorage: ftp://host/db\n", "unsupported storage"),
+    ("dataset: mnist\nstorage: 'postgres://bob:pw@db/optuna'\n", "bad.yaml:2: unsupported storage "
+     "'postgres://***@db/optuna': SQLAlchemy names PostgreSQL postgresql://\n  fix: give postgresql://***@db/optuna"),
     ("dataset: mnist\nstorage: 'sqlite:///'\n", "is a database in memory, gone when the sweep ends"),
     ("dataset: mnist\nstorage: ''\n", "empty storage URL"),
     ("dataset: mnist\nfixed: {device: meta}\n", "bad.yaml:2: unknown device 'meta'"),
