@@ -10,7 +10,7 @@ import time
 
 import click
 
-from cnnbench.errors import CnnbenchError, disk_full, listed, no_space
+from cnnbench.errors import CnnbenchError, disk_full, listed, no_space, redact
 
 
 # Bare `cnnbench` shows the help (an error since click 8.2); that stays click's to print.
@@ -366,11 +366,13 @@ def sweep(sweep_file, device, devices, join, data_dir, **flags) -> None:
         points = math.prod(len(values) for values in space.grid(definition).values())
         click.echo(f"the grid's {points} points are all tried, so the sweep stopped at {done} of "
                    f"{definition.trials} trials")
+    uri = sweeps.tracking_uri()  # a server's runs are compared in its own UI, not in a local `mlflow ui`
+    compare = f"at {redact(uri)}" if uri.startswith(("http://", "https://")) else "with `mlflow ui`"
     if outcome.front:
-        click.echo(f"compare the runs with `mlflow ui`; export one with `cnnbench best --export --trial N` "
+        click.echo(f"compare the runs {compare}; export one with `cnnbench best --export --trial N` "
                    f"(without --trial, the front's best {objectives[0]})")
     else:
-        click.echo("compare the runs with `mlflow ui`; export the winner with `cnnbench best --export`")
+        click.echo(f"compare the runs {compare}; export the winner with `cnnbench best --export`")
 
 
 @main.command()

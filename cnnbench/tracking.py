@@ -37,6 +37,9 @@ logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 # and one time limit (errors.outlast), so MLflow's own retries are kept short unless the user set them.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+# With a server store MLflow prints two lines of links as each run ends (a trial's run ends, or is ended again, more
+# than once); the sweep says where its runs are, once.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 #: What reading a store that is not MLflow's raises: MLflow's own errors, and a file that is no database.
 _STORE_ERRORS = (mlflow.exceptions.MlflowException, sqlalchemy.exc.DatabaseError)
 

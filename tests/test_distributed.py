@@ -389,6 +389,8 @@ def test_workers_started_at_once_on_fresh_postgresql_and_mlflow_server_all_work(
                                                  "--trials", str(n), "--join"],
                             {"MLFLOW_TRACKING_URI": mlflow_server})
     assert [code for code, _ in results] == [0] * n, [out[-800:] for code, out in results if code]
+    # MLflow printed two lines of links as each run ended, and the sweep pointed at a local `mlflow ui`
+    assert not [out for _, out in results if "View run" in out or f"compare the runs at {mlflow_server};" not in out]
     trials = trials_of(postgres_url)
     assert len(trials) == n and finished(trials) == n
     check_one_to_one(trials, MlflowClient(mlflow_server))
@@ -411,6 +413,8 @@ def test_a_sweep_with_several_workers_against_postgresql_and_an_mlflow_server(tm
     code, output = finish(cnnbench(tmp_path, sweep, "--data-dir", str(tiny_data), "--storage", postgres_url,
                                    "--workers", "3", "--trials", "6", env=env))
     assert code == 0, output
+    # MLflow printed two lines of links as each run ended, and the sweep pointed at a local `mlflow ui`
+    assert "View run" not in output and f"compare the runs at {mlflow_server}; export the winner" in output, output
     trials = trials_of(postgres_url)
     assert len(trials) == 6 and finished(trials) == 6
     assert len({t.user_attrs["cnnbench.worker"] for t in trials}) > 1
