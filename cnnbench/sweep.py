@@ -951,9 +951,20 @@ def _next_trial(study: optuna.Study, sweep: Sweep, tracker: Tracker) -> optuna.T
         waiting = any(t.state == optuna.trial.TrialState.WAITING for t in trials)  # baselines, retries
         if isinstance(study.sampler, optuna.samplers.GridSampler) and not waiting and study.sampler.is_exhausted(study):
             return None  # else the grid draws a point it has tried again (a study run again after it finished)
-        trial = study.ask()
+        trial = _waiting_retry(study, trials) or study.ask()
         trial.set_user_attr(WORKER_ATTR, worker_id())
         return trial
+
+
+def _waiting_retry(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> optuna.Trial | None:
+    """The first retry waiting in the study's queue, claimed for this worker, or ``None``: a cut or failed trial is
+    tried again before the baselines queued ahead of it, which Optuna's ``ask`` takes first (in queue order)."""
+    for t in trials:
+        if t.state == optuna.trial.TrialState.WAITING and "retry_of" in t.user_attrs:
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                if study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.RUNNING):
+                    return optuna.Trial(study, t._trial_id)  # as ask makes it of the waiting trial it claims
+    return None
 
 
 def threads_per_worker(workers: int) -> int:

@@ -256,6 +256,30 @@ def test_an_interrupted_sweep_counts_its_cut_trial_apart_from_failures(tmp_path,
     assert (parent.params["trials"], parent.tags["trials"]) == ("4", "5")
 
 
+def test_a_cut_trial_is_tried_again_before_the_baselines_queued_behind_it(tmp_path, tiny_data, monkeypatch):
+    import cnnbench.sweep as sweeps
+
+    calls, fit = [], sweeps.fit
+
+    def interrupted_first(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(sweeps, "fit", interrupted_first)
+    text = TINY.replace("baselines: [seed004]", "baselines: [seed004, seed002]")
+    res = sweep(tmp_path, text, "--data-dir", str(tiny_data), "--epochs", "1")
+    assert res.exit_code == 130, res.output
+    # The retry was queued behind seed002 and ran after it, where the docs say a cut trial is tried again first (with
+    # too small a budget left, it did not run at all).
+    res = sweep(tmp_path, text, "--data-dir", str(tiny_data), "--epochs", "1", "--trials", "2")
+    assert res.exit_code == 0, res.output
+    ran = [(t.user_attrs.get("baseline"), t.user_attrs.get("retry_of"), t.state.name) for t in sorted(
+        trials_of("tiny"), key=lambda t: (t.datetime_start is None, t.datetime_start))]
+    assert ran == [("seed004", None, "FAIL"), ("seed004", 0, "COMPLETE"), ("seed002", None, "COMPLETE")], ran
+
+
 def test_a_ctrl_c_between_a_trial_s_run_and_its_training_is_counted_as_an_interruption(tmp_path, tiny_data,
                                                                                        monkeypatch):
     # With two workers, a Ctrl-C landed after a trial's run was made and before its training began: the trial
