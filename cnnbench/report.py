@@ -49,6 +49,8 @@ _SHOWN_IF_ANY = ("INTERRUPTED", "RUNNING")
 # Config fields that say where or how a run was computed rather than what was trained.
 _PLUMBING = {"dataset", "device", "precision", "compile", "eval_batch_size", "seed", "val_fraction"}
 _CONFIG = [f for f in FIELDS if f not in _PLUMBING]
+# What a run trained on and with beside its config: its data split and its seed (the CSVs give them too).
+_TRAINED = [*_CONFIG, "val_fraction", "seed"]
 _METRICS = ("test_acc", "test_loss", "best_val_acc", "val_acc", "half_epoch_val_acc", "params", "train_seconds",
             "best_epoch")
 # Colours for categories: the palette without yellow (faint on white) and black (kept for marks).
@@ -209,7 +211,7 @@ _MACHINE = ("precision", "host", "cpu", "gpu")
 def _trials(runs: pd.DataFrame) -> pd.DataFrame:
     """Return one row per trial run: its study, dataset, state, what ran it, config fields (typed) and final metrics."""
     columns = ["study", "study_name", "sweep_run", "dataset", "trial", "baseline", "state", "status", "reason",
-               *_MACHINE, "run_id", "experiment_id", "start_time", *_CONFIG, "val_fraction", *_METRICS]
+               *_MACHINE, "run_id", "experiment_id", "start_time", *_TRAINED, *_METRICS]
     if runs.empty or "tags.cnnbench.trial" not in runs:
         return pd.DataFrame(columns=columns)
     runs = runs[runs["tags.cnnbench.trial"].notna()]
@@ -233,7 +235,7 @@ def _trials(runs: pd.DataFrame) -> pd.DataFrame:
         "run_id": col("run_id").astype(str), "experiment_id": col("experiment_id").astype(str),
         "start_time": col("start_time"), "sweep_run": col("tags.mlflow.parentRunId").fillna("").astype(str),
     })
-    for name in [*_CONFIG, "val_fraction"]:  # the split too: what a run trained on, beside its epochs
+    for name in _TRAINED:
         frame[name] = _typed(name, col(f"params.{name}"))
     for name in _METRICS:
         frame[name] = pd.to_numeric(col(f"metrics.{name}"), errors="coerce").astype(float)
@@ -1226,9 +1228,9 @@ def _linked_figures(out: Path) -> set[Path]:
 def _csv(report: _Report, trials: pd.DataFrame, folder: Path) -> list[Path]:
     """Write the report's tables as CSV (fractions, not percentages; full run ids); return the files."""
     ids = ["dataset", "study", "trial", "baseline"]
-    runs = trials[[*ids, "state", "status", "reason", *_MACHINE, "run_id", "experiment_id", "start_time", *_CONFIG,
+    runs = trials[[*ids, "state", "status", "reason", *_MACHINE, "run_id", "experiment_id", "start_time", *_TRAINED,
                    *_METRICS]]
-    board_cols = ["dataset", "rank", *ids[1:], "run_id", *_CONFIG, *_METRICS, "pareto_params", "pareto_seconds"]
+    board_cols = ["dataset", "rank", *ids[1:], "run_id", *_TRAINED, *_METRICS, "pareto_params", "pareto_seconds"]
     ranked = [ds.ranked.assign(dataset=ds.name)[board_cols] for ds in report.sets if len(ds.ranked)]
     board = pd.concat(ranked, ignore_index=True) if ranked else pd.DataFrame(columns=board_cols)
     states = trials.groupby(["dataset", "study", "state"], sort=False).size().rename("runs").reset_index()

@@ -254,10 +254,16 @@ def test_the_csvs_match_the_recorded_runs(store):
         assert row["state"] == run.data.tags["cnnbench.state"] and row["status"] == run.info.status
         assert row["dataset"] == run.data.tags["cnnbench.dataset"] and row["trial"] == run.data.tags["cnnbench.trial"]
         assert row["arch"] == run.data.params["arch"]
+        # the split and the seed, which the docs' "every config field" left out
+        given = [run.data.params.get(k) for k in ("val_fraction", "seed")]  # none for a net that could not be built
+        assert [row["val_fraction"] and float(row["val_fraction"]), row["seed"]] == [
+            float(given[0]) if given[0] else "", given[1] or ""]
         assert [row[k] for k in ("precision", "host", "cpu", "gpu")] == [
             run.data.tags.get(f"cnnbench.{k}", "") for k in ("precision", "host", "cpu", "gpu")]
         if "test_acc" in run.data.metrics:
             assert float(row["test_acc"]) == pytest.approx(run.data.metrics["test_acc"])
+    board = read_csv(store.out / "csv" / "leaderboard.csv")
+    assert board and all(row["seed"] == by_id[row["run_id"]].data.params["seed"] for row in board)
     states = read_csv(store.out / "csv" / "states.csv")
     for row in states:
         expected = sum(r.data.tags["cnnbench.state"] == row["state"] and r.data.tags["cnnbench.study"] == row["study"]
