@@ -963,7 +963,8 @@ def _waiting_retry(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) 
         if t.state == optuna.trial.TrialState.WAITING and "retry_of" in t.user_attrs:
             with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
                 if study._storage.set_trial_state_values(t._trial_id, state=optuna.trial.TrialState.RUNNING):
-                    return optuna.Trial(study, t._trial_id)  # as ask makes it of the waiting trial it claims
+                    study._thread_local.cached_all_trials = None  # as ask does, then makes the trial so
+                    return optuna.Trial(study, t._trial_id)
     return None
 
 
