@@ -395,21 +395,16 @@ def open_existing(url: str | None) -> "optuna.storages.BaseStorage | None":
 
 
 def _optuna_tables(url: str) -> bool:
-    """Whether the database at server URL ``url`` may hold Optuna's tables: ``False`` only where it was read and
-    holds none; a redis URL, or a database that cannot be read here, is left to :func:`open_storage` to open or
-    refuse as it does."""
-    if url.startswith(("redis://", "rediss://")):
+    """Whether the database at server URL ``url`` may hold Optuna's tables: ``False`` only where a PostgreSQL
+    database was read and holds none. Redis keeps no tables; any other server, or a database that cannot be read
+    here, is left to :func:`open_storage` to open or refuse as it does."""
+    if not url.startswith("postgresql"):
         return True
     try:
         import sqlalchemy
 
-        check_url(url)
-        engine = sqlalchemy.create_engine(url, connect_args=_PG_CONNECT if url.startswith("postgresql") else {})
-        try:
-            return sqlalchemy.inspect(engine).has_table("studies")
-        finally:
-            engine.dispose()
-    except Exception:  # a bad URL, a driver missing, the server down: open_storage says which, as it always has
+        return sqlalchemy.inspect(_engine(url)).has_table("studies")
+    except Exception:  # a driver missing, the server down: open_storage says which, as it always has
         return True
 
 

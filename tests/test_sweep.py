@@ -227,18 +227,23 @@ def test_a_sweep_stopped_by_its_timeout_says_so_and_how_to_go_on(tmp_path, tiny_
     assert res.exit_code == 0 and "4 of 4 done" in res.output and "timeout" not in res.output
 
 
-def test_an_interrupted_sweep_counts_its_cut_trial_apart_from_failures(tmp_path, tiny_data, monkeypatch):
+def interrupt_training(monkeypatch, at: int) -> None:
+    """Make the sweep's ``at``-th training (counted from 1) stop with a Ctrl-C as it begins."""
     import cnnbench.sweep as sweeps
 
     calls, fit = [], sweeps.fit
 
-    def interrupted_second(*args, **kwargs):
+    def interrupted(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 2:
+        if len(calls) == at:
             raise KeyboardInterrupt
         return fit(*args, **kwargs)
 
-    monkeypatch.setattr(sweeps, "fit", interrupted_second)
+    monkeypatch.setattr(sweeps, "fit", interrupted)
+
+
+def test_an_interrupted_sweep_counts_its_cut_trial_apart_from_failures(tmp_path, tiny_data, monkeypatch):
+    interrupt_training(monkeypatch, at=2)
     res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--epochs", "1")
     assert res.exit_code == 130 and "interrupted; to resume, run" in res.output
     cut = [t for t in trials_of("tiny") if t.state == optuna.trial.TrialState.FAIL]
@@ -257,17 +262,7 @@ def test_an_interrupted_sweep_counts_its_cut_trial_apart_from_failures(tmp_path,
 
 
 def test_a_cut_trial_is_tried_again_before_the_baselines_queued_behind_it(tmp_path, tiny_data, monkeypatch):
-    import cnnbench.sweep as sweeps
-
-    calls, fit = [], sweeps.fit
-
-    def interrupted_first(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-        return fit(*args, **kwargs)
-
-    monkeypatch.setattr(sweeps, "fit", interrupted_first)
+    interrupt_training(monkeypatch, at=1)
     text = TINY.replace("baselines: [seed004]", "baselines: [seed004, seed002]")
     res = sweep(tmp_path, text, "--data-dir", str(tiny_data), "--epochs", "1")
     assert res.exit_code == 130, res.output
