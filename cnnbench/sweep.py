@@ -144,6 +144,7 @@ def _create_or_check(sweep: Sweep, identity: dict, data: datamod.Data | None) ->
         study.set_user_attr(STEPS_ATTR, steps)
         study.set_user_attr("cnnbench.sampler", sweep.sampler)
         study.set_user_attr("cnnbench.pruner", sweep.pruner)
+        study.set_user_attr("cnnbench.seed", sweep.seed)
         for name in sweep.baselines:
             study.enqueue_trial({}, user_attrs={"baseline": name}, skip_if_exists=False)
     elif stored != identity:
@@ -492,10 +493,12 @@ def run(sweep: Sweep, *, data_dir: str | None = None, device: str | None = None,
     check_definition(sweep)
     data = datamod.load(sweep.dataset, data_dir, val_fraction=sweep.val_fraction)
     study = open_study(sweep, data)
-    for what in ("sampler", "pruner"):  # Optuna lets a study change both; each trial's run is tagged with its own
+    for what in ("sampler", "pruner", "seed"):  # none is part of the definition; each trial's run records its own
         if (began := study.user_attrs.get(f"cnnbench.{what}", getattr(sweep, what))) != getattr(sweep, what):
-            echo(f"note: study {sweep.study_name!r} began with the {began} {what}; this command's trials use the "
-                 f"{getattr(sweep, what)} {what} (each trial's MLflow run is tagged with its own)")
+            was, now = ((f"seed {began}", f"seed {sweep.seed}") if what == "seed"
+                        else (f"the {began} {what}", f"the {getattr(sweep, what)} {what}"))
+            echo(f"note: study {sweep.study_name!r} began with {was}; this command's trials use {now} (each trial's "
+                 "MLflow run records its own)")
     # The MLflow store is created here, under the study's lock, once for every process starting now.
     with study_lock(sweep.study_name, sweep.storage):
         tracker = Tracker(sweep.study_name, wait=False)

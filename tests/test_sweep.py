@@ -185,7 +185,9 @@ def test_rerun_resumes_and_trials_is_a_total(swept, tmp_path, tiny_data):
     assert "6 of 6 trials done, nothing to run (raise --trials for more)" in res.output
     # a resume may draw with another sampler, as Optuna allows, but it said nothing of it
     assert ("note: study 'tiny' began with the tpe sampler; this command's trials use the random sampler (each "
-            "trial's MLflow run is tagged with its own)") in res.output, res.output
+            "trial's MLflow run records its own)") in res.output, res.output
+    res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "6", "--seed", "7")  # and another seed
+    assert "note: study 'tiny' began with seed 0; this command's trials use seed 7 (each" in res.output, res.output
     res = sweep(tmp_path, TINY, "--data-dir", str(tiny_data), "--trials", "5")
     assert "6 trials done, 5 asked for, nothing to run" in res.output
     assert len(optuna.load_study(study_name="tiny", storage=journal()).get_trials()) == 6
