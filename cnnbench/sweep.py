@@ -145,8 +145,6 @@ def _create_or_check(sweep: Sweep, identity: dict, data: datamod.Data | None) ->
         study.set_user_attr("cnnbench.sampler", sweep.sampler)
         study.set_user_attr("cnnbench.pruner", sweep.pruner)
         study.set_user_attr("cnnbench.seed", sweep.seed)
-        for name in sweep.baselines:
-            study.enqueue_trial({}, user_attrs={"baseline": name}, skip_if_exists=False)
     elif stored != identity:
         raise _another_definition(sweep, stored, identity)
     if data is not None:
@@ -160,11 +158,11 @@ def _create_or_check(sweep: Sweep, identity: dict, data: datamod.Data | None) ->
                              f"({_data_change(began, record)}): its trials would not compare with theirs",
                              hint="give --study NAME to start a study of the images as they are now, or put them "
                              "back as they were" if folder else "give --study NAME to start a study of this data")
-    if stored is not None:  # a baseline added to the sweep file since the study began runs next, as the first ran
-        ran = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
-        for name in sweep.baselines:
-            if name not in ran:
-                study.enqueue_trial({}, user_attrs={"baseline": name}, skip_if_exists=False)
+    # The baselines run first: all of them in a new study, one added to the sweep file since in a resumed one.
+    ran = {t.user_attrs.get("baseline") for t in study.get_trials(deepcopy=False)}
+    for name in sweep.baselines:
+        if name not in ran:
+            study.enqueue_trial({}, user_attrs={"baseline": name}, skip_if_exists=False)
     return study
 
 
